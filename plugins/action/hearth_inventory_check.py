@@ -1,0 +1,64 @@
+# -*- coding: utf-8 -*-
+# Hearth: validate the inventory of this run against Hearth's schema, on the control node.
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: hearth_inventory_check
+short_description: Validate an inventory against Hearth's schema before any host is touched
+description:
+  - Runs on the control node. Validates Hearth's variables in every inventory source (files,
+    group_vars, host_vars) against the roles' argument specs and Hearth's global spec, with the
+    same code as C(hearth check), and fails listing every problem with its file, line and key.
+options:
+  sources:
+    description: Inventory sources of this run (normally C(ansible_inventory_sources)).
+    type: list
+    elements: path
+    required: true
+author: Hearth
+"""
+
+EXAMPLES = r"""
+- name: Validate the inventory against Hearth's schema
+  hearth_inventory_check:
+    sources: "{{ ansible_inventory_sources }}"
+"""
+
+RETURN = r"""
+problems:
+  description: One line per problem found (empty when the inventory is valid).
+  type: list
+  elements: str
+  returned: always
+"""
+
+from ansible.plugins.action import ActionBase
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        sources = self._task.args.get("sources") or []
+        if isinstance(sources, str):
+            sources = [sources]
+        try:
+            from hearth.inventory import validate_inventory
+        except ImportError as exc:  # Hearth's Python package is not in this Ansible's Python
+            result.update(failed=True, msg="the hearth package is not importable: %s" % exc)
+            return result
+        problems = []
+        for source in sources:
+            problems.extend(str(p) for p in validate_inventory(source))
+        result["changed"] = False
+        result["problems"] = problems
+        if problems:
+            result["failed"] = True
+            result["msg"] = (
+                "the inventory has %d problem(s); fix them and run again "
+                "(`hearth check -i INVENTORY` lists them too):\n%s"
+                % (len(problems), "\n".join(problems))
+            )
+        return result

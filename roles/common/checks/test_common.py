@@ -1,0 +1,113 @@
+"""testinfra checks of the `common` role, run by `hearth audit` on every host that has the role.
+
+``hearth_vars`` is the host's declared state (inventory over role defaults). Each failure says
+what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _chrony_service(host: Any) -> str:
+    return "chronyd" if host.system_info.distribution in ("rhel", "rocky", "almalinux", "centos") else "chrony"
+
+
+def test_hearth_user(host: Any, hearth_vars: dict[str, Any]) -> None:
+    name, group = hearth_vars["common_user"], hearth_vars["common_group"]
+    user = host.user(name)
+    assert user.exists, f"user {name}: expected to exist, found absent"
+    assert user.group == group, f"user {name}: expected primary group {group}, found {user.group}"
+    assert user.uid < 1000, f"user {name}: expected a system account (uid < 1000), found uid {user.uid}"
+    assert user.shell == "/usr/sbin/nologin", (
+        f"user {name}: expected shell /usr/sbin/nologin, found {user.shell}"
+    )
+
+
+def test_directories(host: Any, hearth_vars: dict[str, Any]) -> None:
+    owner, group = hearth_vars["common_user"], hearth_vars["common_group"]
+    expected = [
+        (hearth_vars["common_config_dir"], "root"),
+        (hearth_vars["common_data_dir"], owner),
+        (hearth_vars["common_model_dir"], owner),
+        (hearth_vars["common_log_dir"], owner),
+    ]
+    for path, user in expected:
+        d = host.file(path)
+        assert d.is_directory, f"{path}: expected a directory, found {'a file' if d.exists else 'nothing'}"
+        found = (d.user, d.group, oct(d.mode))
+        assert found == (user, group, "0o750"), (
+            f"{path}: expected owner {user}:{group} mode 0750, found {found[0]}:{found[1]} mode {found[2]}"
+        )
+
+
+def test_base_packages(host: Any, hearth_vars: dict[str, Any]) -> None:
+    wanted = list(hearth_vars["common_packages"]) + list(hearth_vars["common_extra_packages"])
+    missing = [p for p in wanted if not host.package(p).is_installed]
+    assert not missing, f"packages: expected installed {wanted}, found missing {missing}"
+
+
+def test_timezone(host: Any, hearth_vars: dict[str, Any]) -> None:
+    expected = hearth_vars["common_timezone"]
+    found = host.check_output("timedatectl show --property=Timezone --value")
+    assert found == expected, f"timezone: expected {expected}, found {found}"
+
+
+def test_time_sync(host: Any, hearth_vars: dict[str, Any]) -> None:
+    if not hearth_vars["common_time_sync_enabled"]:
+        return
+    service = host.service(_chrony_service(host))
+    assert service.is_running, f"{service.name}: expected running, found stopped"
+    assert service.is_enabled, f"{service.name}: expected enabled at boot, found disabled"
+    conf = host.file("/etc/chrony/chrony.conf" if service.name == "chrony" else "/etc/chrony.conf")
+    for pool in hearth_vars["common_ntp_pools"]:
+        assert conf.contains(f"^pool {pool} iburst"), f"{conf.path}: expected 'pool {pool} iburst', not found"
+    for server in hearth_vars["common_ntp_servers"]:
+        assert conf.contains(f"^server {server} iburst"), f"{conf.path}: expected 'server {server} iburst', not found"
+
+
+def test_sysctl(host: Any, hearth_vars: dict[str, Any]) -> None:
+    wanted = {**hearth_vars["common_sysctl"], **hearth_vars["common_sysctl_extra"]}
+    drift = {}
+    for key, value in wanted.items():
+        found = " ".join(host.check_output("sysctl -n %s", key).split())
+        if found != " ".join(str(value).split()):
+            drift[key] = f"expected {value}, found {found}"
+    assert not drift, f"kernel settings drifted: {drift}"
+    persisted = host.file("/etc/sysctl.d/90-hearth.conf")
+    for key in wanted:
+        assert persisted.contains(f"^{key}"), (
+            f"/etc/sysctl.d/90-hearth.conf: expected {key} to persist across reboots, not found"
+        )
+
+
+def test_limits(host: Any, hearth_vars: dict[str, Any]) -> None:
+    user, nofile = hearth_vars["common_user"], hearth_vars["common_limit_nofile"]
+    memlock = hearth_vars["common_limit_memlock"]
+    limits = host.file("/etc/security/limits.d/90-hearth.conf")
+    for line in (f"{user} hard nofile {nofile}", f"{user} hard memlock {memlock}"):
+        assert limits.contains(f"^{line}$"), f"{limits.path}: expected '{line}', not found"
+    shown = host.check_output("systemctl show --property=DefaultLimitNOFILE --property=DefaultLimitMEMLOCK")
+    found = dict(line.split("=", 1) for line in shown.splitlines())
+    expected_memlock = "infinity" if memlock == "unlimited" else str(int(memlock) * 1024)
+    assert found.get("DefaultLimitNOFILE") == str(nofile), (
+        f"systemd DefaultLimitNOFILE: expected {nofile}, found {found.get('DefaultLimitNOFILE')}"
+    )
+    assert found.get("DefaultLimitMEMLOCK") == expected_memlock, (
+        f"systemd DefaultLimitMEMLOCK: expected {expected_memlock}, found {found.get('DefaultLimitMEMLOCK')}"
+    )
+
+
+def test_journal(host: Any, hearth_vars: dict[str, Any]) -> None:
+    journald = host.service("systemd-journald")
+    assert journald.is_running, "systemd-journald: expected running, found stopped"
+    if not hearth_vars["common_journal_persistent"]:
+        return
+    conf = host.file("/etc/systemd/journald.conf.d/90-hearth.conf")
+    assert conf.contains("^Storage=persistent$"), f"{conf.path}: expected Storage=persistent, not found"
+    machine_id = host.file("/etc/machine-id").content_string.strip()
+    journal = host.file(f"/var/log/journal/{machine_id}")
+    assert journal.is_directory, (
+        f"/var/log/journal/{machine_id}: expected the persistent journal, found none "
+        "(journald is writing to /run only)"
+    )

@@ -1,0 +1,191 @@
+"""Audit hosts with testinfra: each role's checks, on the hosts the playbooks give that role.
+
+The checks live beside their role (``roles/<role>/checks/test_*.py``) and compare each host with
+the declared state (the inventory over the role defaults, resolved by Ansible), so drift shows as a
+failed check saying what was expected and what was found. Hosts are checked in parallel
+(pytest-xdist) over SSH connections that are reused (ControlMaster), from an ssh config written
+from the inventory's connection variables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hearth import paths
+from hearth.errors import AuditFailedError, InvalidInputError
+
+OUTCOMES = ("passed", "failed", "error", "skipped", "unreachable")
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    host: str
+    role: str
+    check: str
+    outcome: str  # one of OUTCOMES
+    message: str = ""
+    duration: float = 0.0
+
+
+@dataclass
+class AuditResult:
+    results: list[CheckResult] = field(default_factory=list)
+    roles: dict[str, list[str]] = field(default_factory=dict)  # host → roles audited
+    unreachable: dict[str, str] = field(default_factory=dict)  # host → reason
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for r in self.results if r.outcome == outcome)
+
+    @property
+    def ok(self) -> bool:
+        return not self.unreachable and not any(
+            r.outcome in ("failed", "error") for r in self.results
+        )
+
+    def raise_for_status(self) -> None:
+        if self.ok:
+            return
+        bad = [r for r in self.results if r.outcome in ("failed", "error")]
+        lines = [f"{r.host}: {r.role}/{r.check}: {r.message}" for r in bad[:20]]
+        lines += [f"{h}: unreachable: {why}" for h, why in self.unreachable.items()]
+        raise AuditFailedError(
+            f"audit failed: {len(bad)} check(s) failed, {len(self.unreachable)} host(s) "
+            "unreachable:\n  " + "\n  ".join(lines)
+        )
+
+
+def check_files(role: str) -> list[Path]:
+    return sorted((paths.roles_dir() / role / "checks").glob("test_*.py"))
+
+
+def _ssh_options(hostvars: dict[str, Any]) -> dict[str, str]:
+    """ssh_config options from Ansible's connection variables."""
+    options: dict[str, str] = {
+        "HostName": str(hostvars.get("ansible_host") or hostvars["inventory_hostname"]),
+        "Port": str(hostvars.get("ansible_port") or 22),
+        "BatchMode": "yes",
+        "ConnectTimeout": "10",
+        "ControlMaster": "auto",
+        "ControlPersist": "120s",
+        "ServerAliveInterval": "15",
+    }
+    if hostvars.get("ansible_user"):
+        options["User"] = str(hostvars["ansible_user"])
+    if hostvars.get("ansible_ssh_private_key_file"):
+        options["IdentityFile"] = str(hostvars["ansible_ssh_private_key_file"])
+    args: list[str] = []
+    for key in ("ansible_ssh_common_args", "ansible_ssh_extra_args"):
+        if hostvars.get(key):
+            args += shlex.split(str(hostvars[key]))
+    it = iter(args)
+    for arg in it:
+        value = next(it, "") if arg == "-o" else arg[2:] if arg.startswith("-o") else ""
+        if "=" in value:
+            name, _, val = value.partition("=")
+            options[name.strip()] = val.strip()
+    return options
+
+
+def write_ssh_config(hosts: dict[str, dict[str, Any]], directory: Path) -> Path:
+    control = Path(tempfile.gettempdir()) / "hearth-audit-cp"
+    control.mkdir(mode=0o700, exist_ok=True)
+    lines = []
+    for host, hostvars in hosts.items():
+        lines.append(f"Host {host}")
+        options = _ssh_options(hostvars)
+        options.setdefault("ControlPath", str(control / "%C"))
+        lines += [f"    {k} {v}" for k, v in options.items()]
+    config = directory / "ssh_config"
+    config.write_text("\n".join(lines) + "\n")
+    return config
+
+
+def _probe(host: str, config: Path) -> tuple[str, str | None]:
+    cmd = ["ssh", "-F", str(config), host, "true"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=40, check=False)
+    except subprocess.TimeoutExpired:
+        return host, "SSH timed out"
+    if done.returncode == 0:
+        return host, None
+    lines = done.stderr.strip().splitlines()
+    return host, (lines[-1] if lines else f"ssh exited {done.returncode}")
+
+
+def _become(hostvars: dict[str, Any]) -> bool:
+    return str(hostvars.get("ansible_user") or "root") != "root"
+
+
+def run_audit(
+    inventory: Any,
+    limit: str | None = None,
+    workers: int | None = None,
+    keep_dir: Path | None = None,
+) -> AuditResult:
+    """Run every applicable role check on every host of ``inventory`` (a loaded Inventory)."""
+    from hearth.layers import roles_for_hosts
+
+    roles_by_host = roles_for_hosts(inventory)
+    selected = list(roles_by_host)
+    if limit:
+        matched = {h.name for h in inventory.ansible_inventory().get_hosts(limit)}
+        if not matched:
+            raise InvalidInputError(f"--limit {limit!r} matches no host in {inventory.path}")
+        selected = [h for h in selected if h in matched]
+    result = AuditResult(roles={h: roles_by_host[h] for h in selected})
+    if not selected:
+        return result
+
+    work = keep_dir or Path(tempfile.mkdtemp(prefix="hearth-audit-"))
+    work.mkdir(parents=True, exist_ok=True)
+    hostvars = {h: inventory.hostvars(h) for h in selected}
+    config = write_ssh_config(hostvars, work)
+    with ThreadPoolExecutor(max_workers=min(16, len(selected))) as pool:
+        for host, why in pool.map(lambda h: _probe(h, config), selected):
+            if why is not None:
+                result.unreachable[host] = why
+    reachable = [h for h in selected if h not in result.unreachable]
+
+    audit_vars = {
+        h: {"roles": roles_by_host[h], "vars": _jsonable(inventory.resolved_vars(h, roles_by_host[h]))}
+        for h in reachable
+    }
+    files = sorted({f for h in reachable for r in roles_by_host[h] for f in check_files(r)})
+    if not reachable or not files:
+        return result
+    vars_file, results_file = work / "vars.json", work / "results.json"
+    vars_file.write_text(json.dumps(audit_vars))
+    specs = ",".join(f"ssh://{h}" + ("?sudo=true" if _become(hostvars[h]) else "") for h in reachable)
+    n = workers or min(len(reachable) * 2, 8)
+    cmd = [
+        sys.executable, "-m", "pytest", *map(str, files),
+        f"--hosts={specs}", f"--ssh-config={config}",
+        "-p", "hearth.audit_plugin", "-p", "no:cacheprovider",
+        "-n", str(n), "-q", "--no-header", "-o", "addopts=",
+        "--rootdir", str(paths.roles_dir()),
+    ]  # fmt: skip
+    env = dict(os.environ, HEARTH_AUDIT_VARS=str(vars_file), HEARTH_AUDIT_RESULTS=str(results_file))
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    (work / "pytest.log").write_text(done.stdout + done.stderr)
+    if not results_file.is_file():
+        raise AuditFailedError(
+            f"the audit's test run did not complete (pytest exit {done.returncode}); "
+            f"log: {work / 'pytest.log'}\n{(done.stdout + done.stderr)[-2000:]}"
+        )
+    for raw in json.loads(results_file.read_text()):
+        result.results.append(CheckResult(**raw))
+    result.results.sort(key=lambda r: (r.host, r.role, r.check))
+    return result
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))

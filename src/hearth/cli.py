@@ -1,0 +1,355 @@
+"""The ``hearth`` command line: check, up, lab, audit, collections.
+
+Every command is a thin layer over a module usable without the CLI. One top-level handler turns
+a :class:`~hearth.errors.HearthError` into its message and exit code; tracebacks only with
+``--debug``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from hearth import __version__
+from hearth.errors import EXIT_INTERNAL, EXIT_OK, HearthError, InvalidInputError
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+STATUS_STYLE = {
+    "ok": "green",
+    "changed": "yellow",
+    "failed": "bold red",
+    "unreachable": "bold magenta",
+    "skipped": "dim",
+    "ignored": "cyan",
+}
+
+
+def inventory_option(func: F) -> F:
+    return click.option(
+        "-i",
+        "--inventory",
+        "inventory",
+        type=click.Path(path_type=Path),
+        required=True,
+        help="Ansible inventory: a hosts.yml file or a directory (group_vars/host_vars beside).",
+    )(func)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hearth")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Hearth: turn bare-metal GPU servers into private LLM inference hosts."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+# --------------------------------------------------------------------------------------- check
+@cli.command()
+@inventory_option
+def check(inventory: Path) -> None:
+    """Validate an inventory and the playbooks' syntax. Contacts no host."""
+    inv = _validated(inventory)
+    _syntax_check(inventory)
+    console.print(
+        f"[green]✓[/] {inventory}: {len(inv.hosts)} host(s), inventory valid, playbooks parse"
+    )
+
+
+def _validated(inventory: Path) -> Any:
+    from hearth.inventory import check_inventory
+
+    return check_inventory(inventory)
+
+
+def _syntax_check(inventory: Path) -> None:
+    import subprocess
+
+    from hearth import paths, runner
+
+    env = {**_os_environ(), **runner.ansible_env()}
+    book = paths.playbooks_dir() / "site.yml"
+    cmd = [str(_bin("ansible-playbook")), "--syntax-check", "-i", str(inventory), str(book)]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip()
+        raise InvalidInputError(f"playbook syntax check failed for {book}:\n{detail}")
+
+
+def _os_environ() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
+
+
+def _bin(name: str) -> Path:
+    return Path(sys.executable).parent / name
+
+
+# ------------------------------------------------------------------------------------------ up
+@cli.command()
+@inventory_option
+@click.option("--limit", "-l", help="Only these hosts or groups (Ansible pattern).")
+@click.option("--tags", "-t", help="Only tasks with these tags (comma-separated).")
+@click.option("--skip-tags", help="Skip tasks with these tags.")
+@click.option("--check", "check_mode", is_flag=True, help="Report what would change; change nothing.")
+@click.option("--diff", is_flag=True, help="Show the changes to files (secrets are never shown).")
+@click.option("--forks", type=click.IntRange(1, 500), help="Hosts in parallel (default 25).")
+@click.option(
+    "--vault-password-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="File holding the ansible-vault password for the inventory's secrets.",
+)
+@click.option("--playbook", default="site.yml", show_default=True, help="Playbook under playbooks/.")
+@click.option("-v", "--verbose", is_flag=True, help="Also list tasks that were ok or skipped.")
+def up(
+    inventory: Path,
+    limit: str | None,
+    tags: str | None,
+    skip_tags: str | None,
+    check_mode: bool,
+    diff: bool,
+    forks: int | None,
+    vault_password_file: Path | None,
+    playbook: str,
+    verbose: bool,
+) -> None:
+    """Converge the hosts of an inventory to its declared state (playbooks/site.yml)."""
+    from hearth import runner
+
+    _ensure_collections()
+    _validated(inventory)
+    tuning = runner.Tuning() if forks is None else runner.Tuning(forks=forks)
+    mode = " (check mode: nothing will be changed)" if check_mode else ""
+    console.print(f"[bold]hearth up[/] {inventory} → {playbook}{mode}")
+    result = runner.run_playbook(
+        playbook,
+        inventory,
+        limit=limit,
+        tags=tags,
+        skip_tags=skip_tags,
+        check=check_mode,
+        diff=diff,
+        vault_password_file=vault_password_file,
+        tuning=tuning,
+        on_event=_progress_printer(verbose),
+    )
+    print_recap(result)
+    result.raise_for_status()
+
+
+def _ensure_collections() -> None:
+    from hearth import vendor
+
+    if vendor.missing():
+        console.print("installing the pinned Ansible collections (first run) …")
+        vendor.install()
+
+
+def _progress_printer(verbose: bool) -> Callable[[Any], None]:
+    def show(event: Any) -> None:
+        if event.status in ("ok", "skipped") and not verbose:
+            return
+        style = STATUS_STYLE.get(event.status, "")
+        where = f"{event.role} : {event.task}" if event.role else event.task
+        line = f"  [{style}]{event.status:<11}[/] {event.host:<16} {where}"
+        console.print(line, markup=True)
+        if event.message:
+            console.print(f"      {event.message}", style=style, markup=False)
+
+    return show
+
+
+def print_recap(result: Any) -> None:
+    table = Table(title="Recap", title_justify="left")
+    for column in ("host", "ok", "changed", "failed", "unreachable", "skipped", "rescued"):
+        table.add_column(column, justify="left" if column == "host" else "right")
+    for host in result.hosts.values():
+        if host.host == "localhost" and not (host.ok or host.failed):
+            continue
+        style = "red" if host.failed else "magenta" if host.unreachable else ""
+        table.add_row(
+            host.host,
+            str(host.ok),
+            str(host.changed),
+            str(host.failed),
+            str(host.unreachable),
+            str(host.skipped),
+            str(host.rescued),
+            style=style,
+        )
+    console.print(table)
+    console.print(f"artifacts: {result.artifacts}", style="dim")
+
+
+# ----------------------------------------------------------------------------------------- lab
+@cli.group()
+def lab() -> None:
+    """Local lab: systemd "bare-metal" hosts as containers, reachable over SSH."""
+
+
+@lab.command("up")
+@click.option("--hosts", "count", default=3, show_default=True, type=int, help="How many hosts.")
+@click.option("--airgapped", is_flag=True, help="Internal network: the hosts have no route out.")
+@click.option(
+    "--inventory-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("inventories/lab"),
+    show_default=True,
+    help="Where to write the lab's inventory.",
+)
+def lab_up(count: int, airgapped: bool, inventory_dir: Path) -> None:
+    """Start the lab hosts and write their inventory."""
+    from hearth import lab as lab_mod
+
+    state = lab_mod.up(count, airgapped=airgapped, inventory_dir=inventory_dir, say=_say)
+    _print_lab(state)
+    console.print(f"inventory: {state.inventory}")
+
+
+@lab.command("down")
+def lab_down() -> None:
+    """Remove the lab hosts, their volumes and network (the cached image stays)."""
+    from hearth import lab as lab_mod
+
+    removed = lab_mod.down(say=_say)
+    console.print(f"removed {removed} lab host(s)")
+
+
+@lab.command("status")
+def lab_status() -> None:
+    """Show the lab hosts and whether SSH reaches them."""
+    from hearth import lab as lab_mod
+
+    state = lab_mod.status()
+    if not state.hosts:
+        console.print("no lab is running (hearth lab up starts one)")
+        return
+    _print_lab(state)
+
+
+def _print_lab(state: Any) -> None:
+    table = Table(title="Lab" + (" (air-gapped)" if state.airgapped else ""), title_justify="left")
+    for column in ("host", "address", "container", "state", "ssh"):
+        table.add_column(column)
+    for host in state.hosts:
+        table.add_row(
+            host.name,
+            host.address,
+            host.container,
+            host.state,
+            "[green]yes[/]" if host.ssh else "[red]no[/]",
+        )
+    console.print(table)
+
+
+def _say(message: str) -> None:
+    console.print(f"[dim]·[/] {message}")
+
+
+# --------------------------------------------------------------------------------------- audit
+@cli.command()
+@inventory_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "junit", "html"]),
+    default="table",
+    show_default=True,
+)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Report file.")
+@click.option("--limit", "-l", help="Only these hosts or groups (Ansible pattern).")
+@click.option("--workers", "-n", type=click.IntRange(1, 64), help="Parallel workers (default: hosts).")
+def audit(
+    inventory: Path, fmt: str, output: Path | None, limit: str | None, workers: int | None
+) -> None:
+    """Check every host against the inventory with testinfra, and report."""
+    from hearth import audit as audit_mod
+    from hearth import report
+
+    inv = _validated(inventory)
+    result = audit_mod.run_audit(inv, limit=limit, workers=workers)
+    if fmt == "table" or output is None:
+        report.print_table(result, console)
+    if output is not None or fmt != "table":
+        text = report.render(result, fmt)
+        if output is None:
+            click.echo(text)
+        else:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(text)
+            console.print(f"report written to {output}")
+    result.raise_for_status()
+
+
+# --------------------------------------------------------------------------------- collections
+@cli.group()
+def collections() -> None:
+    """Ansible collections Hearth uses, installed without Galaxy."""
+
+
+@collections.command("install")
+@click.option(
+    "--wheel",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The pinned ansible wheel (offline); downloaded from PyPI when omitted.",
+)
+def collections_install(wheel: Path | None) -> None:
+    """Extract the pinned collections from the `ansible` wheel into Hearth's collections path."""
+    from hearth import paths, vendor
+
+    versions = vendor.install(wheel=wheel)
+    for name, version in versions.items():
+        console.print(f"  {name} {version}")
+    console.print(f"installed into {paths.collections_dir()}")
+
+
+@collections.command("list")
+def collections_list() -> None:
+    """Show the pinned collections and what is installed."""
+    from hearth import vendor
+
+    have = vendor.installed_versions()
+    for name, version in vendor.pins()["collections"].items():
+        mark = "[green]✓[/]" if have.get(name) == version else "[red]✗[/]"
+        console.print(f"{mark} {name} {version} (installed: {have.get(name, 'no')})")
+
+
+# ---------------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> None:
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="hearth", standalone_mode=False)
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except HearthError as exc:
+        if debug:
+            err_console.print_exception()
+        err_console.print(Text.assemble(("error: ", "bold red"), exc.message))
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except Exception:
+        if debug:
+            raise
+        err_console.print_exception(max_frames=3)
+        err_console.print("[bold red]internal error[/]: please report it (run with --debug)")
+        sys.exit(EXIT_INTERNAL)
+    sys.exit(EXIT_OK)

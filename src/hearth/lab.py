@@ -1,0 +1,438 @@
+"""The local lab: systemd "bare-metal" hosts as containers, reachable over real SSH.
+
+The base image is built here from nothing (debootstrap + ``docker import``; nothing can be pulled),
+tagged with a hash of its recipe and cached as ``docker save | zstd`` under ``$HEARTH_CACHE``.
+Hosts run systemd as PID 1 on a user-defined network with fixed addresses, each with its own SSH
+host keys and machine-id; ``airgapped`` puts them on an ``--internal`` network with no route out.
+``up`` writes an ordinary Ansible inventory for them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hearth import paths
+from hearth.errors import EnvironmentProblem, HearthError, InvalidInputError
+
+LABEL = "io.hearth.lab"
+IMAGE_REPO = "hearth-lab-base"
+NETWORK = "hearth-lab"
+AIRGAP_NETWORK = "hearth-lab-airgap"
+SUBNET = "172.29.231.0/24"
+AIRGAP_SUBNET = "172.29.232.0/24"
+FIRST_HOST_OCTET = 11
+MAX_HOSTS = 20
+
+# The flags measured to give systemd as PID 1 on this kind of VM (``--privileged`` does not work
+# here: one capability is missing). systempaths=unconfined lets sysctl settings be applied for real;
+# the Docker SDK cannot express it, so hosts are created with the docker CLI.
+RUN_FLAGS: tuple[str, ...] = (
+    "--cap-add", "ALL",
+    "--cap-drop", "SYS_RESOURCE",
+    "--security-opt", "seccomp=unconfined",
+    "--security-opt", "apparmor=unconfined",
+    "--security-opt", "systempaths=unconfined",
+    "--cgroupns", "host",
+    "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+    "--tmpfs", "/run",
+    "--tmpfs", "/run/lock",
+    "--tmpfs", "/tmp",
+    "--stop-signal", "SIGRTMIN+3",
+)  # fmt: skip
+
+Say = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+@dataclass
+class LabHost:
+    name: str
+    container: str
+    address: str
+    state: str = "unknown"
+    ssh: bool = False
+
+
+@dataclass
+class LabState:
+    hosts: list[LabHost] = field(default_factory=list)
+    network: str = NETWORK
+    airgapped: bool = False
+    image: str = ""
+    inventory: str = ""
+    private_key: str = ""
+    known_hosts: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> LabState:
+        raw = json.loads(text)
+        hosts = [LabHost(**h) for h in raw.pop("hosts", [])]
+        return cls(hosts=hosts, **raw)
+
+
+def lab_dir() -> Path:
+    return paths.hearth_home() / "lab"
+
+
+def recipe_dir() -> Path:
+    return paths.templates_dir() / "lab"
+
+
+def load_recipe() -> dict[str, Any]:
+    data = yaml.safe_load((recipe_dir() / "recipe.yml").read_text())
+    if not isinstance(data, dict):
+        raise HearthError(f"{recipe_dir() / 'recipe.yml'}: expected a mapping")
+    return data
+
+
+def image_tag() -> str:
+    """``hearth-lab-base:<hash>``: the hash of the recipe and the prepare script."""
+    digest = hashlib.sha256()
+    for name in ("recipe.yml", "prepare.sh"):
+        digest.update((recipe_dir() / name).read_bytes())
+    return f"{IMAGE_REPO}:{digest.hexdigest()[:12]}"
+
+
+def docker_client() -> Any:
+    import docker  # imported late: the CLI's other commands must work without a Docker engine
+
+    try:
+        client = docker.from_env(timeout=300)
+        client.ping()
+    except Exception as exc:
+        raise EnvironmentProblem(
+            "the Docker engine is not reachable "
+            f"({exc.__class__.__name__}): install it (apt-get install docker.io) and start it "
+            "(systemctl start docker, or `setsid dockerd &` where systemd is not PID 1)"
+        ) from exc
+    return client
+
+
+def _run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(cmd, check=True, text=True, capture_output=True, **kwargs)
+    except FileNotFoundError as exc:
+        raise EnvironmentProblem(f"{cmd[0]} is not installed: apt-get install {cmd[0]}") from exc
+    except subprocess.CalledProcessError as exc:
+        tail = (exc.stderr or exc.stdout or "").strip().splitlines()[-5:]
+        raise HearthError(f"{' '.join(cmd[:3])} … failed (rc={exc.returncode}): {' | '.join(tail)}")
+
+
+def _image_cache_file(tag: str) -> Path:
+    return paths.cache_dir() / "lab" / f"{tag.replace(':', '-')}.tar.zst"
+
+
+def ensure_image(client: Any, say: Say = _quiet) -> str:
+    """Return the base image tag, loading it from the cache or building it if needed."""
+    import docker.errors
+
+    tag = image_tag()
+    try:
+        client.images.get(tag)
+        return tag
+    except docker.errors.ImageNotFound:
+        pass
+    cached = _image_cache_file(tag)
+    if cached.is_file() and shutil.which("zstd"):
+        say(f"loading lab image {tag} from {cached}")
+        with subprocess.Popen(["zstd", "-dc", str(cached)], stdout=subprocess.PIPE) as unzstd:
+            subprocess.run(["docker", "load"], stdin=unzstd.stdout, check=True, capture_output=True)
+        return tag
+    build_image(tag, say)
+    if shutil.which("zstd"):
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        say(f"caching lab image as {cached}")
+        partial = cached.with_suffix(".partial")
+        with partial.open("wb") as out, subprocess.Popen(
+            ["docker", "save", tag], stdout=subprocess.PIPE
+        ) as save:
+            subprocess.run(["zstd", "-q", "-T0", "-c"], stdin=save.stdout, stdout=out, check=True)
+        partial.replace(cached)
+    return tag
+
+
+def build_image(tag: str, say: Say = _quiet) -> None:
+    if os.geteuid() != 0:
+        raise EnvironmentProblem("building the lab image needs root (debootstrap): run as root")
+    if not shutil.which("debootstrap"):
+        raise EnvironmentProblem("debootstrap is not installed: apt-get install debootstrap")
+    recipe = load_recipe()
+    say(f"building lab image {tag} with debootstrap (about a minute)")
+    with tempfile.TemporaryDirectory(prefix="hearth-rootfs-") as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        _run(
+            [
+                "debootstrap",
+                f"--variant={recipe['variant']}",
+                f"--components={','.join(recipe['components'])}",
+                f"--include={','.join(recipe['include'])}",
+                recipe["suite"],
+                str(rootfs),
+                recipe["mirror"],
+            ]
+        )
+        shutil.copy(recipe_dir() / "prepare.sh", rootfs / "prepare.sh")
+        _run(["chroot", str(rootfs), "/bin/sh", "/prepare.sh"])
+        (rootfs / "prepare.sh").unlink()
+        with subprocess.Popen(
+            ["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE
+        ) as tar:
+            _run(
+                [
+                    "docker",
+                    "import",
+                    "--change",
+                    'CMD ["/sbin/init"]',
+                    "--change",
+                    "ENV container=docker",
+                    "-",
+                    tag,
+                ],
+                stdin=tar.stdout,
+            )
+
+
+def _ensure_keypair(directory: Path) -> Path:
+    key = directory / "id_ed25519"
+    if not key.is_file():
+        directory.mkdir(parents=True, exist_ok=True)
+        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "hearth-lab", "-f", str(key)])
+    return key
+
+
+def _ensure_network(client: Any, airgapped: bool) -> Any:
+    import docker.errors
+    import docker.types
+
+    name, subnet = (AIRGAP_NETWORK, AIRGAP_SUBNET) if airgapped else (NETWORK, SUBNET)
+    try:
+        return client.networks.get(name)
+    except docker.errors.NotFound:
+        pass
+    ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
+    return client.networks.create(
+        name, driver="bridge", ipam=ipam, internal=airgapped, labels={LABEL: "1"}
+    )
+
+
+def host_address(index: int, airgapped: bool) -> str:
+    net = ipaddress.ip_network(AIRGAP_SUBNET if airgapped else SUBNET)
+    return str(net.network_address + FIRST_HOST_OCTET + index)
+
+
+def _wait_for_ssh(address: str, key: Path, known_hosts: Path, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((address, 22), timeout=1):
+                pass
+        except OSError:
+            time.sleep(0.3)
+            continue
+        probe = subprocess.run(
+            ["ssh", *ssh_options(key, known_hosts), f"root@{address}", "true"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if probe.returncode == 0:
+            return
+        time.sleep(0.5)
+    raise HearthError(f"lab host {address} did not accept SSH within the time allowed")
+
+
+def ssh_options(key: Path, known_hosts: Path) -> list[str]:
+    return [
+        "-o", "BatchMode=yes",
+        "-o", "ConnectTimeout=5",
+        "-o", f"UserKnownHostsFile={known_hosts}",
+        "-o", "StrictHostKeyChecking=accept-new",
+        "-i", str(key),
+    ]  # fmt: skip
+
+
+def _authorize(container: Any, public_key: str) -> None:
+    script = (
+        "umask 077 && mkdir -p /root/.ssh && "
+        f"printf '%s\\n' '{public_key}' > /root/.ssh/authorized_keys"
+    )
+    result = container.exec_run(["sh", "-c", script])
+    if result.exit_code != 0:
+        raise HearthError(f"could not install the lab SSH key in {container.name}")
+
+
+def _wait_for_systemd(container: Any, deadline: float) -> str:
+    state = "unknown"
+    while time.monotonic() < deadline:
+        result = container.exec_run(["systemctl", "is-system-running"])
+        state = result.output.decode().strip()
+        if state in ("running", "degraded"):
+            return state
+        time.sleep(0.3)
+    return state
+
+
+def write_inventory(state: LabState, directory: Path) -> Path:
+    """Write an ordinary Ansible inventory for the lab hosts (hosts.yml + group_vars/all)."""
+    hosts = {h.name: {"ansible_host": h.address} for h in state.hosts}
+    inventory = {"all": {"children": {"lab": {"hosts": hosts}}}}
+    lab_vars = {
+        "ansible_user": "root",
+        "ansible_ssh_private_key_file": state.private_key,
+        "ansible_ssh_common_args": (
+            f"-o UserKnownHostsFile={state.known_hosts} -o StrictHostKeyChecking=accept-new"
+        ),
+        "ansible_python_interpreter": "/usr/bin/python3",
+        "hearth_environment": "lab",
+        "hearth_lab": True,
+        "hearth_site": "lab",
+        # Lab hosts share the control node's kernel and clock: chrony measures, never steers.
+        "common_chrony_control_clock": False,
+    }
+    group_vars = directory / "group_vars" / "all"
+    group_vars.mkdir(parents=True, exist_ok=True)
+    header = "# Written by `hearth lab up`; rewritten on every run. Do not edit.\n"
+    (directory / "hosts.yml").write_text(header + yaml.safe_dump(inventory, sort_keys=False))
+    (group_vars / "lab.yml").write_text(header + yaml.safe_dump(lab_vars, sort_keys=False))
+    return directory / "hosts.yml"
+
+
+def up(
+    count: int = 3,
+    airgapped: bool = False,
+    inventory_dir: Path | None = None,
+    say: Say = _quiet,
+) -> LabState:
+    """Start ``count`` lab hosts (reusing running ones) and write their inventory."""
+    if not 1 <= count <= MAX_HOSTS:
+        raise InvalidInputError(f"--hosts {count}: expected 1 to {MAX_HOSTS} lab hosts")
+    client = docker_client()
+    tag = ensure_image(client, say)
+    directory = lab_dir()
+    key = _ensure_keypair(directory)
+    known_hosts = directory / "known_hosts"
+    network = _ensure_network(client, airgapped)
+    public_key = key.with_suffix(".pub").read_text().strip()
+
+    existing = {c.name: c for c in client.containers.list(all=True, filters={"label": LABEL})}
+    wanted = {f"hearth-lab{i}" for i in range(1, count + 1)}
+    for name, container in existing.items():
+        if name not in wanted:
+            say(f"removing surplus lab host {name}")
+            container.remove(force=True)
+
+    state = LabState(network=network.name, airgapped=airgapped, image=tag)
+    state.private_key, state.known_hosts = str(key), str(known_hosts)
+    known_hosts.unlink(missing_ok=True)
+    deadline = time.monotonic() + 120
+    for i in range(1, count + 1):
+        name, container_name = f"lab{i}", f"hearth-lab{i}"
+        address = host_address(i - 1, airgapped)
+        container = existing.get(container_name)
+        if container is not None and not _matches(container, tag, network.name, address):
+            say(f"replacing lab host {container_name} (image or network changed)")
+            container.remove(force=True)
+            container = None
+        if container is None:
+            say(f"starting lab host {name} at {address}")
+            container = _start_host(client, tag, network.name, container_name, name, address)
+        elif container.status != "running":
+            container.start()
+        _wait_for_systemd(container, deadline)
+        _authorize(container, public_key)
+        state.hosts.append(LabHost(name=name, container=container_name, address=address))
+    for host in state.hosts:
+        _wait_for_ssh(host.address, key, known_hosts, deadline)
+        host.state, host.ssh = "running", True
+    target = inventory_dir or Path.cwd() / "inventories" / "lab"
+    state.inventory = str(write_inventory(state, target).resolve())
+    (directory / "lab.json").write_text(state.to_json())
+    return state
+
+
+def _matches(container: Any, tag: str, network: str, address: str) -> bool:
+    settings = container.attrs.get("NetworkSettings", {}).get("Networks", {})
+    config_image = container.attrs.get("Config", {}).get("Image", "")
+    ip = settings.get(network, {}).get("IPAddress")
+    return bool(config_image == tag and ip == address)
+
+
+def _start_host(
+    client: Any, tag: str, network: str, container_name: str, hostname: str, address: str
+) -> Any:
+    _run(
+        [
+            "docker", "run", "-d",
+            "--name", container_name,
+            "--hostname", hostname,
+            "--label", f"{LABEL}=1",
+            "--label", f"{LABEL}.host={hostname}",
+            "-v", f"{container_name}-docker:/var/lib/docker",
+            "--network", network,
+            "--ip", address,
+            *RUN_FLAGS,
+            tag,
+        ]
+    )  # fmt: skip
+    return client.containers.get(container_name)
+
+
+def down(say: Say = _quiet) -> int:
+    """Remove every lab host, their volumes and networks. The cached image stays."""
+    client = docker_client()
+    removed = 0
+    for container in client.containers.list(all=True, filters={"label": LABEL}):
+        say(f"removing {container.name}")
+        volume = f"{container.name}-docker"
+        container.remove(force=True, v=True)
+        removed += 1
+        for vol in client.volumes.list(filters={"name": volume}):
+            if vol.name == volume:
+                vol.remove(force=True)
+    for network in client.networks.list(filters={"label": LABEL}):
+        network.remove()
+    (lab_dir() / "lab.json").unlink(missing_ok=True)
+    return removed
+
+
+def status() -> LabState:
+    """The lab's hosts as Docker sees them now, with a live SSH probe of each."""
+    client = docker_client()
+    state_file = lab_dir() / "lab.json"
+    state = LabState.from_json(state_file.read_text()) if state_file.is_file() else LabState()
+    live = {c.name: c for c in client.containers.list(all=True, filters={"label": LABEL})}
+    key, known = Path(state.private_key or lab_dir() / "id_ed25519"), lab_dir() / "known_hosts"
+    for host in state.hosts:
+        container = live.get(host.container)
+        host.state = container.status if container is not None else "missing"
+        host.ssh = host.state == "running" and _ssh_ok(host.address, key, known)
+    return state
+
+
+def _ssh_ok(address: str, key: Path, known_hosts: Path) -> bool:
+    probe = subprocess.run(
+        ["ssh", *ssh_options(key, known_hosts), f"root@{address}", "true"],
+        capture_output=True,
+        check=False,
+        timeout=30,
+    )
+    return probe.returncode == 0

@@ -1,0 +1,67 @@
+"""Where Hearth's content (playbooks, roles, plugins, templates) and its state live.
+
+A checkout uses the top-level folders next to ``src/``; an installed wheel carries the same folders
+as package data under ``hearth/_content``.  State (runs, lab, caches, collections) goes under
+``$HEARTH_HOME`` (default ``~/.local/share/hearth``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_PKG_DIR = Path(__file__).resolve().parent
+CONTENT_DIRS = ("playbooks", "roles", "plugins", "templates", "inventories")
+
+
+def content_root() -> Path:
+    """The folder holding playbooks/, roles/, plugins/ and templates/."""
+    override = os.environ.get("HEARTH_CONTENT_ROOT")
+    if override:
+        return Path(override).resolve()
+    checkout = _PKG_DIR.parent.parent
+    if (checkout / "playbooks" / "site.yml").is_file() and (checkout / "roles").is_dir():
+        return checkout
+    return _PKG_DIR / "_content"
+
+
+def playbooks_dir() -> Path:
+    return content_root() / "playbooks"
+
+
+def roles_dir() -> Path:
+    return content_root() / "roles"
+
+
+def plugins_dir() -> Path:
+    return content_root() / "plugins"
+
+
+def templates_dir() -> Path:
+    return content_root() / "templates"
+
+
+def data_dir() -> Path:
+    """Python-side data files shipped inside the package (schemas, pins)."""
+    return _PKG_DIR / "data"
+
+
+def hearth_home() -> Path:
+    home = os.environ.get("HEARTH_HOME")
+    path = Path(home) if home else Path.home() / ".local" / "share" / "hearth"
+    return path.resolve()
+
+
+def cache_dir() -> Path:
+    cache = os.environ.get("HEARTH_CACHE")
+    path = Path(cache) if cache else Path.home() / ".cache" / "hearth"
+    return path.resolve()
+
+
+def collections_dir() -> Path:
+    """Collections path that Hearth controls (filled by ``hearth collections install``)."""
+    return hearth_home() / "collections"
+
+
+def runs_dir() -> Path:
+    return hearth_home() / "runs"

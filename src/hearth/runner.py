@@ -1,0 +1,285 @@
+"""Run Hearth's playbooks through ansible-runner.
+
+Progress comes from runner events (never from parsing stdout); the recap and the exit code come
+from ``runner.stats`` / ``runner.status``. Every run keeps its artifacts in its own folder under
+``$HEARTH_HOME/runs`` (runner env files suppressed, so no extra variables or passwords land there).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hearth import paths
+from hearth.errors import EnvironmentProblem, InvalidInputError, RunFailedError, UnreachableError
+
+STAT_KEYS = ("ok", "changed", "failures", "dark", "skipped", "rescued", "ignored")
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Connection and execution settings. ``Tuning.ansible_defaults()`` is Ansible untouched."""
+
+    forks: int = 25
+    pipelining: bool = True
+    control_persist: str = "15m"
+    fact_caching: bool = True
+    fact_cache_timeout: int = 7200
+
+    @classmethod
+    def ansible_defaults(cls) -> Tuning:
+        # Ansible's own defaults: 5 forks, no pipelining, ControlPersist=60s, facts gathered
+        # on every play (no cache).
+        return cls(forks=5, pipelining=False, control_persist="60s", fact_caching=False)
+
+
+def ansible_env(tuning: Tuning | None = None) -> dict[str, str]:
+    """Environment for ansible-playbook/ansible: Hearth's content paths and the tuning."""
+    tuning = tuning or Tuning()
+    plugins = paths.plugins_dir()
+    env = {
+        "ANSIBLE_ROLES_PATH": str(paths.roles_dir()),
+        "ANSIBLE_COLLECTIONS_PATH": str(paths.collections_dir()),
+        "ANSIBLE_COLLECTIONS_SCAN_SYS_PATH": "False",
+        "ANSIBLE_LIBRARY": str(plugins / "modules"),
+        "ANSIBLE_MODULE_UTILS": str(plugins / "module_utils"),
+        "ANSIBLE_ACTION_PLUGINS": str(plugins / "action"),
+        "ANSIBLE_FILTER_PLUGINS": str(plugins / "filter"),
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_DEPRECATION_WARNINGS": "False",
+        "ANSIBLE_INTERPRETER_PYTHON": "auto_silent",
+        "ANSIBLE_FORKS": str(tuning.forks),
+        "ANSIBLE_PIPELINING": str(tuning.pipelining),
+        "ANSIBLE_SSH_ARGS": (
+            f"-C -o ControlMaster=auto -o ControlPersist={tuning.control_persist} "
+            "-o ServerAliveInterval=15"
+        ),
+        "ANSIBLE_TIMEOUT": "20",
+    }
+    if tuning.fact_caching:
+        env |= {
+            "ANSIBLE_GATHERING": "smart",
+            "ANSIBLE_CACHE_PLUGIN": "jsonfile",
+            "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(paths.hearth_home() / "facts"),
+            "ANSIBLE_CACHE_PLUGIN_TIMEOUT": str(tuning.fact_cache_timeout),
+        }
+    return env
+
+
+@dataclass
+class HostResult:
+    host: str
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    unreachable: int = 0
+    skipped: int = 0
+    rescued: int = 0
+    ignored: int = 0
+
+
+@dataclass
+class RunResult:
+    status: str
+    rc: int
+    artifacts: Path
+    hosts: dict[str, HostResult] = field(default_factory=dict)
+    failures: list[tuple[str, str, str]] = field(default_factory=list)  # host, task, message
+    unreachable: dict[str, str] = field(default_factory=dict)  # host → message
+
+    @property
+    def changed(self) -> int:
+        return sum(h.changed for h in self.hosts.values())
+
+    @property
+    def failed_hosts(self) -> list[str]:
+        return sorted(h.host for h in self.hosts.values() if h.failed)
+
+    @property
+    def unreachable_hosts(self) -> list[str]:
+        return sorted(h.host for h in self.hosts.values() if h.unreachable)
+
+    def raise_for_status(self) -> None:
+        if self.failed_hosts:
+            detail = "; ".join(f"{h}: {t}: {m}" for h, t, m in self.failures[:10])
+            raise RunFailedError(
+                f"the run failed on {', '.join(self.failed_hosts)} — {detail} "
+                f"(artifacts: {self.artifacts})"
+            )
+        if self.unreachable_hosts:
+            raise UnreachableError(
+                f"unreachable: {', '.join(self.unreachable_hosts)} — the other hosts were "
+                f"converged; check that each is up and that SSH reaches it, then run again "
+                f"(artifacts: {self.artifacts})"
+            )
+        if self.status != "successful" or self.rc != 0:
+            raise RunFailedError(
+                f"ansible-playbook ended with status {self.status} (rc={self.rc}); see "
+                f"{self.artifacts}/stdout"
+            )
+
+
+@dataclass(frozen=True)
+class TaskEvent:
+    """One host's result for one task, as the progress display needs it."""
+
+    host: str
+    status: str  # ok | changed | failed | unreachable | skipped | ignored
+    task: str
+    role: str
+    message: str = ""
+
+
+EventSink = Callable[[TaskEvent], None]
+
+
+def _event_to_task_event(event: Mapping[str, Any]) -> TaskEvent | None:
+    kind = event.get("event", "")
+    data = event.get("event_data") or {}
+    host = data.get("host")
+    if not host or not kind.startswith("runner_on_") or kind == "runner_on_start":
+        return None
+    res = data.get("res") or {}
+    if kind == "runner_on_ok":
+        status = "changed" if res.get("changed") else "ok"
+    elif kind == "runner_on_failed":
+        status = "ignored" if data.get("ignore_errors") else "failed"
+    elif kind == "runner_on_unreachable":
+        status = "unreachable"
+    elif kind == "runner_on_skipped":
+        status = "skipped"
+    else:
+        return None
+    message = ""
+    if status in ("failed", "unreachable", "ignored"):
+        message = str(res.get("msg") or res.get("stderr") or res.get("reason") or "").strip()
+    return TaskEvent(
+        host=host,
+        status=status,
+        task=str(data.get("task", "")),
+        role=str(data.get("role", "")),
+        message=message,
+    )
+
+
+def new_run_dir(label: str) -> Path:
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    run_dir = paths.runs_dir() / f"{stamp}-{label}"
+    run_dir.mkdir(parents=True, exist_ok=False)
+    return run_dir
+
+
+def run_playbook(
+    playbook: str | Path,
+    inventory: Path | Sequence[Path],
+    *,
+    limit: str | None = None,
+    tags: str | None = None,
+    skip_tags: str | None = None,
+    check: bool = False,
+    diff: bool = False,
+    extravars: Mapping[str, Any] | None = None,
+    vault_password_file: Path | None = None,
+    tuning: Tuning | None = None,
+    on_event: EventSink | None = None,
+    label: str = "up",
+    extra_env: Mapping[str, str] | None = None,
+) -> RunResult:
+    """Run one playbook (a name under playbooks/ or a path) and return what happened."""
+    import ansible_runner
+
+    tuning = tuning or Tuning()
+    book = Path(playbook)
+    if not book.is_absolute():
+        book = paths.playbooks_dir() / book
+    if not book.is_file():
+        raise InvalidInputError(f"playbook {book} does not exist")
+    sources = [inventory] if isinstance(inventory, Path) else list(inventory)
+    for source in sources:
+        if not source.exists():
+            raise InvalidInputError(f"inventory {source} does not exist")
+    if shutil.which("ansible-playbook") is None and not _venv_bin("ansible-playbook").exists():
+        raise EnvironmentProblem("ansible-playbook is not installed in this environment")
+
+    run_dir = new_run_dir(label)
+    cmdline: list[str] = []
+    if check:
+        cmdline.append("--check")
+    if diff:
+        cmdline.append("--diff")
+    if skip_tags:
+        cmdline += ["--skip-tags", skip_tags]
+    if vault_password_file:
+        cmdline += ["--vault-password-file", str(vault_password_file.resolve())]
+    env = ansible_env(tuning) | dict(extra_env or {})
+    bindir = str(_venv_bin("ansible-playbook").parent)
+    env["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+
+    def handler(event: dict[str, Any]) -> bool:
+        if on_event is not None:
+            task_event = _event_to_task_event(event)
+            if task_event is not None:
+                on_event(task_event)
+        return True  # keep the event in the artifacts (no_log results are already censored)
+
+    runner = ansible_runner.run(
+        private_data_dir=str(run_dir),
+        playbook=str(book),
+        inventory=[str(s.resolve()) for s in sources],
+        limit=limit,
+        tags=tags,
+        forks=tuning.forks,
+        cmdline=" ".join(_quote(a) for a in cmdline) or None,
+        extravars=dict(extravars or {}),
+        envvars=env,
+        suppress_env_files=True,
+        quiet=True,
+        event_handler=handler,
+        project_dir=str(paths.content_root()),
+    )
+    return _collect(runner, run_dir)
+
+
+def _quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)
+
+
+def _venv_bin(name: str) -> Path:
+    import sys
+
+    return Path(sys.executable).parent / name
+
+
+def _collect(runner: Any, run_dir: Path) -> RunResult:
+    stats: dict[str, dict[str, int]] = runner.stats or {}
+    result = RunResult(status=str(runner.status), rc=int(runner.rc or 0), artifacts=run_dir)
+    hosts: set[str] = set()
+    for key in STAT_KEYS:
+        hosts.update((stats.get(key) or {}).keys())
+    for host in sorted(hosts):
+        result.hosts[host] = HostResult(
+            host=host,
+            ok=stats.get("ok", {}).get(host, 0),
+            changed=stats.get("changed", {}).get(host, 0),
+            failed=stats.get("failures", {}).get(host, 0),
+            unreachable=stats.get("dark", {}).get(host, 0),
+            skipped=stats.get("skipped", {}).get(host, 0),
+            rescued=stats.get("rescued", {}).get(host, 0),
+            ignored=stats.get("ignored", {}).get(host, 0),
+        )
+    for event in runner.events:
+        task_event = _event_to_task_event(event)
+        if task_event is None:
+            continue
+        if task_event.status == "failed":
+            result.failures.append((task_event.host, task_event.task, task_event.message))
+        elif task_event.status == "unreachable":
+            result.unreachable[task_event.host] = task_event.message
+    return result

@@ -206,11 +206,9 @@ def lab() -> None:
 @click.option(
     "--inventory-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("inventories/lab"),
-    show_default=True,
-    help="Where to write the lab's inventory.",
+    help="Where to write the lab's inventory [default: inventories/lab, or lab-N for HEARTH_LAB_ID=N].",
 )
-def lab_up(count: int, airgapped: bool, inventory_dir: Path) -> None:
+def lab_up(count: int, airgapped: bool, inventory_dir: Path | None) -> None:
     """Start the lab hosts and write their inventory."""
     from hearth import lab as lab_mod
 

@@ -28,14 +28,39 @@ import yaml
 from hearth import paths
 from hearth.errors import EnvironmentProblem, HearthError, InvalidInputError
 
-LABEL = "io.hearth.lab"
 IMAGE_REPO = "hearth-lab-base"
-NETWORK = "hearth-lab"
-AIRGAP_NETWORK = "hearth-lab-airgap"
-SUBNET = "172.29.231.0/24"
-AIRGAP_SUBNET = "172.29.232.0/24"
-FIRST_HOST_OCTET = 11
 MAX_HOSTS = 20
+FIRST_HOST_OCTET = 11
+
+
+def lab_id() -> int:
+    """``HEARTH_LAB_ID`` (0-9) namespaces containers, networks, subnets and state, so that several
+    labs (parallel work, CI beside a developer's lab) never collide. Default 0."""
+    raw = os.environ.get("HEARTH_LAB_ID", "0")
+    if not raw.isdigit() or not 0 <= int(raw) <= 9:
+        raise InvalidInputError(f"HEARTH_LAB_ID={raw!r}: expected a number from 0 to 9")
+    return int(raw)
+
+
+def _suffix() -> str:
+    return "" if lab_id() == 0 else f"-{lab_id()}"
+
+
+def label() -> str:
+    return f"io.hearth.lab{_suffix()}"
+
+
+def network_name(airgapped: bool) -> str:
+    return f"hearth-lab{_suffix()}" + ("-airgap" if airgapped else "")
+
+
+def subnet(airgapped: bool) -> str:
+    return f"172.29.{200 + 2 * lab_id() + (1 if airgapped else 0)}.0/24"
+
+
+def container_name(index: int) -> str:
+    return f"hearth-lab{_suffix()}-{index}" if lab_id() else f"hearth-lab{index}"
+
 
 # The flags measured to give systemd as PID 1 on this kind of VM (``--privileged`` does not work
 # here: one capability is missing). systempaths=unconfined lets sysctl settings be applied for real;
@@ -73,7 +98,7 @@ class LabHost:
 @dataclass
 class LabState:
     hosts: list[LabHost] = field(default_factory=list)
-    network: str = NETWORK
+    network: str = ""
     airgapped: bool = False
     image: str = ""
     inventory: str = ""
@@ -91,7 +116,11 @@ class LabState:
 
 
 def lab_dir() -> Path:
-    return paths.hearth_home() / "lab"
+    return paths.hearth_home() / f"lab{_suffix()}"
+
+
+def default_inventory_dir() -> Path:
+    return Path.cwd() / "inventories" / f"lab{_suffix()}"
 
 
 def recipe_dir() -> Path:
@@ -224,19 +253,28 @@ def _ensure_network(client: Any, airgapped: bool) -> Any:
     import docker.errors
     import docker.types
 
-    name, subnet = (AIRGAP_NETWORK, AIRGAP_SUBNET) if airgapped else (NETWORK, SUBNET)
+    name = network_name(airgapped)
     try:
-        return client.networks.get(name)
+        existing = client.networks.get(name)
     except docker.errors.NotFound:
-        pass
-    ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
+        existing = None
+    if existing is not None:
+        configs = existing.attrs.get("IPAM", {}).get("Config") or [{}]
+        if configs[0].get("Subnet") == subnet(airgapped):
+            return existing
+        raise EnvironmentProblem(
+            f"docker network {name} exists with subnet {configs[0].get('Subnet')}, not "
+            f"{subnet(airgapped)}: run `hearth lab down` (or `docker network rm {name}`) first"
+        )
+    pool = docker.types.IPAMPool(subnet=subnet(airgapped))
+    ipam = docker.types.IPAMConfig(pool_configs=[pool])
     return client.networks.create(
-        name, driver="bridge", ipam=ipam, internal=airgapped, labels={LABEL: "1"}
+        name, driver="bridge", ipam=ipam, internal=airgapped, labels={label(): "1"}
     )
 
 
 def host_address(index: int, airgapped: bool) -> str:
-    net = ipaddress.ip_network(AIRGAP_SUBNET if airgapped else SUBNET)
+    net = ipaddress.ip_network(subnet(airgapped))
     return str(net.network_address + FIRST_HOST_OCTET + index)
 
 
@@ -333,8 +371,8 @@ def up(
     network = _ensure_network(client, airgapped)
     public_key = key.with_suffix(".pub").read_text().strip()
 
-    existing = {c.name: c for c in client.containers.list(all=True, filters={"label": LABEL})}
-    wanted = {f"hearth-lab{i}" for i in range(1, count + 1)}
+    existing = {c.name: c for c in client.containers.list(all=True, filters={"label": label()})}
+    wanted = {container_name(i) for i in range(1, count + 1)}
     for name, container in existing.items():
         if name not in wanted:
             say(f"removing surplus lab host {name}")
@@ -345,25 +383,25 @@ def up(
     known_hosts.unlink(missing_ok=True)
     deadline = time.monotonic() + 120
     for i in range(1, count + 1):
-        name, container_name = f"lab{i}", f"hearth-lab{i}"
+        name, cname = f"lab{i}", container_name(i)
         address = host_address(i - 1, airgapped)
-        container = existing.get(container_name)
+        container = existing.get(cname)
         if container is not None and not _matches(container, tag, network.name, address):
-            say(f"replacing lab host {container_name} (image or network changed)")
+            say(f"replacing lab host {cname} (image or network changed)")
             container.remove(force=True)
             container = None
         if container is None:
             say(f"starting lab host {name} at {address}")
-            container = _start_host(client, tag, network.name, container_name, name, address)
+            container = _start_host(client, tag, network.name, cname, name, address)
         elif container.status != "running":
             container.start()
         _wait_for_systemd(container, deadline)
         _authorize(container, public_key)
-        state.hosts.append(LabHost(name=name, container=container_name, address=address))
+        state.hosts.append(LabHost(name=name, container=cname, address=address))
     for host in state.hosts:
         _wait_for_ssh(host.address, key, known_hosts, deadline)
         host.state, host.ssh = "running", True
-    target = inventory_dir or Path.cwd() / "inventories" / "lab"
+    target = inventory_dir or default_inventory_dir()
     state.inventory = str(write_inventory(state, target).resolve())
     (directory / "lab.json").write_text(state.to_json())
     return state
@@ -384,8 +422,8 @@ def _start_host(
             "docker", "run", "-d",
             "--name", container_name,
             "--hostname", hostname,
-            "--label", f"{LABEL}=1",
-            "--label", f"{LABEL}.host={hostname}",
+            "--label", f"{label()}=1",
+            "--label", f"{label()}.host={hostname}",
             "-v", f"{container_name}-docker:/var/lib/docker",
             "--network", network,
             "--ip", address,
@@ -400,7 +438,7 @@ def down(say: Say = _quiet) -> int:
     """Remove every lab host, their volumes and networks. The cached image stays."""
     client = docker_client()
     removed = 0
-    for container in client.containers.list(all=True, filters={"label": LABEL}):
+    for container in client.containers.list(all=True, filters={"label": label()}):
         say(f"removing {container.name}")
         volume = f"{container.name}-docker"
         container.remove(force=True, v=True)
@@ -408,7 +446,7 @@ def down(say: Say = _quiet) -> int:
         for vol in client.volumes.list(filters={"name": volume}):
             if vol.name == volume:
                 vol.remove(force=True)
-    for network in client.networks.list(filters={"label": LABEL}):
+    for network in client.networks.list(filters={"label": label()}):
         network.remove()
     (lab_dir() / "lab.json").unlink(missing_ok=True)
     return removed
@@ -419,7 +457,7 @@ def status() -> LabState:
     client = docker_client()
     state_file = lab_dir() / "lab.json"
     state = LabState.from_json(state_file.read_text()) if state_file.is_file() else LabState()
-    live = {c.name: c for c in client.containers.list(all=True, filters={"label": LABEL})}
+    live = {c.name: c for c in client.containers.list(all=True, filters={"label": label()})}
     key, known = Path(state.private_key or lab_dir() / "id_ed25519"), lab_dir() / "known_hosts"
     for host in state.hosts:
         container = live.get(host.container)

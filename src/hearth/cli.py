@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> None:
     except HearthError as exc:
         if debug:
             err_console.print_exception()
-        err_console.print(Text.assemble(("error: ", "bold red"), exc.message))
+        err_console.print(Text.assemble(("error: ", "bold red"), exc.message), soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -156,7 +156,10 @@ def run_audit(
     reachable = [h for h in selected if h not in result.unreachable]
 
     audit_vars = {
-        h: {"roles": roles_by_host[h], "vars": _jsonable(inventory.resolved_vars(h, roles_by_host[h]))}
+        h: {
+            "roles": roles_by_host[h],
+            "vars": _jsonable(inventory.resolved_vars(h, roles_by_host[h])),
+        }
         for h in reachable
     }
     files = sorted({f for h in reachable for r in roles_by_host[h] for f in check_files(r)})
@@ -164,7 +167,9 @@ def run_audit(
         return result
     vars_file, results_file = work / "vars.json", work / "results.json"
     vars_file.write_text(json.dumps(audit_vars))
-    specs = ",".join(f"ssh://{h}" + ("?sudo=true" if _become(hostvars[h]) else "") for h in reachable)
+    specs = ",".join(
+        f"ssh://{h}" + ("?sudo=true" if _become(hostvars[h]) else "") for h in reachable
+    )
     n = workers or min(len(reachable) * 2, 8)
     cmd = [
         sys.executable, "-m", "pytest", *map(str, files),

@@ -33,9 +33,12 @@ def _role_of(path: Path) -> str:
 
 
 def _host_of(item: pytest.Item) -> str:
+    """The inventory name of the host a testinfra item runs on ("" if none)."""
     callspec = getattr(item, "callspec", None)
-    host = callspec.params.get("_testinfra_host") if callspec is not None else None
-    return str(getattr(host, "backend", None) and host.backend.get_pytest_id() or host or "")
+    host: Any = callspec.params.get("_testinfra_host") if callspec is not None else None
+    if host is None:
+        return ""
+    return str(host.backend.get_pytest_id()).removeprefix("ssh://").split("?")[0]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -43,7 +46,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     keep, drop = [], []
     for item in items:
         host, role = _host_of(item), _role_of(Path(str(item.path)))
-        host = host.removeprefix("ssh://").split("?")[0]
         if host in audit and role in audit[host]["roles"]:
             item.user_properties += [("hearth_host", host), ("hearth_role", role)]
             keep.append(item)
@@ -82,7 +84,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if "hearth_host" not in props:
         return
     if report.when == "call" or (report.when == "setup" and not report.passed):
-        outcome = report.outcome
+        outcome: str = report.outcome
         if report.when == "setup" and report.failed:
             outcome = "error"
         name = report.nodeid.split("::")[-1].split("[")[0]

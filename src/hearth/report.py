@@ -37,7 +37,9 @@ def print_table(result: AuditResult, console: Console) -> None:
     for column in ("host", "role", "check", "result", "detail"):
         table.add_column(column, overflow="fold")
     for r in result.results:
-        table.add_row(r.host, r.role, r.check, f"[{STYLE.get(r.outcome, '')}]{r.outcome}[/]", r.message)
+        table.add_row(
+            r.host, r.role, r.check, f"[{STYLE.get(r.outcome, '')}]{r.outcome}[/]", r.message
+        )
     for host, why in result.unreachable.items():
         table.add_row(host, "-", "-", "[bold magenta]unreachable[/]", why)
     console.print(table)
@@ -90,18 +92,28 @@ def to_junit(result: AuditResult) -> str:
             time=f"{sum(r.duration for r in checks):.3f}",
         )
         if host in result.unreachable:
-            case = ET.SubElement(suite, "testcase", classname=f"{host}.connection", name="reachable")
+            case = ET.SubElement(
+                suite, "testcase", classname=f"{host}.connection", name="reachable"
+            )
             ET.SubElement(case, "error", message=result.unreachable[host])
         for r in checks:
             case = ET.SubElement(
-                suite, "testcase", classname=f"{host}.{r.role}", name=r.check, time=f"{r.duration:.3f}"
+                suite,
+                "testcase",
+                classname=f"{host}.{r.role}",
+                name=r.check,
+                time=f"{r.duration:.3f}",
             )
             if r.outcome in ("failed", "error"):
-                ET.SubElement(case, "failure" if r.outcome == "failed" else "error", message=r.message)
+                ET.SubElement(
+                    case, "failure" if r.outcome == "failed" else "error", message=r.message
+                )
             elif r.outcome == "skipped":
                 ET.SubElement(case, "skipped", message=r.message)
     ET.indent(suites)
-    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+    )
 
 
 def to_html(result: AuditResult) -> str:

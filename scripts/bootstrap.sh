@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Prepare this machine to run Hearth and its lab: Docker engine, debootstrap, zstd, a Python venv
+# with Hearth and its dev tools, and the pinned Ansible collections. Safe to run again: it only
+# installs what is missing. Works on a fresh Debian 12 / Ubuntu 22.04+ machine as root, and on a
+# machine that already has Docker (docker.io or Docker CE).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+need_pkgs=()
+command -v debootstrap >/dev/null || need_pkgs+=(debootstrap)
+command -v zstd >/dev/null || need_pkgs+=(zstd)
+command -v ssh >/dev/null || need_pkgs+=(openssh-client)
+command -v git >/dev/null || need_pkgs+=(git)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
+if ! command -v dockerd >/dev/null && ! docker info >/dev/null 2>&1; then
+  need_pkgs+=(docker.io)
+fi
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  say "installing ${need_pkgs[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  say "starting the Docker engine"
+  if [ -d /run/systemd/system ] && as_root systemctl start docker 2>/dev/null; then :; else
+    as_root bash -c 'setsid dockerd >/var/log/dockerd.log 2>&1 < /dev/null &'
+  fi
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+  docker info >/dev/null 2>&1 || { echo "dockerd did not start: see /var/log/dockerd.log" >&2; exit 6; }
+fi
+
+stamp=.venv/.hearth-installed
+want=$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  say "creating the Python environment (.venv)"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check --upgrade pip
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+  echo "$want" > "$stamp"
+fi
+
+if .venv/bin/hearth collections list | grep -q '✗'; then
+  say "installing the pinned Ansible collections (from the ansible wheel on PyPI, no Galaxy)"
+  .venv/bin/hearth collections install
+fi

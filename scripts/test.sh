@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Hearth's tests: lint (ruff, mypy, ansible-lint), unit tests, then the lab integration tests
+# against real hosts (Docker needed). Set HEARTH_SKIP_LAB=1 to run only the first two.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+export PATH="$PWD/.venv/bin:$PATH"
+export ANSIBLE_COLLECTIONS_PATH="${HEARTH_HOME:-$HOME/.local/share/hearth}/collections"
+
+echo "==> lint"
+ruff check src tests plugins benchmarks
+mypy
+ansible-lint -q roles playbooks
+
+echo "==> tests"
+if [ "${HEARTH_SKIP_LAB:-0}" = "1" ]; then
+  pytest -q -n 2 tests/unit
+else
+  pytest -q -n 2 tests/unit
+  HEARTH_LAB_ID="${HEARTH_LAB_ID:-7}" pytest -q -p no:cacheprovider tests/integration
+fi

@@ -1,0 +1,44 @@
+"""Fixtures for tests against the real lab: systemd hosts as containers, reached over SSH.
+
+One lab of 3 hosts serves the whole session (``HEARTH_LAB_ID``, default 7, so a developer's own
+lab 0 is never touched). It is removed at the end unless ``HEARTH_KEEP_LAB=1``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HEARTH_LAB_ID", "7")
+
+from labkit import write_inventory
+
+from hearth import lab as lab_mod
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in str(item.path):
+            item.add_marker(pytest.mark.lab)
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[lab_mod.LabState]:
+    """Three running lab hosts (created if needed) for the whole test session."""
+    state = lab_mod.up(
+        3,
+        inventory_dir=Path(os.environ.get("HEARTH_TEST_TMP", "/tmp"))
+        / f"hearth-lab-{lab_mod.lab_id()}-inv",
+    )
+    yield state
+    if os.environ.get("HEARTH_KEEP_LAB") != "1":
+        lab_mod.down()
+
+
+@pytest.fixture
+def lab_inventory(lab: lab_mod.LabState, tmp_path: Path) -> Path:
+    """The lab's hosts in one group, with no layer groups: only the base layer applies."""
+    return write_inventory(lab, tmp_path / "inventory")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -147,50 +148,65 @@ def run_audit(
 
     work = keep_dir or Path(tempfile.mkdtemp(prefix="hearth-audit-"))
     work.mkdir(parents=True, exist_ok=True)
-    hostvars = {h: inventory.hostvars(h) for h in selected}
-    config = write_ssh_config(hostvars, work)
-    with ThreadPoolExecutor(max_workers=min(16, len(selected))) as pool:
-        for host, why in pool.map(lambda h: _probe(h, config), selected):
-            if why is not None:
-                result.unreachable[host] = why
-    reachable = [h for h in selected if h not in result.unreachable]
+    try:
+        hostvars = {h: inventory.hostvars(h) for h in selected}
+        config = write_ssh_config(hostvars, work)
+        with ThreadPoolExecutor(max_workers=min(16, len(selected))) as pool:
+            for host, why in pool.map(lambda h: _probe(h, config), selected):
+                if why is not None:
+                    result.unreachable[host] = why
+        reachable = [h for h in selected if h not in result.unreachable]
 
-    audit_vars = {
-        h: {
-            "roles": roles_by_host[h],
-            "vars": _jsonable(inventory.resolved_vars(h, roles_by_host[h])),
+        audit_vars = {
+            h: {"roles": roles_by_host[h], "vars": declared_state(inventory, h, roles_by_host[h])}
+            for h in reachable
         }
-        for h in reachable
-    }
-    files = sorted({f for h in reachable for r in roles_by_host[h] for f in check_files(r)})
-    if not reachable or not files:
-        return result
-    vars_file, results_file = work / "vars.json", work / "results.json"
-    vars_file.write_text(json.dumps(audit_vars))
-    specs = ",".join(
-        f"ssh://{h}" + ("?sudo=true" if _become(hostvars[h]) else "") for h in reachable
-    )
-    n = workers or min(len(reachable) * 2, 8)
-    cmd = [
-        sys.executable, "-m", "pytest", *map(str, files),
-        f"--hosts={specs}", f"--ssh-config={config}",
-        "-p", "hearth.audit_plugin", "-p", "no:cacheprovider",
-        "-n", str(n), "-q", "--no-header", "-o", "addopts=",
-        "--rootdir", str(paths.roles_dir()),
-    ]  # fmt: skip
-    env = dict(os.environ, HEARTH_AUDIT_VARS=str(vars_file), HEARTH_AUDIT_RESULTS=str(results_file))
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    (work / "pytest.log").write_text(done.stdout + done.stderr)
-    if not results_file.is_file():
-        raise AuditFailedError(
-            f"the audit's test run did not complete (pytest exit {done.returncode}); "
-            f"log: {work / 'pytest.log'}\n{(done.stdout + done.stderr)[-2000:]}"
+        files = sorted({f for h in reachable for r in roles_by_host[h] for f in check_files(r)})
+        if not reachable or not files:
+            return result
+        vars_file, results_file = work / "vars.json", work / "results.json"
+        vars_file.write_text(json.dumps(audit_vars))
+        specs = ",".join(
+            f"ssh://{h}" + ("?sudo=true" if _become(hostvars[h]) else "") for h in reachable
         )
-    for raw in json.loads(results_file.read_text()):
-        result.results.append(CheckResult(**raw))
-    result.results.sort(key=lambda r: (r.host, r.role, r.check))
-    return result
+        n = workers or min(len(reachable) * 2, 8)
+        cmd = [
+            sys.executable, "-m", "pytest", *map(str, files),
+            f"--hosts={specs}", f"--ssh-config={config}",
+            "-p", "hearth.audit_plugin", "-p", "no:cacheprovider",
+            "-n", str(n), "-q", "--no-header", "-o", "addopts=",
+            "--rootdir", str(paths.roles_dir()),
+        ]  # fmt: skip
+        env = dict(os.environ, HEARTH_AUDIT_VARS=str(vars_file), HEARTH_AUDIT_RESULTS=str(results_file))
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        (work / "pytest.log").write_text(done.stdout + done.stderr)
+        if not results_file.is_file():
+            raise AuditFailedError(
+                f"the audit's test run did not complete (pytest exit {done.returncode}):\n"
+                f"{(done.stdout + done.stderr)[-2000:]}"
+            )
+        for raw in json.loads(results_file.read_text()):
+            result.results.append(CheckResult(**raw))
+        result.results.sort(key=lambda r: (r.host, r.role, r.check))
+        return result
+    finally:
+        if keep_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
 
 
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
+def declared_state(inventory: Any, host: str, roles: list[str]) -> dict[str, Any]:
+    """What the checks compare a host with: the variables its roles declare (inventory over role
+    defaults), never an option the spec marks ``no_log``. Nothing else (vault values, connection
+    passwords) leaves the inventory, so no secret reaches the audit's files or reports."""
+    from hearth.schema import load_schema
+
+    schema = load_schema()
+    resolved = inventory.resolved_vars(host, roles)
+    keep = {
+        name
+        for name, spec in schema.options.items()
+        if not spec.no_log and (spec.owner in roles or spec.owner is None)
+    }
+    state = {k: v for k, v in resolved.items() if k in keep}
+    state["inventory_hostname"] = host
+    return dict(json.loads(json.dumps(state, default=str)))

@@ -177,6 +177,16 @@ def _setup_vault(loader: DataLoader, vault_password_file: Path | None) -> None:
         problem = Problem(password_file, None, "", MISSING, f"cannot read the vault password: {e}")
         raise InventoryInvalid([problem]) from e
     loader.set_vault_secrets([("default", secret)])
+    # ansible-core 2.19 decrypts vaulted values lazily, through a process-wide context.
+    try:
+        from ansible.parsing.vault import VaultSecretsContext
+    except ImportError:  # ansible-core < 2.19 decrypts eagerly
+        return
+    current = VaultSecretsContext.current(optional=True)
+    if current is None:
+        VaultSecretsContext.initialize(VaultSecretsContext(secrets=[("default", secret)]))
+    else:
+        current.secrets.append(("default", secret))
 
 
 def _considered_files(path: Path) -> list[Path]:

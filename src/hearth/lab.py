@@ -322,7 +322,7 @@ def _wait_for_systemd(container: Any, deadline: float) -> str:
     state = "unknown"
     while time.monotonic() < deadline:
         result = container.exec_run(["systemctl", "is-system-running"])
-        state = result.output.decode().strip()
+        state = str(result.output.decode()).strip()
         if state in ("running", "degraded"):
             return state
         time.sleep(0.3)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -193,7 +194,7 @@ def test_secrets_never_reach_artifacts_or_output(
     assert audit.returncode == 0, audit.stdout + audit.stderr
     assert secret not in done.stdout + done.stderr + audit.stdout + audit.stderr
     leaks = []
-    for root in (paths.runs_dir(), tmp_path):
+    for root in (paths.runs_dir(), paths.hearth_home() / "facts", Path(tempfile.gettempdir())):
         for path in root.rglob("*"):
             recent = path.is_file() and path.stat().st_mtime >= started - 1
             if recent and path != vault_pass and secret.encode() in path.read_bytes():

@@ -8,8 +8,10 @@ from ``runner.stats`` / ``runner.status``. Every run keeps its artifacts in its 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,22 +230,43 @@ def run_playbook(
                 on_event(task_event)
         return True  # keep the event in the artifacts (no_log results are already censored)
 
-    runner = ansible_runner.run(
-        private_data_dir=str(run_dir),
-        playbook=str(book),
-        inventory=[str(s.resolve()) for s in sources],
-        limit=limit,
-        tags=tags,
-        forks=tuning.forks,
-        cmdline=" ".join(_quote(a) for a in cmdline) or None,
-        extravars=dict(extravars or {}),
-        envvars=env,
-        suppress_env_files=True,
-        quiet=True,
-        event_handler=handler,
-        project_dir=str(paths.content_root()),
-    )
+    # Extra variables may hold secrets: ansible-runner would put them on the command line, which
+    # it records in artifacts/<id>/command. They go through a private file outside the run dir.
+    with tempfile.TemporaryDirectory(prefix="hearth-extravars-") as private:
+        if extravars:
+            vars_file = Path(private) / "extravars.json"
+            vars_file.touch(mode=0o600)
+            vars_file.write_text(json.dumps(dict(extravars)))
+            cmdline += ["-e", f"@{vars_file}"]
+        runner = ansible_runner.run(
+            private_data_dir=str(run_dir),
+            playbook=str(book),
+            inventory=[str(s.resolve()) for s in sources],
+            limit=limit,
+            tags=tags,
+            forks=tuning.forks,
+            cmdline=" ".join(_quote(a) for a in cmdline) or None,
+            envvars=env,
+            suppress_env_files=True,
+            quiet=True,
+            event_handler=handler,
+            project_dir=str(paths.content_root()),
+        )
+    scrub_artifacts(run_dir)
     return _collect(runner, run_dir)
+
+
+def scrub_artifacts(run_dir: Path) -> None:
+    """Drop the process environment ansible-runner records beside the command: it is the whole
+    environment of the operator's shell, where tokens often live."""
+    for command_file in run_dir.glob("artifacts/*/command"):
+        try:
+            data = json.loads(command_file.read_text())
+        except (OSError, ValueError):
+            command_file.unlink(missing_ok=True)
+            continue
+        data.pop("env", None)
+        command_file.write_text(json.dumps(data))
 
 
 def _quote(arg: str) -> str:

@@ -180,7 +180,11 @@ def test_secrets_never_reach_artifacts_or_output(
     inventory = write_inventory(lab, tmp_path / "vaulted")
     (inventory.parent / "group_vars" / "all" / "vault.yml").write_text(encrypted)
     started = time.time()
-    done = hearth("up", "-i", str(inventory), "--diff", "--vault-password-file", str(vault_pass))
+    # also in the operator's environment, which ansible-runner records beside the command
+    done = hearth(
+        "up", "-i", str(inventory), "--diff", "--vault-password-file", str(vault_pass),
+        env={"OPERATOR_SLACK_TOKEN": secret},
+    )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     result = runner.run_playbook(
         "site.yml", inventory, extravars={"hearth_planted_secret": secret}, diff=True,

@@ -56,30 +56,41 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
+def vault_option(func: F) -> F:
+    return click.option(
+        "--vault-password-file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="File holding the ansible-vault password for the inventory's secrets.",
+    )(func)
+
+
 # --------------------------------------------------------------------------------------- check
 @cli.command()
 @inventory_option
-def check(inventory: Path) -> None:
+@vault_option
+def check(inventory: Path, vault_password_file: Path | None) -> None:
     """Validate an inventory and the playbooks' syntax. Contacts no host."""
-    inv = _validated(inventory)
-    _syntax_check(inventory)
+    inv = _validated(inventory, vault_password_file)
+    _syntax_check(inventory, vault_password_file)
     console.print(
         f"[green]✓[/] {inventory}: {len(inv.hosts)} host(s), inventory valid, playbooks parse"
     )
 
 
-def _validated(inventory: Path) -> Any:
+def _validated(inventory: Path, vault_password_file: Path | None = None) -> Any:
     from hearth.inventory import check_inventory
 
-    return check_inventory(inventory)
+    return check_inventory(inventory, vault_password_file=vault_password_file)
 
 
-def _syntax_check(inventory: Path) -> None:
+def _syntax_check(inventory: Path, vault_password_file: Path | None = None) -> None:
     import subprocess
 
     from hearth import paths, runner
 
     env = {**_os_environ(), **runner.ansible_env()}
+    if vault_password_file is not None:
+        env["ANSIBLE_VAULT_PASSWORD_FILE"] = str(vault_password_file.resolve())
     book = paths.playbooks_dir() / "site.yml"
     cmd = [str(_bin("ansible-playbook")), "--syntax-check", "-i", str(inventory), str(book)]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
@@ -107,11 +118,7 @@ def _bin(name: str) -> Path:
 @click.option("--check", "check_mode", is_flag=True, help="Report what would change; change nothing.")
 @click.option("--diff", is_flag=True, help="Show the changes to files (secrets are never shown).")
 @click.option("--forks", type=click.IntRange(1, 500), help="Hosts in parallel (default 25).")
-@click.option(
-    "--vault-password-file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="File holding the ansible-vault password for the inventory's secrets.",
-)
+@vault_option
 @click.option("--playbook", default="site.yml", show_default=True, help="Playbook under playbooks/.")
 @click.option("-v", "--verbose", is_flag=True, help="Also list tasks that were ok or skipped.")
 def up(
@@ -130,7 +137,7 @@ def up(
     from hearth import runner
 
     _ensure_collections()
-    _validated(inventory)
+    _validated(inventory, vault_password_file)
     tuning = runner.Tuning() if forks is None else runner.Tuning(forks=forks)
     mode = " (check mode: nothing will be changed)" if check_mode else ""
     console.print(f"[bold]hearth up[/] {inventory} → {playbook}{mode}")
@@ -270,14 +277,20 @@ def _say(message: str) -> None:
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Report file.")
 @click.option("--limit", "-l", help="Only these hosts or groups (Ansible pattern).")
 @click.option("--workers", "-n", type=click.IntRange(1, 64), help="Parallel workers (default: hosts).")
+@vault_option
 def audit(
-    inventory: Path, fmt: str, output: Path | None, limit: str | None, workers: int | None
+    inventory: Path,
+    fmt: str,
+    output: Path | None,
+    limit: str | None,
+    workers: int | None,
+    vault_password_file: Path | None,
 ) -> None:
     """Check every host against the inventory with testinfra, and report."""
     from hearth import audit as audit_mod
     from hearth import report
 
-    inv = _validated(inventory)
+    inv = _validated(inventory, vault_password_file)
     result = audit_mod.run_audit(inv, limit=limit, workers=workers)
     if fmt == "table" or output is None:
         report.print_table(result, console)

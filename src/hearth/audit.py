@@ -177,7 +177,8 @@ def run_audit(
             "-n", str(n), "-q", "--no-header", "-o", "addopts=",
             "--rootdir", str(paths.roles_dir()),
         ]  # fmt: skip
-        env = dict(os.environ, HEARTH_AUDIT_VARS=str(vars_file), HEARTH_AUDIT_RESULTS=str(results_file))
+        env = dict(os.environ, HEARTH_AUDIT_VARS=str(vars_file))
+        env["HEARTH_AUDIT_RESULTS"] = str(results_file)
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         (work / "pytest.log").write_text(done.stdout + done.stderr)
         if not results_file.is_file():

@@ -115,11 +115,15 @@ def _bin(name: str) -> Path:
 @click.option("--limit", "-l", help="Only these hosts or groups (Ansible pattern).")
 @click.option("--tags", "-t", help="Only tasks with these tags (comma-separated).")
 @click.option("--skip-tags", help="Skip tasks with these tags.")
-@click.option("--check", "check_mode", is_flag=True, help="Report what would change; change nothing.")
+@click.option(
+    "--check", "check_mode", is_flag=True, help="Report what would change; change nothing."
+)
 @click.option("--diff", is_flag=True, help="Show the changes to files (secrets are never shown).")
 @click.option("--forks", type=click.IntRange(1, 500), help="Hosts in parallel (default 25).")
 @vault_option
-@click.option("--playbook", default="site.yml", show_default=True, help="Playbook under playbooks/.")
+@click.option(
+    "--playbook", default="site.yml", show_default=True, help="Playbook under playbooks/."
+)
 @click.option("-v", "--verbose", is_flag=True, help="Also list tasks that were ok or skipped.")
 def up(
     inventory: Path,
@@ -213,7 +217,7 @@ def lab() -> None:
 @click.option(
     "--inventory-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Where to write the lab's inventory [default: inventories/lab, or lab-N for HEARTH_LAB_ID=N].",
+    help="Where to write the lab's inventory [default: inventories/lab, lab-N for HEARTH_LAB_ID=N].",
 )
 def lab_up(count: int, airgapped: bool, inventory_dir: Path | None) -> None:
     """Start the lab hosts and write their inventory."""
@@ -274,9 +278,13 @@ def _say(message: str) -> None:
     default="table",
     show_default=True,
 )
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Report file.")
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Report file."
+)
 @click.option("--limit", "-l", help="Only these hosts or groups (Ansible pattern).")
-@click.option("--workers", "-n", type=click.IntRange(1, 64), help="Parallel workers (default: hosts).")
+@click.option(
+    "--workers", "-n", type=click.IntRange(1, 64), help="Parallel workers (default: hosts)."
+)
 @vault_option
 def audit(
     inventory: Path,

@@ -164,7 +164,9 @@ def _run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
         raise EnvironmentProblem(f"{cmd[0]} is not installed: apt-get install {cmd[0]}") from exc
     except subprocess.CalledProcessError as exc:
         tail = (exc.stderr or exc.stdout or "").strip().splitlines()[-5:]
-        raise HearthError(f"{' '.join(cmd[:3])} … failed (rc={exc.returncode}): {' | '.join(tail)}")
+        raise HearthError(
+            f"{' '.join(cmd[:3])} … failed (rc={exc.returncode}): {' | '.join(tail)}"
+        ) from exc
 
 
 def _image_cache_file(tag: str) -> Path:
@@ -332,7 +334,10 @@ def _wait_for_systemd(container: Any, deadline: float) -> str:
 def write_inventory(state: LabState, directory: Path) -> Path:
     """Write an ordinary Ansible inventory for the lab hosts (hosts.yml + group_vars/all)."""
     hosts = {h.name: {"ansible_host": h.address} for h in state.hosts}
-    inventory = {"all": {"children": {"lab": {"hosts": hosts}}}}
+    children: dict[str, Any] = {"lab": {"hosts": hosts}}
+    if state.hosts:  # layer groups, as on a real site: the first host is a GPU node
+        children["gpu_nodes"] = {"hosts": {state.hosts[0].name: {}}}
+    inventory = {"all": {"children": children}}
     lab_vars = {
         "ansible_user": "root",
         "ansible_ssh_private_key_file": state.private_key,
@@ -351,7 +356,21 @@ def write_inventory(state: LabState, directory: Path) -> Path:
     header = "# Written by `hearth lab up`; rewritten on every run. Do not edit.\n"
     (directory / "hosts.yml").write_text(header + yaml.safe_dump(inventory, sort_keys=False))
     (group_vars / "lab.yml").write_text(header + yaml.safe_dump(lab_vars, sort_keys=False))
+    gpu_vars = directory / "group_vars" / "gpu_nodes"
+    gpu_vars.mkdir(parents=True, exist_ok=True)
+    (gpu_vars / "gpu.yml").write_text(header + LAB_GPU_VARS)
     return directory / "hosts.yml"
+
+
+# The lab's GPU layer (docs/gpu.md): nothing says "no GPU" (the roles detect it); only the package
+# choices differ from a site, because the lab reaches Debian's archive and nothing of NVIDIA's.
+LAB_GPU_VARS = """\
+# CUDA runtime libraries only: the full nvidia-cuda-toolkit is 1.6 GB to download and 5.6 GB
+# installed (2 min 18 s here); libcudart + NVRTC are what engines load at run time.
+cuda_packages: [libcudart11.0, libnvrtc11.2]
+# No reachable source carries nvidia-container-toolkit: the role reports it as skipped.
+container_runtime_toolkit_source: distribution
+"""
 
 
 def up(

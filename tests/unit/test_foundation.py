@@ -149,7 +149,8 @@ def test_json_report_counts() -> None:
     data = json.loads(report.to_json(_audit_result()))
     assert data["ok"] is False
     assert data["summary"] == {
-        "hosts": 2, "checks": 2, "passed": 1, "failed": 1, "error": 0, "skipped": 0, "unreachable": 1,
+        "hosts": 2, "checks": 2, "passed": 1, "failed": 1, "error": 0, "skipped": 0,
+        "unreachable": 1,
     }  # fmt: skip
     assert data["hosts"]["lab2"]["unreachable"].startswith("ssh: connect")
     assert (
@@ -328,7 +329,8 @@ def test_argument_spec_matches_defaults(role: str) -> None:
     spec = yaml.safe_load((role_dir / "meta" / "argument_specs.yml").read_text())
     options = spec["argument_specs"]["main"]["options"]
     assert set(defaults) == set(options), (
-        f"{role}: in defaults only {set(defaults) - set(options)}, in spec only {set(options) - set(defaults)}"
+        f"{role}: in defaults only {set(defaults) - set(options)}, "
+        f"in spec only {set(options) - set(defaults)}"
     )
     for name, option in options.items():
         assert option.get("description"), f"{role}: {name} has no description"

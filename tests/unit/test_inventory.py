@@ -626,7 +626,8 @@ def test_all_problems_are_listed_at_once(
     assert lines[2].startswith(f"  {INV}/group_vars/monitoring.yml:2: common_manage_swap = 'no'")
     assert lines[3].startswith(f"  {INV}/group_vars/nosuchgroup.yml: no group named")
     assert lines[4] == (
-        f"Fix them and run `hearth check -i {INV}/hosts.yml` again; nothing was changed on any host."
+        f"Fix them and run `hearth check -i {INV}/hosts.yml` again; "
+        "nothing was changed on any host."
     )
 
 

@@ -217,7 +217,7 @@ def lab() -> None:
 @click.option(
     "--inventory-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Where to write the lab's inventory [default: inventories/lab, lab-N for HEARTH_LAB_ID=N].",
+    help="Where to write the lab's inventory [default: inventories/lab-N, N=HEARTH_LAB_ID > 0].",
 )
 def lab_up(count: int, airgapped: bool, inventory_dir: Path | None) -> None:
     """Start the lab hosts and write their inventory."""

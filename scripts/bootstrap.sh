@@ -40,11 +40,13 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   say "creating the Python environment (.venv)"
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check --upgrade pip
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
+  .venv/bin/python -c 'import hearth, ansible_runner, testinfra'
   echo "$want" > "$stamp"
 fi
 
-if .venv/bin/hearth collections list | grep -q '✗'; then
+collections_status=$(.venv/bin/hearth collections list)
+if grep -q '✗' <<<"$collections_status"; then
   say "installing the pinned Ansible collections (from the ansible wheel on PyPI, no Galaxy)"
   .venv/bin/hearth collections install
 fi

@@ -26,6 +26,7 @@ err_console = Console(stderr=True, highlight=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
 STATUS_STYLE = {
+    "notice": "bold cyan",
     "ok": "green",
     "changed": "yellow",
     "failed": "bold red",
@@ -80,7 +81,11 @@ def check(inventory: Path, vault_password_file: Path | None) -> None:
 def _validated(inventory: Path, vault_password_file: Path | None = None) -> Any:
     from hearth.inventory import check_inventory
 
-    return check_inventory(inventory, vault_password_file=vault_password_file)
+    from hearth.compat import raise_for_inventory
+
+    inv = check_inventory(inventory, vault_password_file=vault_password_file)
+    raise_for_inventory(inv)  # driver / CUDA / GPU pins, with the roles' own table and words
+    return inv
 
 
 def _syntax_check(inventory: Path, vault_password_file: Path | None = None) -> None:

@@ -131,13 +131,25 @@ class TaskEvent:
     """One host's result for one task, as the progress display needs it."""
 
     host: str
-    status: str  # ok | changed | failed | unreachable | skipped | ignored
+    status: str  # ok | changed | failed | unreachable | skipped | ignored | notice
     task: str
     role: str
     message: str = ""
 
 
 EventSink = Callable[[TaskEvent], None]
+
+
+NOTICE_PREFIXES = ("SKIPPED", "WARNING", "REBOOT NEEDED", "NOTICE")
+
+
+def _notice(data: Mapping[str, Any], res: Mapping[str, Any]) -> str:
+    """A role's report to the operator: a debug message starting with SKIPPED, WARNING, … ."""
+    if str(data.get("task_action", "")).rsplit(".", 1)[-1] != "debug":
+        return ""
+    msg = res.get("msg")
+    text = " ".join(str(m) for m in msg) if isinstance(msg, list) else str(msg or "")
+    return text.strip() if text.lstrip().startswith(NOTICE_PREFIXES) else ""
 
 
 def _event_to_task_event(event: Mapping[str, Any]) -> TaskEvent | None:
@@ -149,6 +161,11 @@ def _event_to_task_event(event: Mapping[str, Any]) -> TaskEvent | None:
     res = data.get("res") or {}
     if kind == "runner_on_ok":
         status = "changed" if res.get("changed") else "ok"
+        notice = _notice(data, res)
+        if notice:
+            return TaskEvent(
+                host, "notice", str(data.get("task", "")), str(data.get("role", "")), notice
+            )
     elif kind == "runner_on_failed":
         status = "ignored" if data.get("ignore_errors") else "failed"
     elif kind == "runner_on_unreachable":

@@ -64,6 +64,18 @@ def test_unreachable_event_keeps_the_reason() -> None:
     assert "could not be sent to remote host" in event.message
 
 
+def test_role_reports_become_notices_shown_by_default() -> None:
+    raw = _event("runner_on_ok")
+    raw["event_data"]["task_action"] = "ansible.builtin.debug"
+    raw["event_data"]["res"] = {"msg": "SKIPPED on lab1: no NVIDIA device", "changed": False}
+    event = runner._event_to_task_event(raw)
+    assert event is not None
+    assert (event.status, event.message) == ("notice", "SKIPPED on lab1: no NVIDIA device")
+    raw["event_data"]["res"] = {"msg": "all good", "changed": False}
+    plain = runner._event_to_task_event(raw)
+    assert plain is not None and plain.status == "ok"
+
+
 def test_non_host_events_are_ignored() -> None:
     assert (
         runner._event_to_task_event({"event": "playbook_on_task_start", "event_data": {}}) is None

@@ -1,0 +1,166 @@
+"""testinfra checks of the `nvidia_driver` role, run by `hearth audit` on every GPU node.
+
+``hearth_vars`` is the host's declared state (inventory over role defaults). Checks that need an
+NVIDIA device (nvidia-smi, persistence mode, the loaded module) are skipped, with the reason, on
+hosts that have none; everything else (pin, hold, nouveau blacklist, persistence daemon enabled)
+is checked on every GPU node.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+# Packages versioned on their own, not with the driver (Debian and NVIDIA's repositories).
+_OWN_VERSION = re.compile(
+    r"^(nvidia-persistenced|nvidia-modprobe|nvidia-settings|nvidia-xconfig|nvidia-support|"
+    r"nvidia-installer-cleanup|nvidia-cuda-.*|nvidia-container-.*|libnvidia-container.*)$"
+)
+_DRIVER_LIKE = re.compile(r"^\d{3}\.\d{2,3}(\.\d{2})?([-~+].*)?$")
+
+
+def _device(host: Any) -> str | None:
+    """A description of the host's NVIDIA device(s), or None when it has none."""
+    found = host.run(
+        "for d in /sys/bus/pci/devices/*; do "
+        '[ "$(cat $d/vendor 2>/dev/null)" = 0x10de ] && '
+        'case "$(cat $d/class 2>/dev/null)" in 0x03*) echo "${d##*/}";; esac; done; true'
+    ).stdout.split()
+    if found:
+        return f"NVIDIA PCI device(s) {', '.join(found)}"
+    if host.file("/proc/driver/nvidia").exists:
+        return "/proc/driver/nvidia"
+    return None
+
+
+def _need_device(host: Any) -> str:
+    device = _device(host)
+    if device is None:
+        pytest.skip(
+            "no NVIDIA device on this host (no NVIDIA PCI display device, no /proc/driver/nvidia): "
+            "nvidia-smi, persistence mode and the loaded module are checked only where a GPU exists"
+        )
+    return device
+
+
+def _packages(host: Any) -> dict[str, tuple[str, str]]:
+    """name -> (version, selection) of installed NVIDIA driver packages."""
+    if host.exists("dpkg-query"):
+        out = host.run(
+            "dpkg-query -W -f '${db:Status-Abbrev}|${Package}|${Version}|${db:Status-Want}\\n' "
+            "'*nvidia*' 'libcuda1' 'libnvcuvid1' 2>/dev/null"
+        ).stdout
+        found = {}
+        for line in out.splitlines():
+            status, name, version, want = ([*line.split("|"), "", "", "", ""])[:4]
+            if status.startswith("i") or status.startswith("h"):
+                found[name] = (version, want)
+        return found
+    out = host.run(
+        "rpm -qa --qf '%{NAME}|%{VERSION}-%{RELEASE}\\n' 'nvidia-*' 'kmod-nvidia*'"
+    ).stdout
+    locked = host.run("dnf versionlock list 2>/dev/null").stdout
+    return {
+        name: (version, "hold" if name in locked else "install")
+        for name, version in (line.split("|", 1) for line in out.splitlines() if "|" in line)
+    }
+
+
+def _driver_packages(host: Any) -> dict[str, tuple[str, str]]:
+    return {
+        name: info
+        for name, info in _packages(host).items()
+        if not _OWN_VERSION.match(name) and _DRIVER_LIKE.match(info[0])
+    }
+
+
+def test_driver_installed_at_the_pin(host: Any, hearth_vars: dict[str, Any]) -> None:
+    pin = hearth_vars["nvidia_driver_version"]
+    driver = _driver_packages(host)
+    assert driver, f"NVIDIA driver {pin}: expected installed, found no driver package"
+    other = {n: v for n, (v, _) in driver.items() if not re.match(re.escape(pin) + r"([-~+]|$)", v)}
+    assert not other, (
+        f"driver packages: expected all at {pin} (driver and libraries together), found "
+        f"{other} — a split driver/library makes nvidia-smi fail with 'Driver/library version "
+        "mismatch'"
+    )
+
+
+def test_driver_held(host: Any, hearth_vars: dict[str, Any]) -> None:
+    if not hearth_vars["nvidia_driver_hold"]:
+        pytest.skip("nvidia_driver_hold is false: the driver is not held on purpose")
+    loose = sorted(n for n, (_, want) in _driver_packages(host).items() if want != "hold")
+    assert not loose, (
+        "driver packages: expected held (apt-mark hold / dnf versionlock), found not held "
+        f"{loose}; an unattended upgrade could move them away from the kernel module"
+    )
+    if host.exists("dpkg-query"):
+        pin_file = host.file("/etc/apt/preferences.d/hearth-nvidia-driver")
+        expected = f"Pin: version {hearth_vars['nvidia_driver_version']}-*"
+        assert pin_file.contains(f"^{re.escape(expected)}$"), (
+            f"{pin_file.path}: expected '{expected}', found "
+            f"{'no file' if not pin_file.exists else 'another pin'}"
+        )
+
+
+def test_nouveau_blacklisted(host: Any, hearth_vars: dict[str, Any]) -> None:
+    if not hearth_vars["nvidia_driver_blacklist_nouveau"]:
+        pytest.skip("nvidia_driver_blacklist_nouveau is false")
+    conf = host.file("/etc/modprobe.d/hearth-blacklist-nouveau.conf")
+    assert conf.contains("^blacklist nouveau$"), (
+        f"{conf.path}: expected 'blacklist nouveau', not found"
+    )
+    assert conf.contains("^options nouveau modeset=0$"), (
+        f"{conf.path}: expected 'options nouveau modeset=0', not found"
+    )
+
+
+def test_persistence_daemon_enabled(host: Any, hearth_vars: dict[str, Any]) -> None:
+    if not hearth_vars["nvidia_driver_persistence"]:
+        pytest.skip("nvidia_driver_persistence is false")
+    service = host.service("nvidia-persistenced")
+    assert service.is_enabled, "nvidia-persistenced: expected enabled at boot, found disabled"
+
+
+def test_nvidia_smi_healthy(host: Any, hearth_vars: dict[str, Any]) -> None:
+    device = _need_device(host)
+    result = host.run("nvidia-smi -L")
+    assert result.rc == 0 and "GPU " in result.stdout, (
+        f"nvidia-smi ({device}): expected a list of GPUs, found rc={result.rc}: "
+        f"{(result.stdout + result.stderr).strip()[:300]}"
+    )
+
+
+def test_running_driver_matches_pin(host: Any, hearth_vars: dict[str, Any]) -> None:
+    _need_device(host)
+    pin = hearth_vars["nvidia_driver_version"]
+    loaded = host.file("/sys/module/nvidia/version")
+    found = loaded.content_string.strip() if loaded.exists else "no nvidia module loaded"
+    assert found == pin, f"loaded nvidia module: expected {pin}, found {found} (a reboot loads it)"
+    reported = set(
+        host.check_output("nvidia-smi --query-gpu=driver_version --format=csv,noheader").split()
+    )
+    assert reported == {pin}, f"nvidia-smi driver: expected {pin}, found {sorted(reported)}"
+
+
+def test_persistence_mode_on(host: Any, hearth_vars: dict[str, Any]) -> None:
+    _need_device(host)
+    if not hearth_vars["nvidia_driver_persistence"]:
+        pytest.skip("nvidia_driver_persistence is false")
+    assert host.service("nvidia-persistenced").is_running, (
+        "nvidia-persistenced: expected running, found stopped"
+    )
+    modes = host.check_output(
+        "nvidia-smi --query-gpu=index,persistence_mode --format=csv,noheader"
+    ).splitlines()
+    off = [m for m in modes if not m.strip().endswith("Enabled")]
+    assert not off, f"persistence mode: expected Enabled on every GPU, found {off}"
+
+
+def test_nouveau_not_loaded(host: Any, hearth_vars: dict[str, Any]) -> None:
+    _need_device(host)
+    assert not host.file("/sys/module/nouveau").exists, (
+        "nouveau: expected not loaded, found loaded (it holds the GPU; reboot after the blacklist)"
+    )

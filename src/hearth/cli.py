@@ -79,9 +79,8 @@ def check(inventory: Path, vault_password_file: Path | None) -> None:
 
 
 def _validated(inventory: Path, vault_password_file: Path | None = None) -> Any:
-    from hearth.inventory import check_inventory
-
     from hearth.compat import raise_for_inventory
+    from hearth.inventory import check_inventory
 
     inv = check_inventory(inventory, vault_password_file=vault_password_file)
     raise_for_inventory(inv)  # driver / CUDA / GPU pins, with the roles' own table and words

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: hearth_inventory_check
-short_description: Validate an inventory against Hearth's schema before any host is touched
+short_description: Refuse a bad inventory before any host is touched
 description:
-  - Runs on the control node. Validates Hearth's variables in every inventory source (files,
-    group_vars, host_vars) against the roles' argument specs and Hearth's global spec, with the
-    same code as C(hearth check), and fails listing every problem with its file, line and key.
+  - Runs on the control node, with the same code as C(hearth check) (C(hearth.preflight)).
+  - Validates Hearth's variables in every inventory source (files, group_vars, host_vars)
+    against the roles' argument specs and Hearth's global spec, then the GPU layer's
+    driver/CUDA/GPU compatibility, then the VRAM plan of the declared models, and fails listing
+    every problem (file, line and key; or the model, host and GPU).
 options:
   sources:
     description: Inventory sources of this run (normally C(ansible_inventory_sources)).
@@ -45,13 +47,13 @@ class ActionModule(ActionBase):
         if isinstance(sources, str):
             sources = [sources]
         try:
-            from hearth.inventory import validate_inventory
+            from hearth.preflight import problems as preflight_problems
         except ImportError as exc:  # Hearth's Python package is not in this Ansible's Python
             result.update(failed=True, msg="the hearth package is not importable: %s" % exc)
             return result
         problems = []
         for source in sources:
-            problems.extend(str(p) for p in validate_inventory(source))
+            problems.extend(preflight_problems(source))
         result["changed"] = False
         result["problems"] = problems
         if problems:

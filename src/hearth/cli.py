@@ -417,6 +417,57 @@ def models_inspect(path: Path) -> None:
             console.print(f"{key}: {value}")
 
 
+# -------------------------------------------------------------------------------------- canary
+@cli.group()
+def canary() -> None:
+    """Golden-question canaries: every model's declared questions, checked (docs/monitoring.md)."""
+
+
+@canary.command("run")
+@inventory_option
+@click.option("--limit", "-l", help="Only these monitoring hosts (Ansible pattern).")
+@vault_option
+def canary_run(inventory: Path, limit: str | None, vault_password_file: Path | None) -> None:
+    """Ask every model its golden questions now (the timer's service, on the monitoring hosts),
+    record the results (CSV, Prometheus) and print them. Exits 5 when a question failed."""
+    from hearth import monitoring
+    from hearth.errors import AuditFailedError
+
+    _ensure_collections()
+    _validated(inventory, vault_password_file)
+    console.print(f"[bold]hearth canary run[/] {inventory}")
+    done = monitoring.run_canaries(
+        inventory, limit=limit, vault_password_file=vault_password_file,
+        on_event=_progress_printer(False),
+    )  # fmt: skip
+    if not done.models:
+        console.print("no model was asked (no monitoring host, or no hearth_models declared)")
+        return
+    table = Table(title="Canary", title_justify="left")
+    for column in ("host", "model", "version", "question", "kind", "latency", "tokens", "result"):
+        table.add_column(column, justify="right" if column in ("latency", "tokens") else "left")
+    for host, model in done.models:
+        for r in model.get("results", []):
+            failed = [c[0] for c in r.get("checks", []) if not c[1]]
+            result = "[green]pass[/]" if r.get("passed") else (
+                f"[red]{r.get('error') or 'fail: ' + ', '.join(failed)}[/]"
+            )  # fmt: skip
+            table.add_row(
+                host, model["model"], model["version"], r["question"], r.get("kind", ""),
+                f"{r.get('latency', 0):.2f}s", str(r.get("completion_tokens", 0)), result,
+            )  # fmt: skip
+    console.print(table)
+    for host, model in done.models:
+        state = "[green]passed[/]" if model.get("success") else "[red]FAILED[/]"
+        console.print(
+            f"{model['model']} {model['version']} ({host}): {state}, {model['passed']}/"
+            f"{model['questions']} questions, p95 {model['p95']:.2f}s (baseline "
+            f"{model['baseline']:.2f}s), {model['consecutive_failures']} failed run(s) in a row"
+        )
+    if not done.ok:
+        raise AuditFailedError("canary questions failed:\n  " + "\n  ".join(done.failures()))
+
+
 # --------------------------------------------------------------------------------- collections
 @cli.group()
 def collections() -> None:

@@ -337,6 +337,8 @@ def write_inventory(state: LabState, directory: Path) -> Path:
     children: dict[str, Any] = {"lab": {"hosts": hosts}}
     if state.hosts:  # layer groups, as on a real site: the first host is a GPU node
         children["gpu_nodes"] = {"hosts": {state.hosts[0].name: {}}}
+        # the monitoring layer (Prometheus, Alertmanager, Grafana, canaries): the last host
+        children["monitoring"] = {"hosts": {state.hosts[-1].name: {}}}
     inventory = {"all": {"children": children}}
     lab_vars = {
         "ansible_user": "root",

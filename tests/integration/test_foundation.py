@@ -16,6 +16,8 @@ from labkit import container_exec, hearth, write_inventory
 
 from hearth import lab as lab_mod
 from hearth import paths, runner
+from hearth.inventory import load_inventory
+from hearth.layers import roles_for_hosts
 
 HOSTS = ("lab1", "lab2", "lab3")
 
@@ -99,7 +101,10 @@ def test_audit_passes_then_names_a_broken_service(
     assert data["summary"]["failed"] == 0
     assert data["summary"]["passed"] >= 8 * len(HOSTS)
     assert set(data["hosts"]) == set(HOSTS)
-    assert all(h["roles"] == ["common"] for h in data["hosts"].values())
+    # the roles audited are the ones the playbooks give each host (base layer + node_exporter)
+    expected = roles_for_hosts(load_inventory(converged))
+    assert {h: d["roles"] for h, d in data["hosts"].items()} == {h: expected[h] for h in HOSTS}
+    assert all(d["roles"][0] == "common" for d in data["hosts"].values())
 
     container_exec(lab, "lab2", "systemctl", "stop", "chrony")
     try:

@@ -1,0 +1,332 @@
+"""The monitoring layer end to end on the lab: real Prometheus, Alertmanager and node_exporter
+(Debian's packages, installed by the roles inside lab hosts) scraping a real llama.cpp engine
+serving SmolLM2-135M; killing the engine fires EngineDown to a webhook receiver running in the
+lab; three failed canary runs fire CanaryFailing; the canary's CSV rows and metrics appear; a
+second converge changes nothing; `hearth audit` passes; no receiver secret reaches an artifact.
+
+The engine is the locally built llama.cpp image (templates/images/llamacpp) run by Docker on the
+control node inside lab1's network namespace (``--network container:<lab1>``): to Prometheus it
+is lab1:8080, exactly where an engine container on lab1 would be. (The engine roles of the
+inference layer will start it themselves; this test does not depend on them.)
+
+Layout: lab1 = GPU node (no GPU: the DCGM exporter skips, saying so) serving the model, lab2 = a
+plain host, lab3 = monitoring (Prometheus, Alertmanager, Grafana's files, canary, webhook).
+Durations are shortened through the inventory (5 s scrapes, EngineDown after 10 s).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from labkit import container_exec, hearth, write_inventory
+
+from hearth import canary, images, paths, runner
+from hearth import lab as lab_mod
+
+WEBHOOK_TOKEN = "hook-token-7f3a91c2e5"  # planted: it must never reach an artifact or output
+WEBHOOK_PORT = 9999
+WEBHOOK_LOG = "/var/tmp/hearth-webhook.jsonl"
+LAB_MODEL = "smollm2-135m-instruct-q4_1"
+WEBHOOK_SERVER = """\
+import http.server
+
+LOG = "/var/tmp/hearth-webhook.jsonl"
+
+class Hook(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        with open(LOG, "ab") as log:
+            log.write(body.replace(b"\\n", b" ") + b"\\n")
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+http.server.HTTPServer(("0.0.0.0", 9999), Hook).serve_forever()
+"""
+
+
+def _address(state: lab_mod.LabState, name: str) -> str:
+    return next(h.address for h in state.hosts if h.name == name)
+
+
+def _container(state: lab_mod.LabState, name: str) -> str:
+    return next(h.container for h in state.hosts if h.name == name)
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def _query(prometheus: str, promql: str) -> list[dict[str, Any]]:
+    url = f"{prometheus}/api/v1/query?query={urllib.parse.quote(promql)}"
+    result: list[dict[str, Any]] = _get(url)["data"]["result"]
+    return result
+
+
+def _wait(what: str, probe: Any, seconds: float, every: float = 2) -> Any:
+    deadline = time.monotonic() + seconds
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(every)
+    pytest.fail(f"{what}: not seen within {seconds:.0f} s (last: {last!r})")
+
+
+def _webhook_alerts(state: lab_mod.LabState) -> list[dict[str, Any]]:
+    shown = container_exec(state, "lab3", "cat", WEBHOOK_LOG)
+    alerts: list[dict[str, Any]] = []
+    for line in shown.stdout.splitlines():
+        if line.strip():
+            alerts += json.loads(line).get("alerts", [])
+    return alerts
+
+
+def _firing(state: lab_mod.LabState, name: str) -> list[dict[str, Any]]:
+    return [
+        a
+        for a in _webhook_alerts(state)
+        if a["labels"].get("alertname") == name and a.get("status") == "firing"
+    ]
+
+
+class Monitored:
+    def __init__(self, state: lab_mod.LabState, inventory: Path, engine: str) -> None:
+        self.state, self.inventory, self.engine = state, inventory, engine
+        self.prometheus = f"http://{_address(state, 'lab3')}:9090"
+        self.timings: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module")
+def monitored(
+    lab: lab_mod.LabState, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Monitored]:
+    image = images.ensure_image("llamacpp")
+    model = next(images.fetch_lab_models(LAB_MODEL))
+    declaration = {
+        "name": "smollm2",
+        "version": "0.1.2-q4_1",
+        "engine": "llamacpp",
+        "format": "gguf",
+        "catalog": "smollm2-135m-instruct",
+        "quantization": "Q4_1",
+        "source": {"type": "path", "path": str(model.path.parent)},
+        "files": [{"path": model.path.name, "sha256": model.sha256, "size": model.size}],
+        "max_model_len": 2048,
+        "max_num_seqs": 2,
+        "gpus": [],
+        "engine_args": {"threads": 1},
+    }
+    webhook = f"http://{_address(lab, 'lab3')}:{WEBHOOK_PORT}/hook?token={WEBHOOK_TOKEN}"
+    directory = tmp_path_factory.mktemp("monitoring")
+    inventory = write_inventory(
+        lab,
+        directory,
+        group_vars={
+            "prometheus_scrape_interval": "5s",
+            "prometheus_evaluation_interval": "5s",
+            "prometheus_alert_settings": {"engine_down_for": "10s"},
+            "alertmanager_group_wait": "2s",
+            "alertmanager_group_interval": "5s",
+            "alertmanager_receivers": [{"name": "lab-webhook", "type": "webhook", "url": webhook}],
+        },
+        groups={"gpu_nodes": ["lab1"], "inference": ["lab1"], "monitoring": ["lab3"]},
+    )
+    (directory / "host_vars").mkdir()
+    (directory / "host_vars" / "lab1.yml").write_text(
+        yaml.safe_dump({"hearth_models": [declaration]}, sort_keys=False)
+    )
+
+    from hearth import engines, models
+
+    argv = engines.render_command(models.parse_models([declaration])[0])
+    engine = f"hearth-lab-{lab_mod.lab_id()}-engine"
+    subprocess.run(["docker", "rm", "-f", engine], capture_output=True, check=False)
+    subprocess.run(
+        ["docker", "run", "-d", "--name", engine, "--label", "io.hearth.test=monitoring",
+         "--network", f"container:{_container(lab, 'lab1')}", "--read-only", "--tmpfs", "/tmp",
+         "-v", f"{model.path.parent}:/models/smollm2/current:ro", image.tag, *argv],
+        check=True, capture_output=True,
+    )  # fmt: skip
+
+    script = Path(tempfile.mkdtemp()) / "hearth-webhook.py"
+    script.write_text(WEBHOOK_SERVER)
+    subprocess.run(
+        ["docker", "cp", str(script), f"{_container(lab, 'lab3')}:/root/hearth-webhook.py"],
+        check=True,
+    )
+    shutil.rmtree(script.parent)
+    container_exec(lab, "lab3", "systemctl", "stop", "hearth-test-webhook")
+    container_exec(lab, "lab3", "rm", "-f", WEBHOOK_LOG)
+    started = container_exec(
+        lab, "lab3", "systemd-run", "--unit=hearth-test-webhook", "--collect",
+        "/usr/bin/python3", "/root/hearth-webhook.py",
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+
+    result = Monitored(lab, inventory, engine)
+    for playbook in ("base.yml", "monitoring.yml"):
+        began = time.monotonic()
+        done = hearth("up", "-i", str(inventory), "--playbook", playbook)
+        result.timings[playbook] = time.monotonic() - began
+        assert done.returncode == 0, f"hearth up {playbook}:\n{done.stdout[-5000:]}{done.stderr}"
+        assert WEBHOOK_TOKEN not in done.stdout + done.stderr
+    print(f"\nconverge: {', '.join(f'{k} {v:.0f} s' for k, v in result.timings.items())}")
+    yield result
+    subprocess.run(["docker", "rm", "-f", engine], capture_output=True, check=False)
+    container_exec(lab, "lab3", "systemctl", "stop", "hearth-test-webhook")
+
+
+def test_prometheus_scrapes_the_real_engine_and_exporters(monitored: Monitored) -> None:
+    def targets() -> list[dict[str, Any]] | None:
+        active = _get(f"{monitored.prometheus}/api/v1/targets")["data"]["activeTargets"]
+        return active if active and all(t["health"] == "up" for t in active) else None
+
+    active = _wait("every scrape target up", targets, 60)
+    jobs = sorted({(t["labels"]["job"], t["labels"]["host"]) for t in active})
+    assert jobs == [
+        ("alertmanager", "lab3"),
+        ("engine-llamacpp", "lab1"),
+        ("node", "lab1"),
+        ("node", "lab2"),
+        ("node", "lab3"),
+        ("prometheus", "lab3"),
+    ], jobs  # lab1 is a GPU node without a GPU: no DCGM exporter, so none is scraped
+    engine = _query(monitored.prometheus, "llamacpp:n_tokens_max")
+    assert engine and engine[0]["metric"]["hearth_model"] == "smollm2", engine
+    groups = _get(f"{monitored.prometheus}/api/v1/rules")["data"]["groups"]
+    assert sum(len(g["rules"]) for g in groups) == 21, [g["name"] for g in groups]
+    assert all(r["health"] != "err" for g in groups for r in g["rules"])
+
+
+def test_second_converge_changes_nothing(monitored: Monitored) -> None:
+    began = time.monotonic()
+    result = runner.run_playbook("monitoring.yml", monitored.inventory, label="test-mon-idem")
+    took = time.monotonic() - began
+    assert result.status == "successful", result.failures
+    per_host = {h: r.changed for h, r in result.hosts.items()}
+    assert result.changed == 0, f"second run changed something: {per_host}"
+    assert result.hosts["lab3"].ok > 40, "the second run did not really run the roles"
+    print(f"\nsecond monitoring converge: {took:.0f} s, changed=0")
+
+
+def test_check_mode_on_a_changed_inventory_alters_nothing(
+    monitored: Monitored, tmp_path: Path
+) -> None:
+    changed = tmp_path / "changed"
+    shutil.copytree(monitored.inventory.parent, changed)
+    site = changed / "group_vars" / "all" / "site.yml"
+    settings = yaml.safe_load(site.read_text())
+    settings["prometheus_retention_time"] = "7d"
+    settings["prometheus_alert_settings"] = {"engine_down_for": "1m"}
+    settings["alertmanager_receivers"].append(
+        {"name": "second", "type": "webhook", "url": f"http://10.9.9.9/{WEBHOOK_TOKEN}-2"}
+    )
+    site.write_text(yaml.safe_dump(settings, sort_keys=False))
+    files = [
+        "/etc/default/prometheus",
+        "/etc/prometheus/rules/hearth.rules.yml",
+        "/etc/prometheus/alertmanager.yml",
+    ]
+    before = container_exec(monitored.state, "lab3", "md5sum", *files).stdout
+    result = runner.run_playbook(
+        "monitoring.yml", changed / "hosts.yml", check=True, diff=True, label="test-mon-check"
+    )
+    assert result.status == "successful", result.failures
+    assert result.hosts["lab3"].changed >= 3, "check mode did not see the changes"
+    assert container_exec(monitored.state, "lab3", "md5sum", *files).stdout == before
+    stdout = (result.artifacts / "artifacts").rglob("stdout")
+    assert not any(WEBHOOK_TOKEN in p.read_text() for p in stdout), "a diff showed the secret"
+
+
+def test_canary_records_csv_and_metrics(monitored: Monitored) -> None:
+    done = hearth("canary", "run", "-i", str(monitored.inventory))
+    assert done.returncode in (0, 5), done.stdout + done.stderr
+    assert "smollm2" in done.stdout and "injection-reveal" in done.stdout, done.stdout
+    rows = container_exec(monitored.state, "lab3", "cat", "/var/lib/hearth/canary/results.csv")
+    lines = rows.stdout.splitlines()
+    assert lines[0] == ",".join(canary.CSV_FIELDS)
+    records = [dict(zip(canary.CSV_FIELDS, line.split(","), strict=False)) for line in lines[1:]]
+    assert len(records) >= 6 and {r["question"] for r in records} >= {"capital", "injection-code"}
+    answered = [r for r in records if not r["error"]]
+    assert answered and all(float(r["latency_seconds"]) > 0 for r in answered), records
+    assert all(int(r["completion_tokens"]) > 0 for r in answered), records
+    series = _wait(
+        "the canary's metrics in Prometheus",
+        lambda: _query(monitored.prometheus, 'hearth_canary_questions{hearth_model="smollm2"}'),
+        30,
+    )
+    assert series[0]["value"][1] == "6", series
+
+
+def test_audit_passes(monitored: Monitored) -> None:
+    # lab1 is a GPU node whose GPU layer this test does not converge: audit the other hosts.
+    done = hearth("audit", "-i", str(monitored.inventory), "--limit", "all:!gpu_nodes")
+    assert done.returncode == 0, done.stdout[-5000:] + done.stderr
+    for role in ("node_exporter", "prometheus", "alertmanager", "grafana", "canary"):
+        assert role in done.stdout, f"the audit did not check {role}:\n{done.stdout[-3000:]}"
+
+
+def test_engine_down_reaches_the_webhook(monitored: Monitored) -> None:
+    began = time.monotonic()
+    subprocess.run(["docker", "rm", "-f", monitored.engine], check=True, capture_output=True)
+    alerts = _wait("EngineDown at the webhook", lambda: _firing(monitored.state, "EngineDown"), 90)
+    took = time.monotonic() - began
+    labels = alerts[0]["labels"]
+    assert (labels["host"], labels["hearth_model"], labels["severity"]) == (
+        "lab1", "smollm2", "critical",
+    ), labels  # fmt: skip
+    assert "has not answered" in alerts[0]["annotations"]["description"]
+    print(f"\nengine killed → EngineDown at the webhook in {took:.0f} s")
+
+
+def test_three_failed_canary_runs_fire_the_canary_alert(monitored: Monitored) -> None:
+    # The engine is gone (previous test): every question now fails. Start from a clean history.
+    container_exec(monitored.state, "lab3", "rm", "-f", "/var/lib/hearth/canary/state.json")
+    for _ in range(2):
+        run = container_exec(monitored.state, "lab3", "systemctl", "start", "hearth-canary")
+        assert run.returncode == 0, run.stderr
+    time.sleep(12)  # two scrapes and two evaluations: two failed runs must not alert
+    assert not _query(monitored.prometheus, 'ALERTS{alertname="CanaryFailing"}')
+    assert not _firing(monitored.state, "CanaryFailing")
+    began = time.monotonic()
+    done = hearth("canary", "run", "-i", str(monitored.inventory))
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert "3 failed run(s) in a row" in done.stdout.replace("\n", " "), done.stdout
+    alerts = _wait(
+        "CanaryFailing at the webhook", lambda: _firing(monitored.state, "CanaryFailing"), 60
+    )
+    assert alerts[0]["labels"]["hearth_model"] == "smollm2", alerts[0]
+    print(
+        "\nthird failed canary run → CanaryFailing at the webhook in "
+        f"{time.monotonic() - began:.0f} s"
+    )
+    rows = container_exec(monitored.state, "lab3", "cat", "/var/lib/hearth/canary/results.csv")
+    failed = [
+        line for line in rows.stdout.splitlines() if "URLError" in line or "Connection" in line
+    ]
+    assert len(failed) >= 18, rows.stdout[-2000:]  # 3 runs × 6 questions, each with its error
+
+
+def test_no_secret_in_artifacts(monitored: Monitored) -> None:
+    leaked = [
+        str(path)
+        for path in paths.runs_dir().rglob("*")
+        if path.is_file() and WEBHOOK_TOKEN.encode() in path.read_bytes()
+    ]
+    assert not leaked, f"the webhook's token reached: {leaked[:5]}"

@@ -128,6 +128,18 @@ def _bin(name: str) -> Path:
     "--playbook", default="site.yml", show_default=True, help="Playbook under playbooks/."
 )
 @click.option("-v", "--verbose", is_flag=True, help="Also list tasks that were ok or skipped.")
+@click.option(
+    "--bundle",
+    "bundle_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Provision from this offline bundle (verified first; the hosts use only its packages).",
+)
+@click.option(
+    "--bundle-signers",
+    "signers",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="allowed_signers file for --bundle [default: as `hearth bundle verify`].",
+)
 def up(
     inventory: Path,
     limit: str | None,
@@ -139,9 +151,16 @@ def up(
     vault_password_file: Path | None,
     playbook: str,
     verbose: bool,
+    bundle_dir: Path | None,
+    signers: Path | None,
 ) -> None:
     """Converge the hosts of an inventory to its declared state (playbooks/site.yml)."""
     from hearth import runner
+
+    extravars: dict[str, Any] | None = None
+    if bundle_dir is not None:  # verified before anything else; refused before any host changes
+        extravars = _bundle_for_up(bundle_dir, signers, inventory, vault_password_file)
+        playbook = "bundle.yml" if playbook == "site.yml" else playbook
 
     _ensure_collections()
     _validated(inventory, vault_password_file)
@@ -159,6 +178,7 @@ def up(
         vault_password_file=vault_password_file,
         tuning=tuning,
         on_event=_progress_printer(verbose),
+        extravars=extravars,
     )
     print_recap(result)
     result.raise_for_status()
@@ -415,6 +435,145 @@ def models_inspect(path: Path) -> None:
     for key, value in dataclasses.asdict(arch).items():
         if value is not None:
             console.print(f"{key}: {value}")
+
+
+# -------------------------------------------------------------------------------------- bundle
+@cli.group()
+def bundle() -> None:
+    """Offline bundles: everything air-gapped hosts need, in one signed directory."""
+
+
+def _signers_option(func: F) -> F:
+    return click.option(
+        "--signers",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="allowed_signers file with the builder's public key [default: "
+        "$HEARTH_BUNDLE_SIGNERS, else the one `hearth bundle keygen` wrote here].",
+    )(func)
+
+
+@bundle.command("keygen")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write the key pair and allowed_signers [default: $HEARTH_HOME/bundle-keys].",
+)
+@click.option("--principal", default="hearth-bundle", show_default=True, help="Signer's name.")
+def bundle_keygen(directory: Path | None, principal: str) -> None:
+    """Create the Ed25519 key that signs bundles, and the allowed_signers file sites trust."""
+    from hearth import bundle as bundle_mod
+
+    pair = bundle_mod.keygen(directory, principal)
+    console.print(f"[green]✓[/] signing key {pair.private} ({pair.fingerprint})")
+    console.print(f"  give sites {pair.allowed_signers}; never copy {pair.private} into a bundle")
+
+
+@bundle.command("build")
+@inventory_option
+@click.option(
+    "-o", "--output", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+    help="Bundle directory (created; an existing bundle is updated incrementally).",
+)  # fmt: skip
+@click.option(
+    "--key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Signing key [default: the one `hearth bundle keygen` wrote].",
+)
+@click.option("--base-image", help="Image of a fresh host to resolve packages in [lab image].")
+@click.option(
+    "--models-from",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Directory holding model files of `bundle` sources (repeatable).",
+)
+@click.option("--no-python", is_flag=True, help="Leave out Hearth's wheels and the collections.")
+@vault_option
+def bundle_build(
+    inventory: Path,
+    out: Path,
+    key: Path | None,
+    base_image: str | None,
+    models_from: tuple[Path, ...],
+    no_python: bool,
+    vault_password_file: Path | None,
+) -> None:
+    """Collect what the inventory's hosts need (packages, images, models, wheels, collections)
+    into a signed bundle directory."""
+    from hearth import bundle as bundle_mod
+
+    result = bundle_mod.build_bundle(
+        inventory,
+        out,
+        key=key or bundle_mod.default_key(),
+        vault_password_file=vault_password_file,
+        base_image=base_image,
+        models_from=models_from,
+        python=not no_python,
+        say=_say,
+    )
+    for note in result.notes:
+        console.print(f"[yellow]note[/]: {note}")
+    kinds: dict[str, int] = {}
+    for entry in result.manifest.entries.values():
+        kinds[entry.kind] = kinds.get(entry.kind, 0) + 1
+    listing = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+    console.print(
+        f"[green]✓[/] {out}: {len(result.manifest.entries)} files "
+        f"({result.manifest.total_size / 1e6:.1f} MB: {listing}) in {result.seconds:.1f} s"
+    )
+    console.print(f"  {result.stats.summary()}; manifest signed")
+
+
+@bundle.command("verify")
+@click.argument("directory", type=click.Path(path_type=Path))
+@_signers_option
+def bundle_verify(directory: Path, signers: Path | None) -> None:
+    """Check the signature and every file; name each missing, altered or extra file (exit 2)."""
+    from hearth import bundle as bundle_mod
+
+    result = bundle_mod.verify_bundle(directory, signers or bundle_mod.default_signers())
+    result.raise_for_findings()
+    rate = result.bytes_checked / 1e6 / max(result.seconds, 1e-9)
+    assert result.manifest is not None
+    console.print(
+        f"[green]✓[/] {directory}: signed by {result.principal}; "
+        f"{len(result.manifest.entries)} files, {result.bytes_checked / 1e6:.1f} MB match the "
+        f"manifest ({result.seconds:.2f} s, {rate:.0f} MB/s)"
+    )
+
+
+def _bundle_for_up(
+    bundle_dir: Path, signers: Path | None, inventory: Path, vault_password_file: Path | None
+) -> dict[str, Any]:
+    """Verify the bundle, then check it carries what this inventory needs; the extra variables
+    for the roles. Raises before any host is contacted."""
+    from hearth import bundle as bundle_mod
+    from hearth import vendor
+
+    result = bundle_mod.verify_bundle(bundle_dir, signers or bundle_mod.default_signers())
+    result.raise_for_findings()
+    assert result.manifest is not None
+    manifest = result.manifest
+    console.print(
+        f"[green]✓[/] bundle {bundle_dir} verified: signed by {result.principal}, "
+        f"{len(manifest.entries)} files ({result.seconds:.1f} s)"
+    )
+    if vendor.missing():
+        wheel = next((e for e in manifest.entries.values() if e.kind == "collections"), None)
+        if wheel is not None:
+            console.print("installing the pinned Ansible collections from the bundle …")
+            vendor.install(wheel=bundle_dir / wheel.path)
+    inv = _validated(inventory, vault_password_file)
+    plan_ = bundle_mod.plan_for_inventory(inv)
+    problems = bundle_mod.check_coverage(manifest, plan_)
+    if problems:
+        raise bundle_mod.BundleInvalid(
+            f"bundle {bundle_dir} does not carry what {inventory} needs:\n  "
+            + "\n  ".join(problems)
+            + "\nRebuild it with `hearth bundle build`; nothing was changed on any host."
+        )
+    return bundle_mod.extravars(bundle_dir, manifest, plan_)
 
 
 # -------------------------------------------------------------------------------------- canary

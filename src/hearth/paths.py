@@ -63,5 +63,18 @@ def collections_dir() -> Path:
     return hearth_home() / "collections"
 
 
+def facts_dir(inventory: Path | str | None = None) -> Path:
+    """Ansible's fact cache for one inventory. Keyed by the inventory's real path: two inventories
+    with a host of the same name (a site's staging and production ``gpu01``, two labs' ``lab1``)
+    must never share cached facts."""
+    import hashlib
+
+    base = hearth_home() / "facts"
+    if inventory is None:
+        return base
+    key = hashlib.sha256(str(Path(inventory).resolve()).encode()).hexdigest()[:16]
+    return base / key
+
+
 def runs_dir() -> Path:
     return hearth_home() / "runs"

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hearth import paths
 from hearth.errors import InvalidInputError
 from hearth.models import (
     GPUS_VAR,
@@ -586,7 +587,7 @@ def cached_facts(host: str, facts_dir: Path | None = None) -> dict[str, Any] | N
     """The host's facts from Hearth's fact cache (Ansible's jsonfile cache), if any."""
     from hearth import paths
 
-    path = (facts_dir or paths.hearth_home() / "facts") / host
+    path = (facts_dir or paths.facts_dir()) / host
     if not path.is_file():
         return None
     try:
@@ -624,7 +625,8 @@ def plan_loaded(inv: Any, *, use_facts: bool = True, limit: str | None = None) -
         if not variables.get(MODELS_VAR):
             continue
         try:
-            plan.extend(plan_from_vars(host, variables, cached_facts(host) if use_facts else None))
+            facts = cached_facts(host, paths.facts_dir(inv.path)) if use_facts else None
+            plan.extend(plan_from_vars(host, variables, facts))
         except ModelDeclarationError as e:
             for problem in e.problems:
                 problems.setdefault(problem, []).append(host)

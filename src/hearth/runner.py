@@ -40,8 +40,9 @@ class Tuning:
         return cls(forks=5, pipelining=False, control_persist="60s", fact_caching=False)
 
 
-def ansible_env(tuning: Tuning | None = None) -> dict[str, str]:
-    """Environment for ansible-playbook/ansible: Hearth's content paths and the tuning."""
+def ansible_env(tuning: Tuning | None = None, inventory: Path | None = None) -> dict[str, str]:
+    """Environment for ansible-playbook/ansible: Hearth's content paths and the tuning (the fact
+    cache is the inventory's own: :func:`hearth.paths.facts_dir`)."""
     tuning = tuning or Tuning()
     plugins = paths.plugins_dir()
     env = {
@@ -67,7 +68,7 @@ def ansible_env(tuning: Tuning | None = None) -> dict[str, str]:
         env |= {
             "ANSIBLE_GATHERING": "smart",
             "ANSIBLE_CACHE_PLUGIN": "jsonfile",
-            "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(paths.hearth_home() / "facts"),
+            "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(paths.facts_dir(inventory)),
             "ANSIBLE_CACHE_PLUGIN_TIMEOUT": str(tuning.fact_cache_timeout),
         }
     return env
@@ -233,7 +234,7 @@ def run_playbook(
         cmdline.append("--diff")
     if skip_tags:
         cmdline += ["--skip-tags", skip_tags]
-    env = ansible_env(tuning) | dict(extra_env or {})
+    env = ansible_env(tuning, sources[0]) | dict(extra_env or {})
     if vault_password_file:
         # Through the environment, so the preflight's inventory validation can decrypt too.
         env["ANSIBLE_VAULT_PASSWORD_FILE"] = str(vault_password_file.resolve())

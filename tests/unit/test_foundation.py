@@ -138,6 +138,16 @@ def test_tuned_and_default_environments_differ_only_in_tuning() -> None:
     assert tuned["ANSIBLE_ROLES_PATH"] == default["ANSIBLE_ROLES_PATH"] == str(paths.roles_dir())
 
 
+def test_fact_cache_is_per_inventory(tmp_path: Path) -> None:
+    staging = runner.ansible_env(inventory=tmp_path / "staging" / "hosts.yml")
+    production = runner.ansible_env(inventory=tmp_path / "production" / "hosts.yml")
+    same = runner.ansible_env(inventory=tmp_path / "staging" / "." / "hosts.yml")
+    key = "ANSIBLE_CACHE_PLUGIN_CONNECTION"
+    assert staging[key] != production[key], "two inventories share a fact cache"
+    assert staging[key] == same[key]
+    assert Path(staging[key]).parent == paths.hearth_home() / "facts"
+
+
 # ------------------------------------------------------------------------------------- reports
 def _audit_result() -> audit.AuditResult:
     return audit.AuditResult(

@@ -397,9 +397,16 @@ def test_cached_gpu_facts_replace_declared_gpus(tmp_path: Path, home: Path) -> N
     facts = gpu.parse_query_csv(
         (NVSMI / "h100-80gb-hbm3_driver-590.48.01_query-gpu-all-fields.csv").read_text()
     )
-    (home / "facts").mkdir(parents=True)
-    (home / "facts" / "gpu02").write_text(json.dumps({"hearth_gpus": facts["gpus"]}))
-    result = plan.plan_inventory(write_inventory(tmp_path / "inv"))
+    inventory = write_inventory(tmp_path / "inv")
+    # facts cached by an earlier run against ANOTHER inventory with a gpu02 must not count
+    other = paths.facts_dir(tmp_path / "other" / "hosts.yml")
+    other.mkdir(parents=True)
+    (other / "gpu02").write_text(json.dumps({"hearth_gpus": facts["gpus"]}))
+    assert not plan.plan_inventory(inventory).ok
+    cache = paths.facts_dir(inventory)  # this inventory's own fact cache (hearth.runner's)
+    cache.mkdir(parents=True)
+    (cache / "gpu02").write_text(json.dumps({"hearth_gpus": facts["gpus"]}))
+    result = plan.plan_inventory(inventory)
     assert result.ok  # gpu02 really has an H100, not the declared L40S
     assert [g.gpu.source for g in result.gpus] == ["inventory", "facts"]
     declared = plan.plan_inventory(tmp_path / "inv" / "hosts.yml", use_facts=False)

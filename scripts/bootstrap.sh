@@ -14,6 +14,7 @@ command -v debootstrap >/dev/null || need_pkgs+=(debootstrap)
 command -v zstd >/dev/null || need_pkgs+=(zstd)
 command -v ssh >/dev/null || need_pkgs+=(openssh-client)
 command -v git >/dev/null || need_pkgs+=(git)
+command -v curl >/dev/null || need_pkgs+=(curl)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
 # The monitoring tests: promtool (prometheus), amtool (prometheus-alertmanager), and npm for
 # checking Grafana dashboards against @grafana/schema. Only the tools are wanted: their services
@@ -53,6 +54,16 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
   .venv/bin/python -c 'import hearth, ansible_runner, testinfra'
   echo "$want" > "$stamp"
+fi
+
+# The front door's own dependencies (its image pins the same wheels), for its unit tests and mypy.
+frontdoor_reqs=templates/images/frontdoor/requirements.txt
+frontdoor_stamp=.venv/.hearth-frontdoor-installed
+frontdoor_want=$(sha256sum "$frontdoor_reqs" | cut -c1-16)
+if [ "$(cat "$frontdoor_stamp" 2>/dev/null)" != "$frontdoor_want" ]; then
+  say "installing the front door's pinned dependencies into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check --require-hashes -r "$frontdoor_reqs"
+  echo "$frontdoor_want" > "$frontdoor_stamp"
 fi
 
 collections_status=$(.venv/bin/hearth collections list)

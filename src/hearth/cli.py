@@ -161,7 +161,6 @@ def up(
     if bundle_dir is not None:  # verified before anything else; refused before any host changes
         extravars = _bundle_for_up(bundle_dir, signers, inventory, vault_password_file)
         playbook = "bundle.yml" if playbook == "site.yml" else playbook
-
     _ensure_collections()
     _validated(inventory, vault_password_file)
     tuning = runner.Tuning() if forks is None else runner.Tuning(forks=forks)
@@ -378,17 +377,19 @@ def plan(
 # -------------------------------------------------------------------------------------- images
 @cli.group()
 def images() -> None:
-    """Engine images built locally from pinned recipes (templates/images/)."""
+    """Engine and front door images built locally from pinned recipes (templates/images/)."""
 
 
 @images.command("build")
-@click.argument("which", type=click.Choice(["llamacpp", "triton", "all"]), default="all")
+@click.argument(
+    "which", type=click.Choice(["llamacpp", "triton", "frontdoor", "all"]), default="all"
+)
 @click.option("--force", is_flag=True, help="Rebuild even when the image or its cache exists.")
 def images_build(which: str, force: bool) -> None:
-    """Build (or load from the cache) the llama.cpp and/or Triton images."""
+    """Build (or load from the cache) the llama.cpp, Triton and front door images."""
     from hearth import images as images_mod
 
-    names = ["llamacpp", "triton"] if which == "all" else [which]
+    names = list(images_mod.RECIPES) if which == "all" else [which]
     for name in names:
         built = images_mod.ensure_image(name, force=force, say=_say)
         console.print(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -32,17 +33,27 @@ from hearth.errors import InvalidInputError
 from hearth.models import ModelSpec
 
 __all__ = [
+    "ENGINE_RECIPES",
     "ENGINE_VERSIONS",
     "EngineArgumentError",
     "EngineOptions",
+    "ServingHost",
     "check_engine_args",
+    "container_spec",
     "engine_options",
+    "frontdoor_routes",
+    "health_path",
+    "host_ports",
     "parse_llama_server_help",
     "parse_tritonserver_help",
     "parse_vllm_options",
     "pbtxt",
+    "port_problems",
     "render_command",
+    "text_io",
+    "triton_config_text",
     "triton_model_config",
+    "warmup_request",
 ]
 
 ENGINE_VERSIONS = {"vllm": "0.32.0", "llamacpp": "0.7.0", "triton": "2.51.0"}
@@ -388,3 +399,295 @@ def triton_model_config(model: ModelSpec, extra: Mapping[str, Any] | None = None
         else:
             config["instance_group"] = [{"kind": "KIND_CPU", "count": 1}]
     return pbtxt(config) + "\n"
+
+
+# ------------------------------------------------------------------------- deploying engines
+
+ENGINE_PORT_STEP = 10  # a second model of one engine on a host: its port + 10 (as monitoring)
+PORT_SPAN = {"vllm": 1, "llamacpp": 1, "triton": 3}  # Triton: HTTP, gRPC, metrics
+METRICS_OFFSET = {"vllm": 0, "llamacpp": 0, "triton": 2}
+HEALTH_PATHS = {"vllm": "/health", "llamacpp": "/health", "triton": "/v2/health/ready"}
+ENGINE_RECIPES = {"llamacpp": "llamacpp", "triton": "triton"}  # vLLM: the site's mirrored image
+# Engines whose image runs with a read-only root filesystem (vLLM writes its caches under HOME).
+READ_ONLY_ROOT = {"vllm": False, "llamacpp": True, "triton": True}
+TRITON_REPOSITORY = f"{MODELS_MOUNT}/triton-repository"
+CONTAINER_PREFIX = "hearth-engine-"
+LABEL_PREFIX = "io.hearth."
+_PATH_LIKE = re.compile(r"(^|_)PATH$")
+_ANY_ADDRESS = ("0.0.0.0", "::")  # noqa: S104 - recognising "every interface", not binding
+_KSERVE_TYPES = {
+    "TYPE_BOOL": "BOOL", "TYPE_UINT8": "UINT8", "TYPE_UINT16": "UINT16", "TYPE_UINT32": "UINT32",
+    "TYPE_UINT64": "UINT64", "TYPE_INT8": "INT8", "TYPE_INT16": "INT16", "TYPE_INT32": "INT32",
+    "TYPE_INT64": "INT64", "TYPE_FP16": "FP16", "TYPE_FP32": "FP32", "TYPE_FP64": "FP64",
+    "TYPE_STRING": "BYTES", "TYPE_BF16": "BF16",
+}  # fmt: skip
+
+
+def host_ports(
+    models: Sequence[ModelSpec], overrides: Mapping[str, int] | None = None
+) -> dict[str, int]:
+    """The host port of each model's engine: ``overrides[name]`` where set, else the engine's
+    default port for the first model of that engine on the host and +10 for each next one (the
+    rule ``hearth.monitoring`` scrapes by)."""
+    ports: dict[str, int] = {}
+    seen: dict[str, int] = {}
+    for model in models:
+        index = seen.get(model.engine, 0)
+        seen[model.engine] = index + 1
+        override = (overrides or {}).get(model.name)
+        ports[model.name] = (
+            int(override) if override else PORTS[model.engine] + index * ENGINE_PORT_STEP
+        )
+    return ports
+
+
+def port_problems(
+    models: Sequence[ModelSpec],
+    overrides: Mapping[str, int] | None = None,
+    reserved: Mapping[int, str] | None = None,
+) -> list[str]:
+    """Ports two engines (or an engine and ``reserved``: the front door, exporters) would share,
+    and overrides naming no declared model."""
+    problems: list[str] = []
+    names = {m.name for m in models}
+    for name in sorted(set(overrides or {}) - names):
+        problems.append(f"inference_engine_ports.{name}: no model {name!r} is declared here")
+    taken: dict[int, str] = dict(reserved or {})
+    ports = host_ports(models, overrides)
+    for model in models:
+        first = ports[model.name]
+        for port in range(first, first + PORT_SPAN[model.engine]):
+            if not 0 < port < 65536:
+                problems.append(f"model {model.name}: port {port} is not a TCP port")
+            elif port in taken:
+                problems.append(
+                    f"model {model.name} ({model.engine}) and {taken[port]} both need port "
+                    f"{port}: set inference_engine_ports.{model.name} to a free port"
+                )
+            else:
+                taken[port] = f"model {model.name} ({model.engine})"
+    return problems
+
+
+def health_path(model: ModelSpec) -> str:
+    return HEALTH_PATHS[model.engine]
+
+
+def text_io(model: ModelSpec) -> tuple[str, str] | None:
+    """(input, output) of a Triton model with one string input and one string output: the front
+    door serves such a model as text chat too."""
+    if model.engine != "triton":
+        return None
+    inputs = list(model.triton_config.get("input") or [])
+    outputs = list(model.triton_config.get("output") or [])
+    one_each = len(inputs) == 1 and len(outputs) == 1
+    if one_each and inputs[0].get("data_type") == outputs[0].get("data_type") == "TYPE_STRING":
+        return str(inputs[0]["name"]), str(outputs[0]["name"])
+    return None
+
+
+def triton_config_text(model: ModelSpec) -> str:
+    """The generated ``config.pbtxt`` of a Triton model (declared ``triton_config`` merged in)."""
+    return triton_model_config(model, model.triton_config)
+
+
+def warmup_request(model: ModelSpec, prompt: str = "Hello") -> dict[str, Any]:
+    """The first request a model answers before it counts as live: a short chat completion for
+    OpenAI-compatible engines; for Triton, an inference with placeholder data shaped by the
+    declared inputs (or the model's readiness when none are declared)."""
+    if model.engine != "triton":
+        return {
+            "method": "POST",
+            "path": "/v1/chat/completions",
+            "body": {
+                "model": model.name,
+                "messages": [{"role": "user", "content": prompt}],
+                "max_tokens": 8,
+                "temperature": 0,
+            },
+        }
+    inputs = list(model.triton_config.get("input") or [])
+    if not inputs:
+        return {"method": "GET", "path": f"/v2/models/{model.name}/ready", "body": None}
+    batch = int(model.triton_config.get("max_batch_size") or 0)
+    tensors = []
+    for tensor in inputs:
+        shape = [1 if int(d) == -1 else int(d) for d in tensor.get("dims") or [1]]
+        if batch > 0:
+            shape = [1, *shape]
+        count = 1
+        for size in shape:
+            count *= size
+        kind = _KSERVE_TYPES[str(tensor["data_type"])]
+        value: Any = prompt if kind == "BYTES" else (False if kind == "BOOL" else 0)
+        tensors.append(
+            {"name": str(tensor["name"]), "datatype": kind, "shape": shape, "data": [value] * count}
+        )
+    return {"method": "POST", "path": f"/v2/models/{model.name}/infer", "body": {"inputs": tensors}}
+
+
+def container_name(model: ModelSpec) -> str:
+    return f"{CONTAINER_PREFIX}{model.name}"
+
+
+def _joined_env(image_env: Sequence[str], extra: Mapping[str, str]) -> dict[str, str]:
+    """``extra`` (the CUDA environment), with path-like variables the image sets too joined after
+    the image's own value, so the image's libraries and binaries still come first."""
+    image = dict(item.split("=", 1) for item in image_env if "=" in item)
+    env: dict[str, str] = {}
+    for key, value in extra.items():
+        if _PATH_LIKE.search(key) and image.get(key) and value not in image[key].split(":"):
+            env[key] = f"{image[key]}:{value}"
+        else:
+            env[key] = str(value)
+    return env
+
+
+def container_spec(
+    model: ModelSpec,
+    *,
+    image: str,
+    port: int,
+    store_dir: str,
+    bind_address: str = "0.0.0.0",  # noqa: S104 - Prometheus and the front door reach engines
+    gpu_device: bool = False,
+    env: Mapping[str, str] | None = None,
+    image_env: Sequence[str] = (),
+    group_id: int | None = None,
+    triton_dir: str = "/var/lib/hearth/triton",
+    declared: Sequence[ModelSpec] = (),
+    shm_size: str = "256m",
+    user: str = "",
+) -> dict[str, Any]:
+    """Everything ``community.docker.docker_container`` needs to run ``model``'s engine, plus the
+    health and warm-up requests: the rendered command, ports bound to ``bind_address``, the
+    version directory mounted read-only, the CUDA environment, GPUs by index or UUID (only when
+    the host has a device), labels that name the model and version."""
+    internal = PORTS[model.engine]
+    version_dir = f"{store_dir}/{model.name}/{model.version}"
+    mounts: list[dict[str, Any]] = []
+    if model.engine == "triton":
+        repo = f"{TRITON_REPOSITORY}/{model.name}"
+        mounts += [
+            {"type": "bind", "source": f"{triton_dir}/{model.name}", "target": repo,
+             "read_only": True},
+            {"type": "bind", "source": version_dir, "target": f"{repo}/1", "read_only": True},
+        ]  # fmt: skip
+    else:
+        mounts.append(
+            {"type": "bind", "source": version_dir, "target": model_dir(model), "read_only": True}
+        )
+    by_name = {m.name: m for m in declared}
+    for adapter in model.lora_adapters:
+        parts = adapter.path.strip("/").split("/")
+        other = (
+            by_name.get(parts[1]) if len(parts) >= 3 and f"/{parts[0]}" == MODELS_MOUNT else None
+        )
+        if other is not None and other.name != model.name:
+            mounts.append(
+                {"type": "bind", "source": f"{store_dir}/{other.name}/{other.version}",
+                 "target": model_dir(other), "read_only": True}
+            )  # fmt: skip
+    ports = [
+        f"{bind_address}:{port + offset}:{internal + offset}"
+        for offset in range(PORT_SPAN[model.engine])
+    ]
+    labels = {
+        f"{LABEL_PREFIX}managed-by": "hearth-inference-engine",
+        f"{LABEL_PREFIX}model": model.name,
+        f"{LABEL_PREFIX}version": model.version,
+        f"{LABEL_PREFIX}engine": model.engine,
+    }
+    if model.engine == "triton":
+        digest = hashlib.sha256(triton_config_text(model).encode()).hexdigest()
+        labels[f"{LABEL_PREFIX}triton-config"] = digest[:16]
+    health = f"http://127.0.0.1:{internal}{health_path(model)}"
+    spec: dict[str, Any] = {
+        "name": container_name(model),
+        "image": image,
+        "command": render_command(model),
+        "published_ports": ports,
+        "mounts": mounts,
+        "env": _joined_env(image_env, env or {}),
+        "labels": labels,
+        "read_only": READ_ONLY_ROOT[model.engine],
+        "tmpfs": ["/tmp"] if READ_ONLY_ROOT[model.engine] else [],
+        "groups": [str(group_id)] if group_id is not None else [],
+        "user": user,
+        "shm_size": shm_size if model.engine in ("triton", "vllm") else "",
+        "healthcheck": {
+            "test": ["CMD", "curl", "-fsS", "-o", "/dev/null", health],
+            "interval": "30s",
+            "timeout": "5s",
+            "retries": 3,
+            "start_period": "30s",
+        },
+        "device_requests": [],
+        "health_path": health_path(model),
+        "metrics_port": port + METRICS_OFFSET[model.engine],
+        "port": port,
+        "warmup": warmup_request(model),
+    }
+    if gpu_device and model.gpus:
+        spec["device_requests"] = [
+            {
+                "driver": "nvidia",
+                "device_ids": [str(g) for g in model.gpus],
+                "capabilities": [["gpu"]],
+            }
+        ]
+    return spec
+
+
+@dataclass(frozen=True)
+class ServingHost:
+    """An inference host as the front door sees it: where it is and what it serves."""
+
+    name: str
+    address: str
+    models: tuple[ModelSpec, ...]
+    ports: Mapping[str, int] = field(default_factory=dict)
+    bind_address: str = "0.0.0.0"  # noqa: S104
+
+
+def frontdoor_routes(hosts: Sequence[ServingHost], local: str) -> dict[str, dict[str, Any]]:
+    """The front door's ``models`` (see :mod:`hearth.frontdoor.config`): every declared model,
+    with the base URL of its engine on each host that serves it (``127.0.0.1`` on the front
+    door's own host). A model declared on several hosts must be the same model everywhere."""
+    routes: dict[str, dict[str, Any]] = {}
+    problems: list[str] = []
+    for host in hosts:
+        ports = host_ports(host.models, host.ports)
+        for model in host.models:
+            address = host.address
+            if host.name == local:
+                anywhere = host.bind_address in _ANY_ADDRESS
+                address = "127.0.0.1" if anywhere else host.bind_address
+            if ":" in address and not address.startswith("["):
+                address = f"[{address}]"
+            backend = f"http://{address}:{ports[model.name]}"
+            route = routes.get(model.name)
+            if route is None:
+                route = {
+                    "engine": model.engine,
+                    "version": model.version,
+                    "api": "kserve" if model.engine == "triton" else "openai",
+                    "backends": [],
+                    "hosts": [],
+                }
+                text = text_io(model)
+                if text is not None:
+                    route["text"] = {"input": text[0], "output": text[1]}
+                routes[model.name] = route
+            elif (route["engine"], route["version"]) != (model.engine, model.version):
+                problems.append(
+                    f"model {model.name}: {host.name} declares {model.engine} {model.version}, "
+                    f"{route['hosts'][0]} declares {route['engine']} {route['version']}: one name, "
+                    "one model"
+                )
+                continue
+            route["backends"].append(backend)
+            route["hosts"].append(host.name)
+    if problems:
+        raise InvalidInputError("the front door cannot route:\n  " + "\n  ".join(problems))
+    return routes

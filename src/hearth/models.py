@@ -18,6 +18,7 @@ An inventory declares the models each inference host serves (``group_vars/infere
         gpu_memory_share: 0.45        # vLLM's --gpu-memory-utilization
         engine_args: {enable_prefix_caching: true}
         chat_template: "{% for m in messages %}…"
+        triton_config: {max_batch_size: 0, input: […], output: […]}   # Triton models only
 
 and, where no GPU facts are gathered yet, the GPUs of each host::
 
@@ -125,10 +126,17 @@ _MODEL_KEYS = (
     "name", "version", "engine", "format", "source", "files", "catalog", "architecture",
     "dtype", "quantization", "kv_cache_dtype", "max_model_len", "max_num_seqs", "gpus",
     "gpu_memory_share", "engine_args", "chat_template", "lora_adapters", "description",
+    "triton_config",
 )  # fmt: skip
 _SOURCE_KEYS = ("type", "path", "url", "repo", "revision", "endpoint")
 _FILE_KEYS = ("path", "sha256", "size", "url")
 _GPU_KEYS = ("index", "name", "uuid", "memory_mib", "bandwidth_gbs")
+# config.pbtxt keys Hearth writes itself from the declaration (name, backend; instance_group from
+# gpus unless given).
+_TRITON_MANAGED = {"name": "name", "backend": "format", "platform": "format"}
+_TRITON_TYPE = re.compile(
+    r"^TYPE_(BOOL|UINT8|UINT16|UINT32|UINT64|INT8|INT16|INT32|INT64|FP16|FP32|FP64|STRING|BF16)$"
+)
 
 
 class ModelDeclarationError(InvalidInputError):
@@ -243,6 +251,7 @@ class ModelSpec:
     chat_template: str | None = None
     lora_adapters: tuple[LoraAdapter, ...] = ()
     description: str | None = None
+    triton_config: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def tensor_parallel_size(self) -> int:
@@ -585,6 +594,49 @@ def _parse_lora(c: _Collector, where: str, engine: object, raw: object) -> tuple
     return tuple(out)
 
 
+def _parse_tensors(c: _Collector, where: str, key: str, raw: object) -> None:
+    if not isinstance(raw, list):
+        c.add(where, key, "expected a list of {name, data_type, dims}")
+        return
+    for i, item in enumerate(raw):
+        at = f"{key}[{i}]"
+        if not isinstance(item, Mapping):
+            c.add(where, at, "expected a mapping {name, data_type, dims}")
+            continue
+        if not isinstance(item.get("name"), str) or not item.get("name"):
+            c.add(where, f"{at}.name", "required: the tensor's name")
+        if not isinstance(item.get("data_type"), str) or not _TRITON_TYPE.match(item["data_type"]):
+            c.add(
+                where,
+                f"{at}.data_type",
+                f"expected TYPE_FP32, TYPE_STRING, …, got {item.get('data_type')!r}",
+            )
+        dims = item.get("dims")
+        if not isinstance(dims, list) or not all(_is_int(d) and (d > 0 or d == -1) for d in dims):
+            c.add(where, f"{at}.dims", f"expected a list of sizes (-1: variable), got {dims!r}")
+
+
+def _parse_triton_config(c: _Collector, where: str, engine: object, raw: object) -> dict[str, Any]:
+    if raw is None or raw == {}:
+        return {}
+    if engine != "triton":
+        c.add(where, "triton_config", "set for a model that Triton does not serve")
+        return {}
+    if not isinstance(raw, Mapping):
+        c.add(where, "triton_config", "expected a mapping (config.pbtxt as YAML: input, output, …)")
+        return {}
+    for key, use in _TRITON_MANAGED.items():
+        if key in raw:
+            c.add(where, f"triton_config.{key}", f"set by Hearth from the declaration's {use}")
+    batch = raw.get("max_batch_size", 0)
+    if not _is_int(batch) or batch < 0:
+        c.add(where, "triton_config.max_batch_size", f"expected 0 or more, got {batch!r}")
+    for key in ("input", "output"):
+        if key in raw:
+            _parse_tensors(c, where, f"triton_config.{key}", raw[key])
+    return {str(k): v for k, v in raw.items()}
+
+
 def _parse_model(c: _Collector, index: int, raw: object) -> ModelSpec | None:
     where = _label(index, raw)
     if not isinstance(raw, Mapping):
@@ -683,6 +735,7 @@ def _parse_model(c: _Collector, index: int, raw: object) -> ModelSpec | None:
     if template is not None and not isinstance(template, str):
         c.add(where, "chat_template", "expected the Jinja chat template as a string")
     lora = _parse_lora(c, where, engine, raw.get("lora_adapters"))
+    triton_config = _parse_triton_config(c, where, engine, raw.get("triton_config"))
     if len(c.problems) > before or source is None:
         return None
     return ModelSpec(
@@ -705,6 +758,7 @@ def _parse_model(c: _Collector, index: int, raw: object) -> ModelSpec | None:
         chat_template=template,
         lora_adapters=lora,
         description=str(raw["description"]) if raw.get("description") is not None else None,
+        triton_config=triton_config,
     )
 
 
@@ -903,6 +957,8 @@ def fingerprints(model: ModelSpec) -> dict[str, str | None]:
         "engine_args": dict(model.engine_args),
         "lora_adapters": [(a.name, a.path) for a in model.lora_adapters],
     }
+    if model.triton_config:  # only where set, so other models' fingerprints stay as they were
+        runtime["triton_config"] = dict(model.triton_config)
     return {
         "weights": _digest(sorted((f.path, f.sha256) for f in model.files)),
         "engine_args": _digest(runtime),

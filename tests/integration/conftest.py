@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,6 +37,28 @@ def lab() -> Iterator[lab_mod.LabState]:
     yield state
     if os.environ.get("HEARTH_KEEP_LAB") != "1":
         lab_mod.down()
+
+
+@pytest.fixture(scope="session")
+def engine_images() -> dict[str, Any]:
+    """Hearth's locally built images (llama.cpp, Triton, the front door), built or loaded from
+    the cache once per session, side by side (debootstrap mostly waits on the network)."""
+    import shutil
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hearth import images
+
+    docker = shutil.which("docker") is not None and (
+        subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
+    )
+    if not docker or os.geteuid() != 0:
+        pytest.skip("needs a Docker engine and root (debootstrap)")
+    with ThreadPoolExecutor(len(images.RECIPES)) as pool:
+        built = list(pool.map(images.ensure_image, images.RECIPES))
+    for image in built:
+        print(f"\nimage {image.tag}: {image.how} in {image.seconds:.1f} s ({image.size_mb:.0f} MB)")
+    return dict(zip(images.RECIPES, built, strict=True))
 
 
 @pytest.fixture

@@ -107,8 +107,8 @@ def _wait(url: str, container: str, seconds: float = 90) -> float:
 
 
 @requires_docker
-def test_llamacpp_image_serves_smollm2(network: str) -> None:
-    image = images.ensure_image("llamacpp")
+def test_llamacpp_image_serves_smollm2(network: str, engine_images: dict[str, Any]) -> None:
+    image = engine_images["llamacpp"]
     fetched = next(images.fetch_lab_models(LAB_MODEL))
     assert fetched.sha256 == models.lab_models()[LAB_MODEL]["sha256"]
     assert hashlib.sha256(fetched.path.read_bytes()).hexdigest() == fetched.sha256
@@ -188,8 +188,10 @@ def test_llamacpp_image_serves_smollm2(network: str) -> None:
 
 
 @requires_docker
-def test_triton_image_serves_a_python_model(network: str, tmp_path: Path) -> None:
-    image = images.ensure_image("triton")
+def test_triton_image_serves_a_python_model(
+    network: str, tmp_path: Path, engine_images: dict[str, Any]
+) -> None:
+    image = engine_images["triton"]
     source = FIXTURES / "triton-upper" / "model.py"
     sha = hashlib.sha256(source.read_bytes()).hexdigest()
     spec = models.parse_models(

@@ -51,7 +51,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("inventory")
     source = _lab_inventory()
     shutil.copy(source / "hosts.yml", root / "hosts.yml")
-    shutil.copytree(source / "group_vars", root / "group_vars")
+    shutil.copytree(source / "group_vars" / "all", root / "group_vars" / "all")
     return root
 
 

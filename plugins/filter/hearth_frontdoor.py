@@ -1,0 +1,102 @@
+# -*- coding: utf-8 -*-
+# Hearth: the front door's API keys as Jinja filters. Keys go in; only hashes, key names and
+# problems that name keys (never show them) come out.
+from __future__ import annotations
+
+import hashlib
+import re
+
+DOCUMENTATION = r"""
+name: hearth_frontdoor_keys
+short_description: The front door's keys file from its API keys (names and sha256 only)
+description:
+  - Returns C({keys: [{name, sha256}]}), what the front door compares presented keys with; the
+    keys themselves are not in it. The other filter in this file, C(hearth_frontdoor_key_problems),
+    lists what is wrong with the keys, naming them by their names only.
+positional: _input
+options:
+  _input:
+    description: C(front_door_api_keys), a list of C({name, key}) (kept in ansible-vault).
+    type: list
+    elements: dict
+    required: true
+"""
+
+EXAMPLES = r"""
+- name: Write the keys file
+  ansible.builtin.copy:
+    content: "{{ front_door_api_keys | hearth_frontdoor_keys | to_nice_json }}"
+    dest: /etc/hearth/frontdoor/keys.json
+    mode: "0600"
+  no_log: true
+  diff: false
+"""
+
+RETURN = r"""
+_value:
+  description: C({keys: [{name, sha256}]}).
+  type: dict
+"""
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _entries(keys):
+    return [k if isinstance(k, dict) else {} for k in (keys if isinstance(keys, list) else [])]
+
+
+def hearth_frontdoor_keys(keys):
+    out = []
+    for entry in _entries(keys):
+        key = str(entry.get("key") or "")
+        out.append({"name": str(entry.get("name") or ""), "sha256": _sha256(key)})
+    return {"keys": out}
+
+
+def _sha256(text):
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def hearth_frontdoor_key_problems(keys, min_length=32):
+    """What is wrong with the keys, each key named by its name (or position), never shown."""
+    if not isinstance(keys, list) or not keys:
+        return [
+            "front_door_api_keys is empty: declare at least one {name, key} in ansible-vault "
+            "(a key: openssl rand -hex 32); the front door refuses to run without keys"
+        ]
+    problems = []
+    names, digests = {}, {}
+    for index, entry in enumerate(_entries(keys)):
+        label = "front_door_api_keys[%d]" % index
+        name = entry.get("name")
+        if not isinstance(name, str) or not _NAME.match(name):
+            problems.append("%s: name: expected letters, digits, '.', '_' or '-'" % label)
+        else:
+            label = "key %r" % name
+            if name in names:
+                problems.append("%s: the name is used twice (%s)" % (label, names[name]))
+            names.setdefault(name, "front_door_api_keys[%d]" % index)
+        key = entry.get("key")
+        if not isinstance(key, str) or not key:
+            problems.append("%s: key: required (a string, in ansible-vault)" % label)
+            continue
+        if len(key) < int(min_length):
+            problems.append(
+                "%s: shorter than %d characters: generate one with `openssl rand -hex 32`"
+                % (label, int(min_length))
+            )
+        if key != key.strip() or any(c.isspace() for c in key):
+            problems.append("%s: contains white space (clients could not send it)" % label)
+        digest = _sha256(key)
+        if digest in digests:
+            problems.append("%s: the same key as %s" % (label, digests[digest]))
+        digests.setdefault(digest, label)
+    return problems
+
+
+class FilterModule(object):
+    def filters(self):
+        return {
+            "hearth_frontdoor_keys": hearth_frontdoor_keys,
+            "hearth_frontdoor_key_problems": hearth_frontdoor_key_problems,
+        }

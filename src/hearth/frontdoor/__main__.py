@@ -1,0 +1,56 @@
+"""``python -m hearth.frontdoor --config /etc/hearth/frontdoor/config.json``: serve the front door.
+
+Exits 2 naming the file when the configuration or the keys file is unusable (the container then
+restarts and ``docker logs`` says why); refuses to start without any API key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def run(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hearth-frontdoor", description=__doc__)
+    parser.add_argument("--config", type=Path, default=Path("/etc/hearth/frontdoor/config.json"))
+    parser.add_argument("--check", action="store_true", help="Check the files and exit.")
+    args = parser.parse_args(argv)
+
+    from hearth.frontdoor.config import ConfigError, load_config, load_keys
+
+    try:
+        config = load_config(args.config)
+        keys = load_keys(config.keys_file)
+    except ConfigError as e:
+        print(f"hearth-frontdoor: {e}", file=sys.stderr)
+        return 2
+    if not keys:
+        print(
+            f"hearth-frontdoor: {config.keys_file}: no API key, refusing to serve", file=sys.stderr
+        )
+        return 2
+    if args.check:
+        print(f"hearth-frontdoor: {len(config.models)} model(s), {len(keys)} key(s): ok")
+        return 0
+
+    import uvicorn
+
+    from hearth.frontdoor.app import create_app
+
+    app = create_app(config, keys)
+    uvicorn.run(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run())

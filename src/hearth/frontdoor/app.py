@@ -1,0 +1,595 @@
+"""The front door: one OpenAI-compatible endpoint for every model a site serves.
+
+- ``Authorization: Bearer <key>`` on every API route, checked against the sha256 hashes Ansible
+  wrote (:func:`hearth.frontdoor.config.verify_key`); 401 without a key or with a wrong one. Keys
+  are never logged, echoed or kept.
+- ``GET /v1/models`` lists the served models; ``POST /v1/chat/completions``, ``/v1/completions``
+  and ``/v1/embeddings`` are routed by the body's ``model`` to that model's engines (tried in
+  turn when one does not accept the connection), streamed back as they come (server-sent
+  events included). An unknown model is a 404 naming the served ones.
+- Triton models (KServe v2) are reached at ``/v2/models/<name>[/ready|/infer]``; a Triton model
+  declared with a text input and output also answers ``/v1/chat/completions`` (the last user
+  message in, the output text back).
+- ``GET /metrics`` (Prometheus): requests by model, endpoint, status and key name; latency and
+  time to first byte by model; prompt and completion tokens by model; authentication failures;
+  backend errors; requests in flight. ``GET /health`` says the process is up. Neither needs a key
+  (they say nothing about the traffic's content).
+
+One JSON line per request goes to stdout (time, model, endpoint, status, seconds, key name,
+tokens): never the key, never the prompt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import httpx
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from hearth.frontdoor.config import ApiKey, FrontDoorConfig, ModelRoute, verify_key
+
+__all__ = ["FrontDoor", "create_app"]
+
+OPENAI_ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+UNKNOWN = "_unknown"  # the model label of requests for no served model (never client text)
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
+_TTFB_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
+
+
+class Metrics:
+    """The front door's Prometheus metrics, in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "hearth_frontdoor_requests",
+            "API requests answered, by model, endpoint, HTTP status and API key name.",
+            ["model", "endpoint", "status", "key"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "hearth_frontdoor_request_duration_seconds",
+            "Time from the request to the last byte of the answer.",
+            ["model", "endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.first_byte = Histogram(
+            "hearth_frontdoor_time_to_first_byte_seconds",
+            "Time from the request to the engine's first byte (the first token when streaming).",
+            ["model", "endpoint"],
+            buckets=_TTFB_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "hearth_frontdoor_tokens",
+            "Tokens the engines reported (usage), by model and kind (prompt, completion).",
+            ["model", "kind"],
+            registry=r,
+        )
+        self.auth_failures = Counter(
+            "hearth_frontdoor_auth_failures",
+            "Requests refused for want of a valid API key (reason: missing, invalid).",
+            ["reason"],
+            registry=r,
+        )
+        self.backend_errors = Counter(
+            "hearth_frontdoor_backend_errors",
+            "Engine connections that failed (the next backend is tried), by model and backend.",
+            ["model", "backend"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "hearth_frontdoor_requests_in_flight",
+            "Requests being answered now, by model.",
+            ["model"],
+            registry=r,
+        )
+        self.models = Gauge(
+            "hearth_frontdoor_model_info",
+            "The models the front door routes (1 per model), with engine and version.",
+            ["model", "engine", "version"],
+            registry=r,
+        )
+
+
+def _error(status: int, message: str, kind: str, code: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    body = {"error": {"message": message, "type": kind, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _usage(data: object) -> tuple[int, int]:
+    usage = data.get("usage") if isinstance(data, Mapping) else None
+    if not isinstance(usage, Mapping):
+        return 0, 0
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    return (
+        prompt if isinstance(prompt, int) else 0,
+        completion if isinstance(completion, int) else 0,
+    )
+
+
+class _SseTokens:
+    """Counts tokens in a relayed server-sent-event stream: the final ``usage`` when the engine
+    sends one, else one completion token per chunk that carries text."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self.chunks = 0
+        self.prompt = 0
+        self.completion: int | None = None
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            line = line.strip()
+            if not line.startswith(b"data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                continue
+            try:
+                event = json.loads(payload)
+            except ValueError:
+                continue
+            prompt, completion = _usage(event)
+            if prompt or completion:
+                self.prompt, self.completion = prompt, completion
+            for choice in event.get("choices") or [] if isinstance(event, dict) else []:
+                delta = choice.get("delta") or {}
+                if choice.get("text") or (isinstance(delta, dict) and delta.get("content")):
+                    self.chunks += 1
+
+    @property
+    def completion_tokens(self) -> int:
+        return self.completion if self.completion is not None else self.chunks
+
+
+class FrontDoor:
+    """The routing, authentication and accounting behind :func:`create_app`."""
+
+    def __init__(
+        self,
+        config: FrontDoorConfig,
+        keys: Sequence[ApiKey],
+        transport: httpx.AsyncBaseTransport | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.keys = list(keys)
+        self.metrics = Metrics()
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._turn = {name: itertools.count() for name in config.models}
+        self._log = log or (lambda line: print(line, file=sys.stdout, flush=True))
+        for route in config.models.values():
+            self.metrics.models.labels(route.name, route.engine, route.version).set(1)
+
+    # ----------------------------------------------------------------------------- plumbing
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            timeout = httpx.Timeout(
+                self.config.read_timeout, connect=self.config.connect_timeout, pool=30.0
+            )
+            limits = httpx.Limits(max_connections=512, max_keepalive_connections=64)
+            self._client = httpx.AsyncClient(
+                timeout=timeout, limits=limits, transport=self._transport, trust_env=False
+            )
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _backends(self, route: ModelRoute) -> list[str]:
+        """The route's backends, starting with the next one in turn (round robin)."""
+        start = next(self._turn[route.name]) % len(route.backends)
+        return list(route.backends[start:] + route.backends[:start])
+
+    def _record(
+        self,
+        route: ModelRoute | None,
+        endpoint: str,
+        status: int,
+        key: ApiKey | None,
+        started: float,
+        tokens: tuple[int, int] = (0, 0),
+        unknown: bool = False,
+    ) -> None:
+        model = route.name if route is not None else (UNKNOWN if unknown else "")
+        seconds = time.monotonic() - started
+        name = key.name if key is not None else ""
+        self.metrics.requests.labels(model, endpoint, str(status), name).inc()
+        if route is not None:
+            self.metrics.latency.labels(model, endpoint).observe(seconds)
+            if tokens[0]:
+                self.metrics.tokens.labels(model, "prompt").inc(tokens[0])
+            if tokens[1]:
+                self.metrics.tokens.labels(model, "completion").inc(tokens[1])
+        line = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "model": model,
+            "endpoint": endpoint,
+            "status": status,
+            "seconds": round(seconds, 4),
+            "key": name,
+            "prompt_tokens": tokens[0],
+            "completion_tokens": tokens[1],
+        }
+        self._log(json.dumps(line, sort_keys=True))
+
+    def authenticate(self, request: Request) -> ApiKey | Response:
+        header = request.headers.get("authorization", "")
+        scheme, _, presented = header.partition(" ")
+        if scheme.lower() != "bearer" or not presented.strip():
+            self.metrics.auth_failures.labels("missing").inc()
+            return _error(
+                401,
+                "an API key is required: send the header 'Authorization: Bearer <key>'",
+                "invalid_request_error",
+                "missing_api_key",
+            )
+        key = verify_key(presented.strip(), self.keys)
+        if key is None:
+            self.metrics.auth_failures.labels("invalid").inc()
+            return _error(401, "invalid API key", "invalid_request_error", "invalid_api_key")
+        return key
+
+    async def _body(self, request: Request) -> bytes | Response:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.config.max_body_bytes:
+            return _error(413, "request body too large", "invalid_request_error", "too_large")
+        body = await request.body()
+        if len(body) > self.config.max_body_bytes:
+            return _error(413, "request body too large", "invalid_request_error", "too_large")
+        return body
+
+    def _unknown_model(self, model: object) -> JSONResponse:
+        served = ", ".join(sorted(self.config.models)) or "none"
+        shown = model if isinstance(model, str) and len(model) <= 128 else "?"
+        return _error(
+            404,
+            f"the model {shown!r} is not served here (served: {served})",
+            "invalid_request_error",
+            "model_not_found",
+        )
+
+    # ------------------------------------------------------------------------------- routes
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "models": len(self.config.models)})
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def list_models(self, request: Request) -> Response:
+        key = self.authenticate(request)
+        started = time.monotonic()
+        if isinstance(key, Response):
+            self._record(None, "/v1/models", 401, None, started)
+            return key
+        data = [
+            {
+                "id": route.name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "hearth",
+                "hearth": {"engine": route.engine, "version": route.version},
+            }
+            for route in self.config.models.values()
+        ]
+        self._record(None, "/v1/models", 200, key, started)
+        return JSONResponse({"object": "list", "data": data})
+
+    async def openai(self, request: Request) -> Response:
+        endpoint = request.url.path
+        started = time.monotonic()
+        key = self.authenticate(request)
+        if isinstance(key, Response):
+            self._record(None, endpoint, 401, None, started)
+            return key
+        body = await self._body(request)
+        if isinstance(body, Response):
+            self._record(None, endpoint, body.status_code, key, started)
+            return body
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            payload = None
+        if not isinstance(payload, dict):
+            self._record(None, endpoint, 400, key, started)
+            return _error(400, "the body must be a JSON object", "invalid_request_error", "bad")
+        route = self.config.models.get(str(payload.get("model")))
+        if route is None:
+            self._record(None, endpoint, 404, key, started, unknown=True)
+            return self._unknown_model(payload.get("model"))
+        if route.api == "kserve":
+            return await self._kserve_text(route, endpoint, payload, key, started)
+        if payload.get("stream") is True:
+            return await self._stream(route, endpoint, body, key, started)
+        return await self._forward(route, "POST", endpoint, body, key, started, endpoint)
+
+    async def kserve(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        action = request.path_params.get("action", "")
+        endpoint = "/v2/models/{name}" + (f"/{action}" if action else "")
+        started = time.monotonic()
+        key = self.authenticate(request)
+        if isinstance(key, Response):
+            self._record(None, endpoint, 401, None, started)
+            return key
+        route = self.config.models.get(name)
+        if route is None or route.api != "kserve" or action not in ("", "ready", "infer"):
+            self._record(None, endpoint, 404, key, started, unknown=True)
+            return self._unknown_model(name)
+        body = b""
+        if request.method == "POST":
+            read = await self._body(request)
+            if isinstance(read, Response):
+                self._record(route, endpoint, read.status_code, key, started)
+                return read
+            body = read
+        path = f"/v2/models/{route.name}" + (f"/{action}" if action else "")
+        return await self._forward(route, request.method, path, body, key, started, endpoint)
+
+    # ---------------------------------------------------------------------------- forwarding
+    async def _send(
+        self, route: ModelRoute, method: str, path: str, body: bytes, stream: bool
+    ) -> httpx.Response | None:
+        """The first backend that accepts the connection answers; ``None`` when none does. A
+        kept-alive connection the engine closed (it restarted) is retried once on a new one:
+        the engine saw no request on it."""
+        headers = {"content-type": "application/json"} if body else {}
+        for backend in self._backends(route):
+            url = backend + path
+            for attempt in (1, 2):
+                request = self.client.build_request(method, url, content=body, headers=headers)
+                try:
+                    return await self.client.send(request, stream=stream)
+                except httpx.RemoteProtocolError:
+                    if attempt == 2:
+                        raise
+                except (httpx.ConnectError, httpx.ConnectTimeout):
+                    self.metrics.backend_errors.labels(route.name, backend).inc()
+                    break
+        return None
+
+    def _unavailable(self, route: ModelRoute) -> JSONResponse:
+        return _error(
+            503,
+            f"no engine of model {route.name!r} accepted the connection; try again shortly",
+            "server_error",
+            "engine_unavailable",
+        )
+
+    async def _forward(
+        self,
+        route: ModelRoute,
+        method: str,
+        path: str,
+        body: bytes,
+        key: ApiKey,
+        started: float,
+        endpoint: str,
+    ) -> Response:
+        self.metrics.in_flight.labels(route.name).inc()
+        try:
+            try:
+                answer = await self._send(route, method, path, body, stream=False)
+            except httpx.HTTPError as e:
+                self._record(route, endpoint, 502, key, started)
+                return _error(502, f"engine error: {type(e).__name__}", "server_error", "engine")
+            if answer is None:
+                self._record(route, endpoint, 503, key, started)
+                return self._unavailable(route)
+            self.metrics.first_byte.labels(route.name, endpoint).observe(time.monotonic() - started)
+            tokens = (0, 0)
+            if "json" in answer.headers.get("content-type", ""):
+                with contextlib.suppress(ValueError):
+                    tokens = _usage(answer.json())
+            self._record(route, endpoint, answer.status_code, key, started, tokens)
+            return Response(
+                answer.content,
+                status_code=answer.status_code,
+                media_type=answer.headers.get("content-type", "application/json"),
+            )
+        finally:
+            self.metrics.in_flight.labels(route.name).dec()
+
+    async def _stream(
+        self, route: ModelRoute, endpoint: str, body: bytes, key: ApiKey, started: float
+    ) -> Response:
+        self.metrics.in_flight.labels(route.name).inc()
+        try:
+            answer = await self._send(route, "POST", endpoint, body, stream=True)
+        except httpx.HTTPError as e:
+            self.metrics.in_flight.labels(route.name).dec()
+            self._record(route, endpoint, 502, key, started)
+            return _error(502, f"engine error: {type(e).__name__}", "server_error", "engine")
+        if answer is None:
+            self.metrics.in_flight.labels(route.name).dec()
+            self._record(route, endpoint, 503, key, started)
+            return self._unavailable(route)
+        counter = _SseTokens()
+        response = answer
+
+        async def relay() -> AsyncIterator[bytes]:
+            first = True
+            status = response.status_code
+            try:
+                async for chunk in response.aiter_bytes():
+                    if first:
+                        first = False
+                        self.metrics.first_byte.labels(route.name, endpoint).observe(
+                            time.monotonic() - started
+                        )
+                    counter.feed(chunk)
+                    yield chunk
+            except httpx.HTTPError:
+                status = 502
+            finally:
+                await response.aclose()
+                self.metrics.in_flight.labels(route.name).dec()
+                tokens = (counter.prompt, counter.completion_tokens)
+                self._record(route, endpoint, status, key, started, tokens)
+
+        return StreamingResponse(
+            relay(),
+            status_code=response.status_code,
+            media_type=response.headers.get("content-type", "text/event-stream"),
+            headers={"cache-control": "no-cache"},
+        )
+
+    async def _kserve_text(
+        self,
+        route: ModelRoute,
+        endpoint: str,
+        payload: Mapping[str, Any],
+        key: ApiKey,
+        started: float,
+    ) -> Response:
+        """An OpenAI request for a Triton text model: the prompt in, the output text back."""
+        if not (route.text_input and route.text_output) or endpoint == "/v1/embeddings":
+            self._record(route, endpoint, 400, key, started)
+            return _error(
+                400,
+                f"model {route.name!r} is served by Triton (KServe v2): use "
+                f"/v2/models/{route.name}/infer",
+                "invalid_request_error",
+                "wrong_api",
+            )
+        if payload.get("stream") is True:
+            self._record(route, endpoint, 400, key, started)
+            return _error(
+                400, "streaming is not available for Triton models", "invalid_request_error", "bad"
+            )
+        prompt = _prompt(payload)
+        request = {
+            "inputs": [
+                {"name": route.text_input, "datatype": "BYTES", "shape": [1], "data": [prompt]}
+            ],
+            "outputs": [{"name": route.text_output}],
+        }
+        path = f"/v2/models/{route.name}/infer"
+        self.metrics.in_flight.labels(route.name).inc()
+        try:
+            try:
+                answer = await self._send(route, "POST", path, json.dumps(request).encode(), False)
+            except httpx.HTTPError as e:
+                self._record(route, endpoint, 502, key, started)
+                return _error(502, f"engine error: {type(e).__name__}", "server_error", "engine")
+            if answer is None:
+                self._record(route, endpoint, 503, key, started)
+                return self._unavailable(route)
+            if answer.status_code != 200:
+                self._record(route, endpoint, answer.status_code, key, started)
+                return Response(answer.content, status_code=answer.status_code)
+            text = _output_text(answer.json(), route.text_output)
+        finally:
+            self.metrics.in_flight.labels(route.name).dec()
+        tokens = (len(prompt.split()), len(text.split()))
+        self._record(route, endpoint, 200, key, started, tokens)
+        created = int(time.time())
+        ident = f"hearth-{uuid.uuid4().hex}"
+        usage = {
+            "prompt_tokens": tokens[0],
+            "completion_tokens": tokens[1],
+            "total_tokens": sum(tokens),
+        }
+        if endpoint == "/v1/completions":
+            choice: dict[str, Any] = {"index": 0, "text": text, "finish_reason": "stop"}
+            obj = "text_completion"
+        else:
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "stop",
+            }
+            obj = "chat.completion"
+        return JSONResponse(
+            {
+                "id": ident,
+                "object": obj,
+                "created": created,
+                "model": route.name,
+                "choices": [choice],
+                "usage": usage,
+            }
+        )
+
+
+def _prompt(payload: Mapping[str, Any]) -> str:
+    messages = payload.get("messages")
+    if isinstance(messages, list):
+        for message in reversed(messages):
+            if isinstance(message, Mapping) and message.get("role") == "user":
+                content = message.get("content")
+                if isinstance(content, list):  # content parts: the text ones
+                    return " ".join(
+                        str(p.get("text", "")) for p in content if isinstance(p, Mapping)
+                    )
+                return str(content or "")
+        return ""
+    prompt = payload.get("prompt")
+    return prompt if isinstance(prompt, str) else ""
+
+
+def _output_text(data: object, name: str) -> str:
+    outputs = data.get("outputs") if isinstance(data, Mapping) else None
+    for output in outputs or []:
+        if isinstance(output, Mapping) and output.get("name") == name:
+            values = output.get("data") or []
+            return " ".join(str(v) for v in values)
+    return ""
+
+
+def create_app(
+    config: FrontDoorConfig,
+    keys: Sequence[ApiKey],
+    transport: httpx.AsyncBaseTransport | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Starlette:
+    """The front door as an ASGI application (``transport`` replaces the engines in tests)."""
+    door = FrontDoor(config, keys, transport, log)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await door.close()
+
+    def post(handler: Callable[[Request], Awaitable[Response]], path: str) -> Route:
+        return Route(path, handler, methods=["POST"])
+
+    routes = [
+        Route("/health", door.health, methods=["GET"]),
+        Route("/metrics", door.metrics_endpoint, methods=["GET"]),
+        Route("/v1/models", door.list_models, methods=["GET"]),
+        *(post(door.openai, path) for path in OPENAI_ENDPOINTS),
+        Route("/v2/models/{name}", door.kserve, methods=["GET"]),
+        Route("/v2/models/{name}/{action:str}", door.kserve, methods=["GET", "POST"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.front_door = door
+    return app

@@ -245,7 +245,7 @@ def test_a_broken_rule_fails_its_promtool_test(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------- alertmanager
-SLACK_URL = "https://hooks.slack.com/services/T000/B000/planted-slack-secret"
+SLACK_URL = "https://hooks.slack.com/services/T000/B000/fake-planted-slack-secret"
 HOOK_URL = "https://mattermost.hospital.internal/hooks/planted-hook-secret"
 SMTP_PASSWORD = "planted-smtp-secret"
 RECEIVERS = [

@@ -156,6 +156,9 @@ def _rule_problems(inventory: Inventory) -> tuple[list[Problem], list[str]]:
                 warnings.append(f"host {host}: {finding.expected}")
                 continue
             file, line = locator.locate(host, finding.key)
+            for other in finding.related:
+                if file is None:
+                    file, line = locator.locate(host, other)
             expected = finding.expected
             if file is None and finding.key:
                 expected += " (the role's default: set it in the inventory)"

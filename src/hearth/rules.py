@@ -58,6 +58,8 @@ class Finding:
     value: object
     expected: str
     level: Level = "error"
+    related: tuple[str, ...] = ()
+    """Other keys the finding is about (the file to edit may set one of them instead)."""
 
     def text(self, host: str | None = None) -> str:
         subject = self.key
@@ -280,13 +282,18 @@ def ports_unique(host: HostView) -> Iterator[Finding]:
     """No two Hearth services on one host (exporters, front door, monitoring, every engine, their
     default ports included) on one port; every ``inference_engine_ports`` entry names a model."""
     taken: dict[int, str] = {}
+    owners: dict[int, str] = {}
     for name, port, service in service_ports(host):
         if port in taken:
             yield Finding(
-                name, port, f"{service} and {taken[port]} would both listen on port {port}"
+                name,
+                port,
+                f"{service} and {taken[port]} would both listen on port {port}",
+                related=(owners[port],),
             )
         else:
             taken[port] = f"{service} ({name})"
+            owners[port] = name
     if "inference_engine" not in host.roles:
         return
     from hearth import engines

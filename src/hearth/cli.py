@@ -87,7 +87,7 @@ def _validated(inventory: Path, vault_password_file: Path | None = None) -> Any:
 
 
 def _warn(message: str) -> None:
-    console.print(f"[yellow]WARNING[/] {message}", markup=True, highlight=False)
+    console.print(f"[yellow]WARNING[/] {message}", markup=True, highlight=False, soft_wrap=True)
 
 
 def _syntax_check(inventory: Path, vault_password_file: Path | None = None) -> None:

@@ -38,6 +38,7 @@ warnings:
   returned: always
 """
 
+import contextlib
 import json
 
 from ansible.plugins.action import ActionBase
@@ -65,14 +66,11 @@ class _Vars(object):
     def __getitem__(self, name):
         if name not in self._done:
             value = self._variables[name]
-            try:
+            # A value that cannot be templated here is judged as written.
+            with contextlib.suppress(Exception):
                 value = self._templar.template(value)
-            except Exception:  # a value that cannot be templated here is judged as written
-                pass
-            try:
+            with contextlib.suppress(TypeError, ValueError):
                 value = _plain(value)
-            except (TypeError, ValueError):
-                pass
             self._done[name] = value
         return self._done[name]
 

@@ -361,9 +361,8 @@ def plan(
     host; exits 2 when a model does not fit."""
     import json
 
-    from hearth import engines
+    from hearth import engines, preflight
     from hearth import plan as plan_mod
-    from hearth import preflight
 
     for warning in preflight.check(inventory, vault_password_file).warnings:
         _warn(warning)

@@ -103,9 +103,9 @@ def _find_inline(data: Any, host: str, groups: set[str], key: str) -> int | None
         if not isinstance(body, Mapping):
             continue
         hosts = body.get("hosts")
-        if isinstance(hosts, Mapping) and isinstance(hosts.get(host), Mapping):
-            if key in hosts[host]:
-                return line_of(hosts[host], key)
+        entry = hosts.get(host) if isinstance(hosts, Mapping) else None
+        if isinstance(entry, Mapping) and key in entry:
+            return line_of(entry, key)
         variables = body.get("vars")
         if group in groups and isinstance(variables, Mapping) and key in variables:
             return line_of(variables, key)
@@ -214,4 +214,3 @@ def problems(inventory: Path | str, vault_password_file: Path | None = None) -> 
     except InvalidInputError as exc:
         return [exc.message]
     return []
-

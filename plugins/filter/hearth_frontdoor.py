@@ -58,40 +58,11 @@ def _sha256(text):
 
 
 def hearth_frontdoor_key_problems(keys, min_length=32):
-    """What is wrong with the keys, each key named by its name (or position), never shown."""
-    if not isinstance(keys, list) or not keys:
-        return [
-            "front_door_api_keys is empty: declare at least one {name, key} in ansible-vault "
-            "(a key: openssl rand -hex 32); the front door refuses to run without keys"
-        ]
-    problems = []
-    names, digests = {}, {}
-    for index, entry in enumerate(_entries(keys)):
-        label = "front_door_api_keys[%d]" % index
-        name = entry.get("name")
-        if not isinstance(name, str) or not _NAME.match(name):
-            problems.append("%s: name: expected letters, digits, '.', '_' or '-'" % label)
-        else:
-            label = "key %r" % name
-            if name in names:
-                problems.append("%s: the name is used twice (%s)" % (label, names[name]))
-            names.setdefault(name, "front_door_api_keys[%d]" % index)
-        key = entry.get("key")
-        if not isinstance(key, str) or not key:
-            problems.append("%s: key: required (a string, in ansible-vault)" % label)
-            continue
-        if len(key) < int(min_length):
-            problems.append(
-                "%s: shorter than %d characters: generate one with `openssl rand -hex 32`"
-                % (label, int(min_length))
-            )
-        if key != key.strip() or any(c.isspace() for c in key):
-            problems.append("%s: contains white space (clients could not send it)" % label)
-        digest = _sha256(key)
-        if digest in digests:
-            problems.append("%s: the same key as %s" % (label, digests[digest]))
-        digests.setdefault(digest, label)
-    return problems
+    """What is wrong with the keys, each key named by its name (or position), never shown: the
+    rule of hearth.rules that `hearth check` runs (one implementation)."""
+    from hearth.rules import front_door_key_problems
+
+    return front_door_key_problems(keys, int(min_length))
 
 
 class FilterModule(object):

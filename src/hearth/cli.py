@@ -83,7 +83,11 @@ def _validated(inventory: Path, vault_password_file: Path | None = None) -> Any:
     compatibility, VRAM plan): see hearth.preflight."""
     from hearth.preflight import preflight
 
-    return preflight(inventory, vault_password_file)
+    return preflight(inventory, vault_password_file, warn=_warn)
+
+
+def _warn(message: str) -> None:
+    console.print(f"[yellow]WARNING[/] {message}", markup=True, highlight=False, soft_wrap=True)
 
 
 def _syntax_check(inventory: Path, vault_password_file: Path | None = None) -> None:
@@ -161,8 +165,8 @@ def up(
     if bundle_dir is not None:  # verified before anything else; refused before any host changes
         extravars = _bundle_for_up(bundle_dir, signers, inventory, vault_password_file)
         playbook = "bundle.yml" if playbook == "site.yml" else playbook
+    _validated(inventory, vault_password_file)  # before anything else: exit 2 touches nothing
     _ensure_collections()
-    _validated(inventory, vault_password_file)
     tuning = runner.Tuning() if forks is None else runner.Tuning(forks=forks)
     mode = " (check mode: nothing will be changed)" if check_mode else ""
     console.print(f"[bold]hearth up[/] {inventory} → {playbook}{mode}")
@@ -357,9 +361,11 @@ def plan(
     host; exits 2 when a model does not fit."""
     import json
 
-    from hearth import engines
+    from hearth import engines, preflight
     from hearth import plan as plan_mod
 
+    for warning in preflight.check(inventory, vault_password_file).warnings:
+        _warn(warning)
     result = plan_mod.plan_inventory(
         inventory, vault_password_file=vault_password_file, use_facts=not no_facts, limit=limit
     )
@@ -593,8 +599,8 @@ def canary_run(inventory: Path, limit: str | None, vault_password_file: Path | N
     from hearth import monitoring
     from hearth.errors import AuditFailedError
 
+    _validated(inventory, vault_password_file)  # before anything else: exit 2 touches nothing
     _ensure_collections()
-    _validated(inventory, vault_password_file)
     console.print(f"[bold]hearth canary run[/] {inventory}")
     done = monitoring.run_canaries(
         inventory, limit=limit, vault_password_file=vault_password_file,

@@ -18,6 +18,7 @@ Two passes, so that every problem is reported at once:
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -33,6 +34,7 @@ from hearth.schema import Schema, is_valid_identifier, load_schema
 from hearth.yamlsrc import (
     MISSING,
     Problem,
+    VaultValue,
     display_path,
     iter_duplicates,
     line_of,
@@ -157,26 +159,35 @@ def _warning_texts(context: Any) -> list[str]:
     return texts
 
 
-def _setup_vault(loader: DataLoader, vault_password_file: Path | None) -> None:
+def _vault_secrets(vault_password_file: Path | None) -> list[tuple[str, Any]]:
+    """The vault secrets of this run: ``[("default", secret)]``, or ``[]`` without a password."""
     from ansible import constants as C
 
     password_file = vault_password_file or (
         Path(C.DEFAULT_VAULT_PASSWORD_FILE) if C.DEFAULT_VAULT_PASSWORD_FILE else None
     )
     if password_file is None:
-        return
+        return []
     from ansible.errors import AnsibleError
+    from ansible.parsing.dataloader import DataLoader
     from ansible.parsing.vault import get_file_vault_secret
 
     try:
         secret = get_file_vault_secret(
-            filename=str(password_file), vault_id="default", loader=loader
+            filename=str(password_file), vault_id="default", loader=DataLoader()
         )
         secret.load()
     except AnsibleError as e:
         problem = Problem(password_file, None, "", MISSING, f"cannot read the vault password: {e}")
         raise InventoryInvalid([problem]) from e
-    loader.set_vault_secrets([("default", secret)])
+    return [("default", secret)]
+
+
+def _setup_vault(loader: DataLoader, vault_password_file: Path | None) -> None:
+    secrets = _vault_secrets(vault_password_file)
+    if not secrets:
+        return
+    loader.set_vault_secrets(secrets)
     # ansible-core 2.19 decrypts vaulted values lazily, through a process-wide context.
     try:
         from ansible.parsing.vault import VaultSecretsContext
@@ -184,9 +195,9 @@ def _setup_vault(loader: DataLoader, vault_password_file: Path | None) -> None:
         return
     current = VaultSecretsContext.current(optional=True)
     if current is None:
-        VaultSecretsContext.initialize(VaultSecretsContext(secrets=[("default", secret)]))
+        VaultSecretsContext.initialize(VaultSecretsContext(secrets=list(secrets)))
     else:
-        current.secrets.append(("default", secret))
+        current.secrets.extend(secrets)
 
 
 def _considered_files(path: Path) -> list[Path]:
@@ -269,6 +280,11 @@ class Inventory:
                 self._all_vars[host] = self._variables.get_vars(host=found, include_hostvars=False)
             self.warnings.extend(_warning_texts(context))
         return self._all_vars[host]
+
+    def raw(self, host: str, name: str) -> Any:
+        """One variable of the host as Ansible holds it (a vault-encrypted value still marked so:
+        ``ansible.parsing.vault.VaultHelper.get_ciphertext`` tells)."""
+        return self._merged(host).get(name)
 
     def hostvars(self, host: str) -> dict[str, Any]:
         """The host's variables as Ansible merges them (inventory, group_vars, host_vars).
@@ -788,6 +804,18 @@ def _required_problems(
     return problems
 
 
+def canonical_address(text: str) -> str:
+    """An address as one spelling: ``2001:0db8:0:0:0:0:0:11`` and ``[2001:db8::11]`` are
+    ``2001:db8::11``; a host name is lower-cased without its final dot."""
+    candidate = text.strip().lower()
+    if candidate.startswith("[") and candidate.endswith("]"):
+        candidate = candidate[1:-1]
+    try:
+        return str(ipaddress.ip_address(candidate))
+    except ValueError:
+        return candidate.rstrip(".")
+
+
 def _address_problems(inventory: Inventory, scan: _Scan) -> list[Problem]:
     seen: dict[tuple[str, str], str] = {}
     problems: list[Problem] = []
@@ -796,7 +824,7 @@ def _address_problems(inventory: Inventory, scan: _Scan) -> list[Problem]:
         connection = merged.get("ansible_connection")
         if connection is not None and str(connection) not in _SSH_CONNECTIONS:
             continue
-        address = str(merged.get("ansible_host") or host).strip().lower()
+        address = canonical_address(str(merged.get("ansible_host") or host))
         port = str(merged.get("ansible_port") or merged.get("ansible_ssh_port") or 22)
         first = seen.setdefault((address, port), host)
         if first == host:
@@ -844,6 +872,192 @@ def _unique(problems: Sequence[Problem]) -> list[Problem]:
     return unique
 
 
+def _vault_id(ciphertext: str) -> str:
+    header = ciphertext.lstrip().split("\n", 1)[0].split(";")
+    return header[3].strip() if len(header) > 3 and header[3].strip() else "default"
+
+
+def _iter_vault_values(data: object, prefix: str = "") -> Iterator[tuple[str, int | None, str]]:
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if isinstance(value, VaultValue):
+                yield path, line_of(data, key), value.ciphertext
+            else:
+                yield from _iter_vault_values(value, path)
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            path = f"{prefix}[{index}]"
+            if isinstance(value, VaultValue):
+                yield path, line_of(data, index), value.ciphertext
+            else:
+                yield from _iter_vault_values(value, path)
+
+
+def _vault_problems(files: Sequence[Path], secrets: list[tuple[str, Any]]) -> list[Problem]:
+    """Every vault-encrypted file or value that cannot be decrypted, named with its vault id."""
+    from ansible.errors import AnsibleError
+    from ansible.parsing.vault import VaultLib
+
+    vault = VaultLib(secrets)
+
+    def problem(file: Path, line: int | None, key: str, ciphertext: str) -> Problem | None:
+        vault_id = _vault_id(ciphertext)
+        try:
+            vault.decrypt(ciphertext.strip())
+        except AnsibleError:
+            return Problem(
+                file,
+                line,
+                key,
+                MISSING,
+                f"cannot be decrypted (vault id {vault_id!r}) with the vault password given: "
+                "a wrong password, or a file of another vault id",
+            )
+        return None
+
+    if not secrets:
+        return []  # without a password nothing is decrypted: the values are not judged
+    problems: list[Problem] = []
+    for file in files:
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if text.lstrip().startswith("$ANSIBLE_VAULT"):
+            found = problem(file, None, "", text)
+            if found:
+                problems.append(found)
+            continue
+        if file.suffix not in YAML_EXTENSIONS or "!vault" not in text:
+            continue
+        doc = load_yaml(file)
+        for key, line, ciphertext in _iter_vault_values(doc.data):
+            found = problem(file, line, key, ciphertext)
+            if found:
+                problems.append(found)
+    return problems
+
+
+def _vars_dir_files(basedir: Path) -> list[Path]:
+    found: list[Path] = []
+    for kind in ("group_vars", "host_vars"):
+        directory = basedir / kind
+        if directory.is_dir():
+            found.extend(
+                p
+                for p in sorted(directory.rglob("*"))
+                if p.is_file() and not any(part.startswith(".") for part in p.parts[-2:])
+            )
+    return found
+
+
+def _empty_problems(inventory: Inventory) -> list[Problem]:
+    if inventory.hosts:
+        return []
+    return [
+        Problem(
+            inventory.path,
+            None,
+            "",
+            MISSING,
+            "the inventory declares no host: nothing to do (expected all: {children: "
+            "{<group>: {hosts: {<name>: {ansible_host: …}}}}})",
+        )
+    ]
+
+
+def _level_vars(
+    inventory: Inventory, kind: str, name: str, inline: Mapping[str, Any]
+) -> dict[str, tuple[Path | None, int | None]]:
+    """Variables set at one group's or host's own level: inline and in group_vars/host_vars."""
+    found: dict[str, tuple[Path | None, int | None]] = {str(k): (None, None) for k in inline}
+    directory = inventory.basedir / kind
+    if directory.is_dir():
+        for file in _vars_files(directory, name):
+            data = load_yaml(file).data
+            if isinstance(data, Mapping):
+                for key in data:
+                    found[str(key)] = (file, line_of(data, key))
+    return found
+
+
+_ROLES_OF_HEARTH_VARS = {
+    "hearth_models": ("model_store", "inference_engine"),
+    "hearth_declared_gpus": ("model_store", "inference_engine", "nvidia_driver"),
+}
+
+
+def _unapplied(name: str, schema: Schema, roles: Sequence[str]) -> bool:
+    """Whether ``name`` is a Hearth variable that no role of the host reads."""
+    readers = _ROLES_OF_HEARTH_VARS.get(name)
+    if readers is not None:
+        return not set(readers) & set(roles)
+    owner = next(
+        (p for p in sorted(schema.prefixes, key=len, reverse=True) if name.startswith(f"{p}_")),
+        None,
+    )
+    return owner is not None and owner not in roles
+
+
+def _unused_group_problems(
+    inventory: Inventory,
+    scan: _Scan,
+    used: set[str],
+    assignments: Mapping[str, Sequence[str]],
+) -> list[Problem]:
+    """Hosts with Hearth variables whose groups no playbook uses: their settings are never
+    applied (a misspelled ``inferense`` group means its models are never served)."""
+    problems: list[Problem] = []
+    targets = sorted(used - {"all", "ungrouped", "localhost"})
+    for host in inventory.hosts:
+        found = inventory.ansible_inventory().get_host(host)
+        if found is None:
+            continue
+        groups = {g.name: g for g in found.get_groups()} if found else {}
+        names = set(groups) - {"all", "ungrouped"}
+        if not names or names & used or host in used:
+            continue
+        roles = assignments.get(host, [])
+        levels: list[tuple[str, dict[str, tuple[Path | None, int | None]]]] = [
+            (f"host {host}", _level_vars(inventory, "host_vars", host, found.vars))
+        ]
+        for name in sorted(names):
+            levels.append(
+                (f"group {name}", _level_vars(inventory, "group_vars", name, groups[name].vars))
+            )
+        for _, variables in levels:
+            hearth = sorted(k for k in variables if _unapplied(k, scan.schema, roles))
+            if not hearth:
+                continue
+            key = hearth[0]
+            file, line = variables[key]
+            if file is None:
+                where = scan.hosts.get(host, [])
+                file, line = (where[0].file, where[0].line) if where else (None, None)
+            unused = ", ".join(sorted(names))
+            guesses = [g for g in (_close(n, targets) for n in sorted(names)) if g]
+            hint = (
+                f"did you mean {guesses[0]}?"
+                if guesses
+                else f"the playbooks use: {', '.join(targets)}"
+            )
+            problems.append(
+                Problem(
+                    file,
+                    line,
+                    key,
+                    MISSING,
+                    f"host {host} is only in group(s) {unused}, which no playbook uses, so "
+                    f"{', '.join(hearth)} {'is' if len(hearth) == 1 else 'are'} never applied "
+                    f"(the host gets only: {', '.join(roles) or 'no role'}); {hint}",
+                    host,
+                )
+            )
+            break
+    return problems
+
+
 def _validate(
     path: Path | str,
     roles_dir: Path | None,
@@ -862,6 +1076,13 @@ def _validate(
     for file in inventory_files:
         _scan_inventory_file(scan, file)
 
+    basedir = path if path.is_dir() else path.parent
+    vault_problems = _vault_problems(
+        [*inventory_files, *_vars_dir_files(basedir)], _vault_secrets(vault_password_file)
+    )
+    if vault_problems:
+        return _unique([*scan.problems, *vault_problems]), None
+
     inventory: Inventory | None = None
     try:
         inventory = load_inventory(
@@ -877,7 +1098,6 @@ def _validate(
     if inventory is not None:
         groups |= set(inventory.groups)
         hosts |= set(inventory.hosts)
-    basedir = path if path.is_dir() else path.parent
     _scan_vars_dirs(scan, basedir, groups, hosts)
     scan.problems.extend(_name_clash_problems(scan))
 
@@ -885,11 +1105,15 @@ def _validate(
         from ansible.errors import AnsibleError
 
         try:
+            if not scan.problems:  # a typo in the groups explains an empty inventory better
+                scan.problems.extend(_empty_problems(inventory))
             scan.problems.extend(_address_problems(inventory, scan))
             playbook_path = playbook if playbook is not None else layers.default_playbook()
             if playbook is not None or playbook_path.is_file():
                 assignments = layers.roles_for_hosts(inventory, playbook_path)
                 scan.problems.extend(_required_problems(inventory, schema, assignments))
+                used = layers.used_groups(None if playbook is None else playbook_path.parent)
+                scan.problems.extend(_unused_group_problems(inventory, scan, used, assignments))
         except AnsibleError as e:
             scan.add(
                 Problem(path, None, "", MISSING, f"Ansible cannot load the host variables: {e}")

@@ -12,7 +12,7 @@ Only the ``roles:`` of plays are followed; ``include_role``/``import_role`` task
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,14 @@ from hearth.yamlsrc import display_path, load_yaml
 if TYPE_CHECKING:
     from hearth.inventory import Inventory
 
-__all__ = ["default_playbook", "iter_plays", "role_name", "roles_for_hosts"]
+__all__ = [
+    "default_playbook",
+    "iter_plays",
+    "role_name",
+    "roles_for_group_names",
+    "roles_for_hosts",
+    "used_groups",
+]
 
 _IMPORT_KEYS = ("import_playbook", "ansible.builtin.import_playbook")
 _COLLECTION_PLAYBOOK = re.compile(r"^[A-Za-z_]\w*\.[A-Za-z_]\w*\.[\w.]+$")
@@ -143,3 +150,57 @@ def roles_for_hosts(inventory: Inventory, playbook: Path | None = None) -> dict[
                 if name not in assigned:
                     assigned.append(name)
     return result
+
+
+def _pattern_tokens(pattern: str | list[str]) -> list[str]:
+    patterns = [pattern] if isinstance(pattern, str) else pattern
+    return [t.strip() for p in patterns for t in re.split(r"[:,]", p) if t.strip()]
+
+
+def used_groups(playbooks_dir: Path | None = None) -> set[str]:
+    """Every name the plays of the playbooks under ``playbooks_dir`` (default: Hearth's
+    ``playbooks/``) target (``inference``, ``gpu_nodes``, ``all`` …), from their ``hosts:``."""
+    directory = paths.playbooks_dir() if playbooks_dir is None else playbooks_dir
+    names: set[str] = set()
+    for book in sorted(directory.rglob("*.yml")):
+        try:
+            for source, play in iter_plays(book):
+                pattern = _hosts_pattern(source, play)
+                names.update(t.lstrip("&!") for t in _pattern_tokens(pattern))
+        except InvalidInputError:
+            continue  # not a playbook (a vars file beside them); its syntax is checked elsewhere
+    return names
+
+
+def _matches(pattern: str | list[str], host: str, groups: set[str]) -> bool:
+    """Whether a simple pattern (``a:b``, ``a:&b``, ``a:!b``; no wildcards) selects the host."""
+
+    def has(token: str) -> bool:
+        return token in ("all", "*") or token == host or token in groups
+
+    tokens = _pattern_tokens(pattern)
+    plain = [t for t in tokens if t[0] not in "&!"]
+    both = [t[1:] for t in tokens if t.startswith("&")]
+    but = [t[1:] for t in tokens if t.startswith("!")]
+    return any(has(t) for t in plain) and all(has(t) for t in both) and not any(has(t) for t in but)
+
+
+def roles_for_group_names(
+    host: str, group_names: Sequence[str], playbook: Path | None = None
+) -> list[str]:
+    """The roles the playbooks apply to a host that is in ``group_names``, without an inventory.
+
+    For a role's preflight, which knows only the running host's groups; patterns are matched as
+    unions, ``&`` intersections and ``!`` exclusions of group names (what Hearth's playbooks use).
+    """
+    playbook = default_playbook() if playbook is None else playbook
+    groups = set(group_names)
+    assigned: list[str] = []
+    for source, play in iter_plays(playbook):
+        roles = play.get("roles")
+        if not isinstance(roles, list) or not _matches(_hosts_pattern(source, play), host, groups):
+            continue
+        for name in (role_name(r) for r in roles):
+            if name and name not in assigned:
+                assigned.append(name)
+    return assigned

@@ -389,7 +389,7 @@ def test_required_key_only_checked_for_hosts_that_get_the_role(
     make_inventory: InventoryFactory, roles_dir: Path, tmp_path: Path
 ) -> None:
     only_base = tmp_path / "base-only.yml"
-    only_base.write_text("- hosts: all\n  roles: [common]\n")
+    only_base.write_text("- hosts: all\n  roles: [common]\n- hosts: gpu_nodes\n  tasks: []\n")
     hosts = make_inventory({"group_vars/gpu_nodes.yml": "inference_engine: vllm\n"})
     assert validate(hosts, roles_dir, only_base) == []
 

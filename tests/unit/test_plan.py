@@ -356,10 +356,14 @@ hearth_models:
 GPUS = "hearth_declared_gpus:\n  - {{index: 0, name: {name}, memory_mib: {memory}}}\n"
 
 
+VLLM_IMAGE = f"inference_engine_vllm_image: registry.example/vllm/vllm-openai@sha256:{'a' * 64}\n"
+
+
 def write_inventory(root: Path, models_yml: str = MODELS) -> Path:
     files = {
         "hosts.yml": HOSTS,
         "group_vars/inference/models.yml": models_yml,
+        "group_vars/inference/engines.yml": VLLM_IMAGE,
         "host_vars/gpu01.yml": GPUS.format(name="NVIDIA H100 80GB HBM3", memory=81559),
         "host_vars/gpu02.yml": GPUS.format(name="NVIDIA L40S", memory=46068),
     }

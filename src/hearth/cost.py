@@ -29,6 +29,7 @@ measures it.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -540,7 +541,10 @@ def size(
     if demand.users <= 0 or demand.tokens_per_user_day <= 0:
         raise CostInputError("--users and --tokens-per-user-day: expected numbers above 0")
     catalog, server = gpu_catalog()
-    chosen = [g for g in catalog if not gpus or any(n.lower() in g.name.lower() for n in gpus)]
+    def named(gpu: GpuModel, word: str) -> bool:
+        return re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", gpu.name, re.I) is not None
+
+    chosen = [g for g in catalog if not gpus or any(named(g, n) for n in gpus)]
     if not chosen:
         raise CostInputError(
             f"--gpu {', '.join(gpus)}: no such GPU in the catalog "
@@ -567,3 +571,153 @@ def size(
     fitted_gpus = {o.gpu for o in fitting}
     refused = [o for name, o in closest.items() if name not in fitted_gpus]
     return fitting, refused
+
+
+# ------------------------------------------------------------------------ the inventory's cost
+
+ESTIMATE_CONTEXT = 1024  # tokens per sequence the roofline estimate assumes (prompt + answer)
+
+
+@dataclass
+class HostCost:
+    """One host (or the whole inventory): what it costs a month and per million tokens."""
+
+    host: str
+    monthly: MonthlyCost
+    utilisation: float
+    models: list[str] = field(default_factory=list)
+    tokens_per_s: float | None = None
+    basis: str = ""
+    break_evens: list[BreakEven] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def per_million_at_knee(self) -> float | None:
+        if not self.tokens_per_s:
+            return None
+        return cost_per_million(self.monthly.total, self.tokens_per_s)
+
+    @property
+    def per_million_at_utilisation(self) -> float | None:
+        if not self.tokens_per_s:
+            return None
+        return cost_per_million(self.monthly.total, self.tokens_per_s, self.utilisation)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "models": self.models,
+            "basis": self.basis,
+            "estimate": self.basis.startswith("roofline"),
+            "monthly": {**asdict(self.monthly), "total": self.monthly.total},
+            "tokens_per_s_at_knee": self.tokens_per_s,
+            "utilisation": self.utilisation,
+            "usd_per_million_at_knee": self.per_million_at_knee,
+            "usd_per_million_at_utilisation": self.per_million_at_utilisation,
+            "break_even": [asdict(b) for b in self.break_evens],
+            "notes": self.notes,
+        }
+
+
+@dataclass
+class CostReport:
+    hosts: list[HostCost]
+    total: HostCost | None
+    prices: list[CloudPrice]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "hosts": [h.as_dict() for h in self.hosts],
+            "inventory": None if self.total is None else self.total.as_dict(),
+            "cloud_prices": [asdict(p) for p in self.prices],
+            "hours_per_month": HOURS_PER_MONTH,
+        }
+
+
+def _roofline_tokens(placement: Any, slo: Slo) -> float | None:
+    from hearth import plan
+
+    if placement.need is None or placement.model.on_cpu:
+        return None
+    bandwidth = min((g.bandwidth_gbs for g in placement.gpus if g.bandwidth_gbs), default=None)
+    kv = plan.kv_bytes_per_token(placement.model, per_gpu=True)
+    if bandwidth is None or kv is None:
+        return None
+    context = min(ESTIMATE_CONTEXT, placement.model.max_model_len or ESTIMATE_CONTEXT)
+    _, rate = roofline_capacity(
+        placement.need.weights, kv, context, bandwidth, slo.itl_p95_ms,
+        placement.model.max_num_seqs or 256,
+    )  # fmt: skip
+    return rate or None
+
+
+def inventory_costs(
+    inv: Any, results: Mapping[str, Mapping[str, Any]], slo: Slo = DEFAULT_SLO
+) -> CostReport:
+    """Every host with ``hearth_costs``: its monthly cost, its capacity at the knee (from the
+    latest ``hearth bench`` results of its models, else the roofline, marked as an estimate), the
+    cost per million output tokens at the knee and at its utilisation, and the break-even volume
+    with each cloud price; then the same for the whole inventory."""
+    from hearth import plan
+
+    problems: list[str] = []
+    parsed: dict[str, Costs] = {}
+    for host in inv.hosts:
+        raw = inv.hostvars(host).get("hearth_costs")
+        if raw is None:
+            continue
+        try:
+            parsed[host] = parse_costs(raw, f"host {host}: hearth_costs")
+        except CostInputError as e:
+            problems.append(e.message)
+    if problems:
+        raise CostInputError("cannot cost the inventory:\n  " + "\n  ".join(problems))
+    first = inv.hosts[0] if inv.hosts else None
+    prices = parse_cloud_prices(inv.hostvars(first).get("hearth_cloud_prices") if first else None)
+    placements = plan.plan_loaded(inv).placements
+    rows: list[HostCost] = []
+    for host, costs in parsed.items():
+        row = HostCost(host, monthly_cost(costs), costs.utilisation)
+        rates: list[float] = []
+        bases: set[str] = set()
+        for p in (p for p in placements if p.host == host):
+            row.models.append(p.model.name)
+            measured = results.get(p.model.name)
+            if measured and host in measured.get("hosts", []):
+                the_knee = measured.get("knee")
+                if the_knee:
+                    rates.append(float(the_knee["tokens_per_s"]) / len(measured["hosts"]))
+                    bases.add(f"bench {measured['date']}")
+                else:
+                    row.notes.append(f"{p.model.name}: no level of the bench met the SLO")
+                continue
+            estimate = _roofline_tokens(p, slo)
+            if estimate is None:
+                row.notes.append(f"{p.model.name}: not measured and no roofline (CPU or no GPU)")
+                continue
+            rates.append(estimate)
+            bases.add("roofline estimate")
+        if len(row.models) > 1 and rates:
+            row.notes.append("models measured one at a time: their sum is an upper bound")
+        row.tokens_per_s = sum(rates) or None
+        row.basis = " + ".join(sorted(bases)) if bases else "none"
+        row.break_evens = [
+            break_even(row.monthly.total, price, row.tokens_per_s) for price in prices
+        ]
+        rows.append(row)
+    total = None
+    if rows:
+        monthly = MonthlyCost(
+            sum(r.monthly.capital for r in rows),
+            sum(r.monthly.power for r in rows),
+            sum(r.monthly.ops for r in rows),
+        )
+        rate = sum(r.tokens_per_s or 0 for r in rows)
+        used = sum((r.tokens_per_s or 0) * r.utilisation for r in rows)
+        total = HostCost(
+            "(inventory)", monthly, used / rate if rate else 1.0,
+            sorted({m for r in rows for m in r.models}), rate or None,
+            " + ".join(sorted({r.basis for r in rows if r.basis != "none"})) or "none",
+        )  # fmt: skip
+        total.break_evens = [break_even(monthly.total, p, total.tokens_per_s) for p in prices]
+    return CostReport(rows, total, prices)

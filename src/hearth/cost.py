@@ -541,6 +541,7 @@ def size(
     if demand.users <= 0 or demand.tokens_per_user_day <= 0:
         raise CostInputError("--users and --tokens-per-user-day: expected numbers above 0")
     catalog, server = gpu_catalog()
+
     def named(gpu: GpuModel, word: str) -> bool:
         return re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", gpu.name, re.I) is not None
 

@@ -1,5 +1,6 @@
 """hearth.bench without hosts: arguments, statistics by hand, the knee, the bounds of a level, the
-results files and the plots. The sweep itself is proven on the lab (tests/integration/test_bench.py).
+results files and the plots. The sweep itself is proven on the lab
+(tests/integration/test_bench.py).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Cost and sizing arithmetic (hearth.cost) with hand-computed numbers, and the bad input that
-`hearth plan --cost`, `hearth plan --size` and the inventory check refuse (exit 2, naming the key)."""
+`hearth plan --cost`, `hearth plan --size` and the inventory check refuse (exit 2, naming the
+key)."""
 
 from __future__ import annotations
 
@@ -196,7 +197,7 @@ def test_sizing_per_quantization_fits_and_does_not(
 
 
 def test_size_lists_the_cheapest_first_and_says_what_does_not_fit() -> None:
-    fitting, refused = cost.size("llama-3.1-70b-instruct", "int4", DEPARTMENT, gpus=["L4", "H100"])
+    fitting, _ = cost.size("llama-3.1-70b-instruct", "int4", DEPARTMENT, gpus=["L4", "H100"])
     assert fitting and [o.purchase_usd for o in fitting] == sorted(o.purchase_usd for o in fitting)
     assert all(o.fits and o.gpus >= 2 for o in fitting if o.gpu == "NVIDIA L4")
     assert {o.gpu for o in fitting} >= {"NVIDIA L4", "NVIDIA H100 80GB HBM3"}
@@ -207,6 +208,9 @@ def test_size_lists_the_cheapest_first_and_says_what_does_not_fit() -> None:
     with pytest.raises(cost.CostInputError, match="--gpu B300"):
         cost.size("llama-3.1-8b-instruct", "int4", DEPARTMENT, gpus=["B300"])
     assert why == []
+    campus = cost.Demand(users=10_000, tokens_per_user_day=100_000)  # 34,722 tok/s at peak
+    none, refused = cost.size("llama-3.1-70b-instruct", "fp16", campus, gpus=["L4"])
+    assert none == [] and [o.gpu for o in refused] == ["NVIDIA L4"] and refused[0].reason
 
 
 # ------------------------------------------------------------------------------------ the CLI

@@ -36,7 +36,9 @@ COSTS = {
     "monthly_ops": 100,
     "utilisation": 0.25,
 }
-SLO = {"ttft_p95_s": 5, "itl_p95_ms": 250}  # a 2-core CPU shared with other work, not a GPU
+# The lab's CPU (2 cores, shared with other labs: one measured run saw a 13 s first token at a
+# load average of 21) is no GPU: a forgiving target, so that a knee exists for `plan --cost`.
+SLO = {"ttft_p95_s": 60, "itl_p95_ms": 20000}
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +88,7 @@ def test_sweep_through_the_front_door(costed: Site, home: Path, tmp_path: Path) 
     done = _hearth(
         home, "bench", "-i", str(site.inventory), "--vault-password-file",
         str(site.vault_password), "--model", "smollm2", "--concurrency", "1,2,4",
-        "--duration", "4s", "--max-tokens", "24", "--plot", str(plot),
+        "--duration", "4s", "--max-tokens", "24", "--request-timeout", "90", "--plot", str(plot),
     )  # fmt: skip
     print(done.stdout)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -138,9 +140,10 @@ def test_html_plot_and_plan_cost_read_the_results(costed: Site, home: Path) -> N
     assert row["host"] == HOST and row["models"] == ["smollm2", "upper"]
     monthly = 36000 / 36 + 500 / 1000 * 730 * 0.2 + 100  # 1000 + 73 + 100
     assert row["monthly"]["total"] == pytest.approx(monthly)
-    if result["knee"] is None:
-        assert row["tokens_per_s_at_knee"] is None
-        pytest.skip("no level met the SLO on this machine: no cost at the knee to check")
+    if result["knee"] is None:  # read, and said so: no capacity within the SLO to cost
+        assert row["tokens_per_s_at_knee"] is None and row["basis"] == "none"
+        assert "smollm2: no level of the bench met the SLO" in row["notes"]
+        return
     rate = result["knee"]["tokens_per_s"]
     assert row["basis"] == f"bench {result['date']}" and row["estimate"] is False
     assert row["tokens_per_s_at_knee"] == pytest.approx(rate)

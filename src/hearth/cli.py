@@ -341,7 +341,10 @@ def audit(
 
 # ---------------------------------------------------------------------------------------- plan
 @cli.command()
-@inventory_option
+@click.option(
+    "-i", "--inventory", "inventory", type=click.Path(path_type=Path),
+    help="Ansible inventory: a hosts.yml file or a directory (not needed with --size).",
+)  # fmt: skip
 @click.option("--limit", "-l", help="Only these hosts or groups (Ansible pattern).")
 @click.option("--no-facts", is_flag=True, help="Ignore cached GPU facts; use the declared GPUs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
@@ -350,22 +353,63 @@ def audit(
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="File holding the ansible-vault password for the inventory's secrets.",
 )
+@click.option("--cost", "cost", is_flag=True, help="Cost per million tokens and break-even.")
+@click.option("--size", "size_", is_flag=True, help="Just enough GPUs for --model and --users.")
+@click.option("--model", help="--size: a model of the catalog (src/hearth/data/model_catalog.yml).")
+@click.option(
+    "--quantization", type=click.Choice(["int4", "int8", "fp16"]), default="int4",
+    show_default=True, help="--size: the weights' precision.",
+)  # fmt: skip
+@click.option("--users", type=int, help="--size: users of the model.")
+@click.option("--tokens-per-user-day", type=float, help="--size: output tokens per user a day.")
+@click.option("--busy-hours", type=float, default=8.0, show_default=True,
+              help="--size: hours a day the tokens are spread over.")  # fmt: skip
+@click.option("--slo", help="ttft_p95_s=2,itl_p95_ms=100 [default: hearth_slo, else these].")
+@click.option("--gpu", "gpus", multiple=True, help="--size: only GPUs whose name has this.")
+@click.option("--price-per-kwh", type=float, default=0.15, show_default=True,
+              help="--size: electricity price.")  # fmt: skip
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
 def plan(
-    inventory: Path,
+    inventory: Path | None,
     limit: str | None,
     no_facts: bool,
     as_json: bool,
     vault_password_file: Path | None,
+    cost: bool,
+    size_: bool,
+    model: str | None,
+    quantization: str,
+    users: int | None,
+    tokens_per_user_day: float | None,
+    busy_hours: float,
+    slo: str | None,
+    gpus: tuple[str, ...],
+    price_per_kwh: float,
+    fmt: str,
 ) -> None:
     """VRAM plan of the declared models on each host's GPUs, with decode tokens/s. Contacts no
-    host; exits 2 when a model does not fit."""
+    host; exits 2 when a model does not fit. With --cost: what a million tokens costs on the
+    hosts (from the latest `hearth bench`, else the roofline); with --size: the cheapest GPUs
+    that carry --users (estimates). See docs/capacity.md."""
     import json
 
     from hearth import engines, preflight
     from hearth import plan as plan_mod
 
+    as_json = as_json or fmt == "json"
+    if size_:
+        _plan_size(model, quantization, users, tokens_per_user_day, busy_hours, slo, gpus,
+                   price_per_kwh, as_json)  # fmt: skip
+        return
+    if inventory is None:
+        raise InvalidInputError("hearth plan: -i/--inventory is required (except with --size)")
     for warning in preflight.check(inventory, vault_password_file).warnings:
         _warn(warning)
+    if cost:
+        _plan_cost(inventory, vault_password_file, slo, as_json)
+        return
     result = plan_mod.plan_inventory(
         inventory, vault_password_file=vault_password_file, use_facts=not no_facts, limit=limit
     )
@@ -378,6 +422,276 @@ def plan(
         for table in plan_mod.tables(result):
             console.print(table)
     result.raise_for_refusals()
+
+
+def _money(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if value >= 100 else f"{value:,.2f}" if value >= 0.01 else f"{value:.4f}"
+
+
+def _plan_cost(
+    inventory: Path, vault_password_file: Path | None, slo_text: str | None, as_json: bool
+) -> None:
+    import json
+
+    from hearth import bench, cost
+    from hearth.inventory import check_inventory
+
+    inv = check_inventory(inventory, vault_password_file=vault_password_file)
+    doors = bench.front_doors(inv)
+    variables = inv.resolved_vars(doors[0], ["front_door"]) if doors else {}
+    slo = bench.slo_for(variables, slo_text)
+    report = cost.inventory_costs(inv, bench.latest_results(inventory), slo)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    if not report.hosts:
+        console.print(f"no host of {inventory} declares hearth_costs (see docs/capacity.md)")
+        return
+    table = Table(
+        title="Cost per million output tokens", title_justify="left",
+        caption="monthly = capital + power + ops (730 h); at knee: serving at the measured knee "
+        "all month; at util.: the declared utilisation. Basis 'roofline estimate' = not measured.",
+        caption_justify="left",
+    )  # fmt: skip
+    for column in ("host", "models", "basis", "monthly", "tok/s at knee", "$/M at knee",
+                   "util.", "$/M at util."):  # fmt: skip
+        table.add_column(
+            column, justify="left" if column in ("host", "models", "basis") else "right"
+        )
+    rows = [*report.hosts, *([report.total] if report.total else [])]
+    for row in rows:
+        rate = "-" if row.tokens_per_s is None else f"{row.tokens_per_s:,.1f}"
+        table.add_row(
+            row.host, ", ".join(row.models) or "-", row.basis, _money(row.monthly.total), rate,
+            _money(row.per_million_at_knee), f"{row.utilisation:.0%}",
+            _money(row.per_million_at_utilisation),
+            style="bold" if row is report.total else "",
+        )  # fmt: skip
+    console.print(table)
+    even = Table(
+        title="Break-even with cloud prices (million tokens a month)", title_justify="left",
+        caption="utilisation: of the capacity at the knee needed to reach it (>100 %: never)",
+        caption_justify="left",
+    )  # fmt: skip
+    even.add_column("host")
+    for price in report.prices:
+        even.add_column(
+            f"{price.name} ${price.usd_per_million:g}/M ({price.date})", justify="right"
+        )
+    for row in rows:
+        cells = []
+        for b in row.break_evens:
+            util = "" if b.utilisation is None else f" ({b.utilisation:.0%})"
+            cells.append(f"{b.million_tokens_per_month:,.1f}{util}")
+        even.add_row(row.host, *cells, style="bold" if row is report.total else "")
+    console.print(even)
+    for row in rows:
+        for note in row.notes:
+            console.print(f"[yellow]note[/] {row.host}: {note}")
+
+
+def _plan_size(
+    model: str | None,
+    quantization: str,
+    users: int | None,
+    tokens_per_user_day: float | None,
+    busy_hours: float,
+    slo_text: str | None,
+    gpus: tuple[str, ...],
+    price_per_kwh: float,
+    as_json: bool,
+) -> None:
+    import json
+
+    from hearth import cost
+
+    missing = [name for name, value in (("--model", model), ("--users", users),
+               ("--tokens-per-user-day", tokens_per_user_day)) if value is None]  # fmt: skip
+    if missing:
+        raise InvalidInputError(f"hearth plan --size needs {', '.join(missing)}")
+    assert model is not None and users is not None and tokens_per_user_day is not None
+    if not 0 < busy_hours <= 24:
+        raise InvalidInputError(f"--busy-hours {busy_hours:g}: expected more than 0, at most 24")
+    if price_per_kwh <= 0:
+        raise InvalidInputError(f"--price-per-kwh {price_per_kwh:g}: expected a price above 0")
+    slo = cost.parse_slo(slo_text, "--slo") if slo_text else cost.DEFAULT_SLO
+    demand = cost.Demand(users, tokens_per_user_day, busy_hours)
+    fitting, refused = cost.size(model, quantization, demand, slo, gpus, price_per_kwh)
+    if as_json:
+        click.echo(json.dumps({
+            "estimate": True, "model": model, "quantization": quantization,
+            "demand": {"users": users, "tokens_per_user_day": tokens_per_user_day,
+                       "busy_hours": busy_hours, "peak_tokens_per_s": demand.peak_tokens_per_s,
+                       "million_tokens_per_month": demand.million_tokens_per_month},
+            "slo": {"ttft_p95_s": slo.ttft_p95_s, "itl_p95_ms": slo.itl_p95_ms},
+            "options": [o.as_dict() for o in fitting], "refused": [o.as_dict() for o in refused],
+        }, indent=2))  # fmt: skip
+    else:
+        console.print(
+            "[bold]ESTIMATE[/] (roofline, until `hearth bench` measures it): "
+            f"{model} {quantization} for {users} users × {tokens_per_user_day:g} tokens a day "
+            f"over {busy_hours:g} h = "
+            f"{demand.peak_tokens_per_s:,.1f} output tokens/s at peak, "
+            f"{demand.million_tokens_per_month:,.1f} M tokens a month; SLO TTFT p95 "
+            f"{slo.ttft_p95_s:g} s, ITL p95 {slo.itl_p95_ms:g} ms"
+        )
+        table = Table(title="Cheapest configurations (estimates)", title_justify="left",
+                      caption="price: indicative GPU and server prices (gpu_catalog.yml); monthly: "
+                      "36-month amortisation + power", caption_justify="left")  # fmt: skip
+        for column in ("GPU", "GPUs", "per replica", "batch", "ITL ms", "TTFT s", "GiB/GPU",
+                       "capacity tok/s", "price $", "monthly $", "$/M at demand",
+                       "$/M at capacity", "notes"):  # fmt: skip
+            table.add_column(column, justify="left" if column in ("GPU", "notes") else "right")
+        for o in fitting[:8]:
+            table.add_row(
+                o.gpu, str(o.gpus), f"{o.tp} × {o.replicas}", str(o.batch_per_replica),
+                f"{o.step_ms:.0f}", f"{o.ttft_s:.2f}", f"{o.need_per_gpu_gib:.1f}",
+                f"{o.capacity_tokens_per_s:,.0f}", _money(o.purchase_usd), _money(o.monthly_usd),
+                _money(o.usd_per_million_at_demand), _money(o.usd_per_million_at_capacity),
+                "; ".join(o.notes),
+            )  # fmt: skip
+        console.print(table)
+        for o in refused:
+            console.print(f"[dim]does not fit:[/] {o.gpu}: {o.reason}")
+    if not fitting:
+        raise InvalidInputError(
+            f"no configuration of up to {cost.MAX_REPLICAS} replicas × 8 GPUs carries {model} "
+            f"{quantization} for this demand within the SLO"
+        )
+
+
+# ----------------------------------------------------------------------------------------- bench
+@cli.command()
+@inventory_option
+@click.option(
+    "--model", "-m", "models", multiple=True,
+    help="A model the front door serves (repeatable) [default: all but Triton's].",
+)  # fmt: skip
+@click.option("--concurrency", "-c", default="1,2,4,8,16,32", show_default=True,
+              help="Concurrent requests of each level (1–512).")  # fmt: skip
+@click.option("--duration", "-d", default="30s", show_default=True, help="Time of each level.")
+@click.option("--prompt-set", type=click.Choice(["chat", "long"]), default="chat",
+              show_default=True, help="Short questions, or a long report to read.")  # fmt: skip
+@click.option("--max-tokens", type=click.IntRange(1, 8192), help="Answer length [set's own].")
+@click.option("--max-requests", type=click.IntRange(1, 100000), default=2000, show_default=True,
+              help="At most this many requests a level.")  # fmt: skip
+@click.option("--request-timeout", type=click.FloatRange(1, 600), default=120.0,
+              show_default=True, help="Seconds one request may take.")  # fmt: skip
+@click.option("--slo", help="ttft_p95_s=2,itl_p95_ms=100 [default: the inventory's hearth_slo].")
+@click.option("--front-door", help="Which front door host of the inventory [the first].")
+@click.option("--key-name", help="Which of front_door_api_keys to use [the first].")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
+              help="Draw throughput and latency against concurrency (.png or .html).")  # fmt: skip
+@vault_option
+def bench(
+    inventory: Path,
+    models: tuple[str, ...],
+    concurrency: str,
+    duration: str,
+    prompt_set: str,
+    max_tokens: int | None,
+    max_requests: int,
+    request_timeout: float,
+    slo: str | None,
+    front_door: str | None,
+    key_name: str | None,
+    plot: Path | None,
+    vault_password_file: Path | None,
+) -> None:
+    """Measure capacity: a concurrency sweep of each model through the inventory's front door
+    (streaming; TTFT, inter-token latency, tokens/s, requests/s, errors), the knee against
+    hearth_slo, results in $HEARTH_HOME/bench/. See docs/capacity.md."""
+    from hearth import bench as bench_mod
+    from hearth import benchplot
+    from hearth.inventory import check_inventory
+
+    levels = bench_mod.parse_concurrency(concurrency)
+    seconds = bench_mod.parse_duration(duration)
+    if plot is not None and plot.suffix.lower() not in (".png", ".html", ".htm"):
+        raise InvalidInputError(f"--plot {plot}: expected a .png or .html file name")
+    inv = check_inventory(inventory, vault_password_file=vault_password_file)
+    target, variables = bench_mod.resolve_target(inv, front_door, key_name)
+    the_slo = bench_mod.slo_for(variables, slo)
+    chosen = bench_mod.choose_models(bench_mod.served_models(inv, variables), models)
+    settings = {
+        "concurrency": levels, "duration_s": seconds, "prompt_set": prompt_set,
+        "max_tokens": max_tokens or bench_mod.PROMPT_SETS[prompt_set].max_tokens,
+        "max_requests": max_requests, "request_timeout_s": request_timeout,
+    }  # fmt: skip
+    documents = []
+    for served in chosen:
+        console.print(
+            f"[bold]hearth bench[/] {served.name} {served.version} ({served.engine} on "
+            f"{', '.join(served.hosts)}) through {target.url} ({target.host}), key "
+            f"{target.key_name}: levels {levels}, {seconds:g} s each, SLO TTFT p95 "
+            f"{the_slo.ttft_p95_s:g} s, ITL p95 {the_slo.itl_p95_ms:g} ms"
+        )
+
+        def show(level: Any) -> None:
+            console.print(
+                f"  c={level.concurrency}: {level.tokens_per_s:.1f} tok/s, {level.requests} "
+                f"requests, {level.errors} errors"
+            )
+
+        result = bench_mod.sweep(
+            target, served.name, levels, seconds, the_slo, prompt_set, max_tokens,
+            max_requests, request_timeout, on_level=show,
+        )  # fmt: skip
+        document = bench_mod.results_document(result, served, target, inventory, settings, the_slo)
+        path = bench_mod.write_results(document)
+        documents.append(document)
+        console.print(_bench_table(document))
+        if result.stopped:
+            console.print(f"[yellow]stopped early[/]: {result.stopped}")
+        the_knee = document["knee"]
+        if the_knee:
+            console.print(
+                f"knee: {the_knee['concurrency']} concurrent requests, "
+                f"{the_knee['tokens_per_s']:.1f} output tokens/s within the SLO"
+            )
+        else:
+            console.print("[red]no level met the SLO[/]")
+        console.print(f"results: {path}")
+    if plot is not None:
+        console.print(f"plot: {benchplot.write_plot(plot, documents)}")
+
+
+def _bench_table(document: dict[str, Any]) -> Table:
+    the_knee = (document.get("knee") or {}).get("concurrency")
+    table = Table(
+        title=f"{document['model']} {document['version']} ({document['engine']}, "
+        f"{', '.join(g for gs in document['gpus'].values() for g in gs)})",
+        title_justify="left",
+        caption=f"SLO: TTFT p95 ≤ {document['slo']['ttft_p95_s']:g} s, ITL p95 ≤ "
+        f"{document['slo']['itl_p95_ms']:g} ms; ✓ meets it; knee = highest ✓",
+        caption_justify="left",
+    )
+    for column in ("conc.", "requests", "errors", "tok/s", "req/s", "TTFT p50 s", "TTFT p95 s",
+                   "ITL p50 ms", "ITL p95 ms", "SLO"):  # fmt: skip
+        table.add_column(column, justify="right")
+
+    def fmt(value: Any, pattern: str) -> str:
+        return "-" if value is None else pattern.format(value)
+
+    slo_ = document["slo"]
+    for level in document["levels"]:
+        ok = (
+            not level["errors"] and level["ttft_p95_s"] is not None
+            and level["ttft_p95_s"] <= slo_["ttft_p95_s"]
+            and (level["itl_p95_ms"] is None or level["itl_p95_ms"] <= slo_["itl_p95_ms"])
+        )  # fmt: skip
+        mark = "[green]✓[/]" if ok else "[red]✗[/]"
+        if level["concurrency"] == the_knee:
+            mark += " knee"
+        table.add_row(
+            str(level["concurrency"]), str(level["requests"]), str(level["errors"]),
+            f"{level['tokens_per_s']:.1f}", f"{level['requests_per_s']:.2f}",
+            fmt(level["ttft_p50_s"], "{:.3f}"), fmt(level["ttft_p95_s"], "{:.3f}"),
+            fmt(level["itl_p50_ms"], "{:.1f}"), fmt(level["itl_p95_ms"], "{:.1f}"), mark,
+        )  # fmt: skip
+    return table
 
 
 # -------------------------------------------------------------------------------------- images

@@ -3,9 +3,10 @@
 Every role declares its public variables in Ansible's role argument spec format; inventory-level
 keys (``ansible_host``, ``hearth_environment``, …) are declared in the same format in
 ``hearth/data/inventory_spec.yml``, which may also use two Hearth-only fields: ``format: host``
-and ``min``/``max``.  :func:`load_schema` reads them all; :meth:`Schema.validate_vars` checks a
-mapping of variables (a ``group_vars`` file, a group's ``vars:``) and returns :class:`Problem`\\ s
-whose ``key`` is a path such as ``common_sysctl.vm.swappiness`` or ``models[2].sha256``.
+and ``min``/``max`` (``min_exclusive: true`` refuses the minimum itself).  :func:`load_schema`
+reads them all; :meth:`Schema.validate_vars` checks a mapping of variables (a ``group_vars``
+file, a group's ``vars:``) and returns :class:`Problem`\\ s whose ``key`` is a path such as
+``common_sysctl.vm.swappiness`` or ``models[2].sha256``.
 
 A variable is Hearth's when its name starts with ``hearth_`` or with ``<role>_`` for a role that
 has an argument spec; an undeclared Hearth variable is an error (with a "did you mean"), any
@@ -115,6 +116,7 @@ class OptionSpec:
     format: str | None = None
     min: float | None = None
     max: float | None = None
+    min_exclusive: bool = False
     description: str = ""
     owner: str | None = None
     source: Path | None = None
@@ -175,6 +177,7 @@ def _parse_option(
         format=fmt,
         min=_number(source, f"{where}.min", raw.get("min")),
         max=_number(source, f"{where}.max", raw.get("max")),
+        min_exclusive=bool(raw.get("min_exclusive", False)),
         description=str(description),
         owner=owner,
         source=source,
@@ -375,6 +378,9 @@ def _bounds_words(spec: OptionSpec) -> str:
     def fmt(n: float | None) -> str:
         return str(int(n)) if isinstance(n, float) and n.is_integer() else str(n)
 
+    if spec.min is not None and spec.min_exclusive:
+        above = f"greater than {fmt(spec.min)}"
+        return above if spec.max is None else f"{above} and at most {fmt(spec.max)}"
     if spec.min is not None and spec.max is not None:
         return f"from {fmt(spec.min)} to {fmt(spec.max)}"
     if spec.min is not None:
@@ -392,7 +398,9 @@ def _check_scalar_rules(spec: OptionSpec, value: object, element: bool = False) 
     is_number = isinstance(value, int | float) and not isinstance(value, bool)
     if is_number and (spec.min is not None or spec.max is not None):
         number = float(value)  # type: ignore[arg-type]
-        too_low = spec.min is not None and number < spec.min
+        too_low = spec.min is not None and (
+            number <= spec.min if spec.min_exclusive else number < spec.min
+        )
         too_high = spec.max is not None and number > spec.max
         if too_low or too_high:
             kind = "an integer" if spec.type == "int" or element else "a number"

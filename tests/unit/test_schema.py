@@ -63,12 +63,15 @@ def test_global_spec_is_shipped_as_package_data() -> None:
         "ansible_host",
         "ansible_port",
         "ansible_user",
+        "hearth_cloud_prices",
+        "hearth_costs",
         "hearth_declared_gpus",
         "hearth_environment",
         "hearth_lab",
         "hearth_models",
         "hearth_operator",
         "hearth_site",
+        "hearth_slo",
     ]
 
 

@@ -21,10 +21,14 @@ os.environ.setdefault("HEARTH_LAB_ID", "5")
 
 from hearth import lab, paths, runner
 
+# The benchmark's hosts carry this owner: a lab with anyone else's hosts is refused, never removed.
+OWNER = "hearth-benchmarks"
+
 
 def fresh_lab(hosts: int, inventory_dir: Path) -> Path:
+    lab.claim(OWNER)  # refuses (exit 2) a lab this benchmark did not create, before removing it
     lab.down()
-    state = lab.up(hosts, inventory_dir=inventory_dir)
+    state = lab.up(hosts, inventory_dir=inventory_dir, owner=OWNER)
     return Path(state.inventory)
 
 
@@ -53,6 +57,7 @@ def main() -> None:
     }
     inventory_dir = Path("/tmp") / f"hearth-bench-{lab.lab_id()}"
     figures: dict[str, dict[str, list[float]]] = {}
+    lab.claim(OWNER)
     try:
         for name, tuning in settings.items():
             runs = figures.setdefault(name, {"first": [], "second": []})

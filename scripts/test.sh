@@ -2,6 +2,12 @@
 # Hearth's tests: lint (ruff, mypy, ansible-lint), unit tests, then the lab integration tests
 # against real hosts (Docker needed). Set HEARTH_SKIP_LAB=1 to run only the first two.
 set -euo pipefail
+# As root, or it re-runs itself with sudo (keeping the HEARTH_* settings); no sudo needed as root.
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "$0: run it as root (sudo is not installed)" >&2; exit 6; }
+  mapfile -t hearth_env < <(env | grep '^HEARTH_' || true)
+  exec sudo env "${hearth_env[@]}" bash "$0" "$@"
+fi
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 export PATH="$PWD/.venv/bin:$PATH"

@@ -33,13 +33,42 @@ MAX_HOSTS = 20
 FIRST_HOST_OCTET = 11
 
 
+# Lab ids: two /24 subnets each (online, air-gapped), 172.29.200.0/24 for lab 0 up to
+# 172.29.255.0/24 for lab 27's air-gapped network: the id range is what fits in 172.29.200-255.
+MAX_LAB_ID = 27
+
+
 def lab_id() -> int:
-    """``HEARTH_LAB_ID`` (0-9) namespaces containers, networks, subnets and state, so that several
-    labs (parallel work, CI beside a developer's lab) never collide. Default 0."""
+    """``HEARTH_LAB_ID`` (0 to :data:`MAX_LAB_ID`) namespaces containers, networks, subnets and
+    state, so that several labs (parallel work, CI beside a developer's lab) never collide.
+    Default 0: the operator's own lab (``hearth lab up``, ``scripts/lab-demo.sh``)."""
     raw = os.environ.get("HEARTH_LAB_ID", "0")
-    if not raw.isdigit() or not 0 <= int(raw) <= 9:
-        raise InvalidInputError(f"HEARTH_LAB_ID={raw!r}: expected a number from 0 to 9")
+    if not raw.isdigit() or not 0 <= int(raw) <= MAX_LAB_ID:
+        raise InvalidInputError(f"HEARTH_LAB_ID={raw!r}: expected a number from 0 to {MAX_LAB_ID}")
     return int(raw)
+
+
+def lab_id_block(base: int, count: int) -> list[int]:
+    """The ids of ``count`` labs held together from ``base`` on: ``base``, ``base + 1`` …
+    ``base + count - 1`` (a test session's own lab and the extra labs of the tests that need a
+    lab of their own). Never 0, the operator's own lab, and never wrapped round onto a low id:
+    a block that does not fit is refused, naming the ids that would."""
+    if count < 1:
+        raise InvalidInputError(f"a block of {count} labs: expected at least one")
+    last = MAX_LAB_ID - count + 1
+    if base == 0:
+        raise InvalidInputError(
+            "HEARTH_LAB_ID=0 is the operator's own lab (`hearth lab up`, scripts/lab-demo.sh) and "
+            f"never a test lab: set HEARTH_LAB_ID to 1 to {last} (the tests use labs "
+            f"HEARTH_LAB_ID to HEARTH_LAB_ID + {count - 1}; default 7)"
+        )
+    if not 1 <= base <= last:
+        raise InvalidInputError(
+            f"HEARTH_LAB_ID={base}: the tests use {count} labs from it on ({base} to "
+            f"{base + count - 1}) and lab ids stop at {MAX_LAB_ID}: "
+            f"set HEARTH_LAB_ID to 1 to {last}"
+        )
+    return list(range(base, base + count))
 
 
 def _suffix() -> str:
@@ -48,6 +77,49 @@ def _suffix() -> str:
 
 def label() -> str:
     return f"io.hearth.lab{_suffix()}"
+
+
+def owner_label() -> str:
+    """The label naming who created a lab host (``hearth lab up``, or the tests)."""
+    return f"{label()}.owner"
+
+
+# Who created a host: the CLI's hosts, unless a caller of :func:`up` names itself.
+OPERATOR = "operator"
+
+
+class LabInUseError(InvalidInputError):
+    """The lab has hosts that the caller did not create: it must neither reuse nor remove them."""
+
+
+def foreign_hosts(containers: list[tuple[str, str, dict[str, str]]], owner: str) -> list[str]:
+    """``name (status)`` of each lab container (name, status, labels) not created by ``owner``.
+    A container with no owner label predates the label and counts as foreign."""
+    return [
+        f"{name} ({status})"
+        for name, status, labels in sorted(containers)
+        if labels.get(owner_label()) != owner
+    ]
+
+
+def claim(owner: str) -> bool:
+    """Make sure this lab (:func:`lab_id`) is free for ``owner``: refuse with
+    :class:`LabInUseError` when any of its hosts, running or stopped, was created by someone else
+    (a lab is never reused or removed by a caller that did not create it). Returns whether
+    ``owner``'s own hosts are there already (kept from an earlier run)."""
+    client = docker_client()
+    found = [
+        (c.name, c.status, dict(c.labels or {}))
+        for c in client.containers.list(all=True, filters={"label": label()})
+    ]
+    foreign = foreign_hosts(found, owner)
+    if foreign:
+        raise LabInUseError(
+            f"lab {lab_id()} (HEARTH_LAB_ID={lab_id()}) has hosts that {owner} did not create: "
+            f"{', '.join(foreign)}. It is left as it is: run with another HEARTH_LAB_ID, or, if "
+            f"that lab is yours to remove, `HEARTH_LAB_ID={lab_id()} hearth lab down` first"
+        )
+    return bool(found)
 
 
 def network_name(airgapped: bool) -> str:
@@ -472,10 +544,16 @@ def up(
     airgapped: bool = False,
     inventory_dir: Path | None = None,
     say: Say = _quiet,
+    owner: str | None = None,
 ) -> LabState:
-    """Start ``count`` lab hosts (reusing running ones) and write their inventory."""
+    """Start ``count`` lab hosts (reusing running ones) and write their inventory. With ``owner``
+    (the tests), new hosts are labelled as ``owner``'s and a lab with anyone else's hosts is
+    refused (:func:`claim`) before anything changes; without it (``hearth lab up``), the
+    operator's lab is reused as it is."""
     if not 1 <= count <= MAX_HOSTS:
         raise InvalidInputError(f"--hosts {count}: expected 1 to {MAX_HOSTS} lab hosts")
+    if owner is not None:
+        claim(owner)
     client = docker_client()
     tag = ensure_image(client, say)
     directory = lab_dir()
@@ -505,7 +583,9 @@ def up(
             container = None
         if container is None:
             say(f"starting lab host {name} at {address}")
-            container = _start_host(client, tag, network.name, cname, name, address)
+            container = _start_host(
+                client, tag, network.name, cname, name, address, owner or OPERATOR
+            )
         elif container.status != "running":
             container.start()
         _wait_for_systemd(container, deadline)
@@ -528,7 +608,13 @@ def _matches(container: Any, tag: str, network: str, address: str) -> bool:
 
 
 def _start_host(
-    client: Any, tag: str, network: str, container_name: str, hostname: str, address: str
+    client: Any,
+    tag: str,
+    network: str,
+    container_name: str,
+    hostname: str,
+    address: str,
+    owner: str,
 ) -> Any:
     _run(
         [
@@ -537,6 +623,7 @@ def _start_host(
             "--hostname", hostname,
             "--label", f"{label()}=1",
             "--label", f"{label()}.host={hostname}",
+            "--label", f"{owner_label()}={owner}",
             "-v", f"{container_name}-docker:/var/lib/docker",
             "--network", network,
             "--ip", address,

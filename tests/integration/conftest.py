@@ -1,7 +1,9 @@
 """Fixtures for tests against the real lab: systemd hosts as containers, reached over SSH.
 
-One lab of 3 hosts serves the whole session (``HEARTH_LAB_ID``, default 7, so a developer's own
-lab 0 is never touched). It is removed at the end unless ``HEARTH_KEEP_LAB=1``.
+One lab of 3 hosts serves the whole session (``HEARTH_LAB_ID``, default 7; never 0, the operator's
+own lab); the tests that need a lab of their own use the next ids (``labkit.EXTRA_LABS``). A lab
+with hosts the tests did not create is never reused nor removed: the test fails naming it. The
+session lab is removed at the end unless ``HEARTH_KEEP_LAB=1`` or it was found running.
 """
 
 from __future__ import annotations
@@ -12,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from labkit import DEFAULT_LAB_ID, TEST_OWNER, owned_lab, write_inventory
 
-os.environ.setdefault("HEARTH_LAB_ID", "7")
-
-from labkit import write_inventory
+os.environ.setdefault("HEARTH_LAB_ID", str(DEFAULT_LAB_ID))
 
 from hearth import lab as lab_mod
 
@@ -28,15 +29,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def lab() -> Iterator[lab_mod.LabState]:
-    """Three running lab hosts (created if needed) for the whole test session."""
-    state = lab_mod.up(
-        3,
-        inventory_dir=Path(os.environ.get("HEARTH_TEST_TMP", "/tmp"))
-        / f"hearth-lab-{lab_mod.lab_id()}-inv",
-    )
-    yield state
-    if os.environ.get("HEARTH_KEEP_LAB") != "1":
-        lab_mod.down()
+    """Three running lab hosts (created if needed) for the whole test session; refused (every
+    test that needs it fails, naming the lab) when that lab has hosts the tests did not create."""
+    with owned_lab() as owned:
+        yield lab_mod.up(
+            3,
+            inventory_dir=Path(os.environ.get("HEARTH_TEST_TMP", "/tmp"))
+            / f"hearth-lab-{owned.id}-inv",
+            owner=TEST_OWNER,
+        )
 
 
 @pytest.fixture(scope="session")

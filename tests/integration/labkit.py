@@ -6,14 +6,85 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from hearth import lab as lab_mod
+from hearth.errors import HearthError
 
 HEARTH = [sys.executable, "-m", "hearth"]
+
+# The test session's labs. HEARTH_LAB_ID (default 7) is the session lab that most tests share;
+# each test that needs a lab of its own (a cold host, an air-gapped network) uses the next id,
+# its offset here, so HEARTH_LAB_ID=N holds labs N to N + 3. Lab 0 (the operator's) is never one
+# of them and ids never wrap round (hearth.lab.lab_id_block): a block past the last id is refused.
+EXTRA_LABS = {"foundation": 1, "gpu-layer": 2, "airgap": 3}
+DEFAULT_LAB_ID = 7
+# The owner label of every host the tests create (hearth.lab.up(owner=…)): a lab with hosts of
+# anyone else (the operator's lab, a lab made with `hearth lab up`) is never reused nor removed.
+TEST_OWNER = "hearth-tests"
+
+
+def session_lab_id() -> int:
+    """The session lab's id, checked with the extra labs' block (never 0, never wrapping)."""
+    raw = os.environ.get("HEARTH_LAB_ID", str(DEFAULT_LAB_ID))
+    try:
+        os.environ["HEARTH_LAB_ID"] = raw
+        base = lab_mod.lab_id()
+        lab_mod.lab_id_block(base, 1 + max(EXTRA_LABS.values()))
+    except HearthError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    return base
+
+
+def extra_lab_id(purpose: str) -> int:
+    """The id of the lab of ``purpose`` (a key of :data:`EXTRA_LABS`)."""
+    return session_lab_id() + EXTRA_LABS[purpose]
+
+
+@dataclass
+class OwnedLab:
+    id: int
+    found_running: bool  # the tests' own hosts were there already (kept with HEARTH_KEEP_LAB=1)
+
+
+@contextmanager
+def owned_lab(purpose: str | None = None, cold: bool = False) -> Iterator[OwnedLab]:
+    """HEARTH_LAB_ID switched to the lab of ``purpose`` (None: the session lab) for the block and
+    restored after. Before anything is created, a lab with hosts the tests did not create is
+    refused: the test fails naming the id and what to do, and that lab is left as it is. ``cold``
+    removes the tests' own hosts kept from an earlier run first. At the end, the lab is removed
+    if the block created it, unless HEARTH_KEEP_LAB=1; hosts it found running stay."""
+    wanted = session_lab_id() if purpose is None else extra_lab_id(purpose)
+    previous = os.environ.get("HEARTH_LAB_ID")
+    os.environ["HEARTH_LAB_ID"] = str(wanted)
+    claimed: OwnedLab | None = None
+    try:
+        try:
+            claimed = OwnedLab(wanted, lab_mod.claim(TEST_OWNER))
+        except HearthError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        if cold and claimed.found_running:
+            lab_mod.down()
+            claimed.found_running = False
+        yield claimed
+    finally:
+        if (
+            claimed is not None
+            and not claimed.found_running
+            and os.environ.get("HEARTH_KEEP_LAB") != "1"
+        ):
+            lab_mod.down()
+        if previous is None:
+            os.environ.pop("HEARTH_LAB_ID", None)
+        else:
+            os.environ["HEARTH_LAB_ID"] = previous
 
 
 def hearth(

@@ -28,13 +28,11 @@ from typing import Any
 
 import pytest
 import yaml
-from labkit import container_exec, hearth
+from labkit import TEST_OWNER, container_exec, hearth, owned_lab
 
 from hearth import bundle, images, lab, paths, runner, vendor
 
 pytestmark = pytest.mark.lab
-# its own lab: the session lab + 3 (foundation air-gap test +1, GPU layer +2), never collides
-LAB_ID = str((int(os.environ.get("HEARTH_LAB_ID", "7")) + 3) % 10)
 HOSTS = ("lab1", "lab2")
 
 
@@ -51,11 +49,10 @@ class Airgap:
 
 @pytest.fixture(scope="module")
 def airgap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airgap]:
-    previous = os.environ.get("HEARTH_LAB_ID")
-    os.environ["HEARTH_LAB_ID"] = LAB_ID  # this module's own lab; restored afterwards
-    work = tmp_path_factory.mktemp("airgap")
-    try:
-        state = lab.up(2, airgapped=True, inventory_dir=work / "inventory")
+    # this module's own lab (labkit.EXTRA_LABS["airgap"]); HEARTH_LAB_ID is restored afterwards
+    with owned_lab("airgap"):
+        work = tmp_path_factory.mktemp("airgap")
+        state = lab.up(2, airgapped=True, inventory_dir=work / "inventory", owner=TEST_OWNER)
         inventory = Path(state.inventory)
         models = inventory.parent / "group_vars" / "inference" / "models.yml"
         declared = yaml.safe_load(models.read_text())
@@ -67,13 +64,6 @@ def airgap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airgap]:
         models.write_text(yaml.safe_dump(declared, sort_keys=False))
         keys = bundle.keygen(work / "keys")
         yield Airgap(state, inventory, work / "bundle", keys, lab.vault_password_file(), work)
-    finally:
-        if os.environ.get("HEARTH_KEEP_LAB") != "1":
-            lab.down()
-        if previous is None:
-            os.environ.pop("HEARTH_LAB_ID", None)
-        else:
-            os.environ["HEARTH_LAB_ID"] = previous
 
 
 def _snapshot(ctx: Airgap, host: str) -> dict[str, str]:
@@ -253,7 +243,7 @@ def test_offline_control_node_installs_from_the_bundle(airgap: Airgap, tmp_path:
 def test_same_audit_as_online(airgap: Airgap) -> None:
     assert airgap.audit is not None, "the air-gapped audit did not run"
     lab.down()
-    online = lab.up(2, airgapped=False, inventory_dir=airgap.work / "online")
+    online = lab.up(2, airgapped=False, inventory_dir=airgap.work / "online", owner=TEST_OWNER)
     inventory = Path(online.inventory)
     done = hearth("up", "-i", str(inventory), "--vault-password-file", str(airgap.vault))
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]

@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from labkit import container_exec, hearth, write_inventory
+from labkit import TEST_OWNER, container_exec, hearth, owned_lab, write_inventory
 
 from hearth import lab as lab_mod
 from hearth import paths, runner
@@ -143,7 +143,7 @@ def test_unreachable_host_is_named_and_others_converge(
             )
     finally:
         subprocess.run(["docker", "start", lab3], check=True, capture_output=True)
-        lab_mod.up(3, inventory_dir=Path(lab.inventory).parent)
+        lab_mod.up(3, inventory_dir=Path(lab.inventory).parent, owner=TEST_OWNER)
         # put the hosts back to the converged state for the tests that follow
         assert hearth("up", "-i", str(converged)).returncode in (0,)
         for host in ("lab1", "lab2"):
@@ -212,10 +212,11 @@ def test_secrets_never_reach_artifacts_or_output(
     assert result.artifacts.is_dir() and any(result.artifacts.rglob("job_events/*.json"))
 
 
-def test_airgapped_lab_has_no_route_out(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HEARTH_LAB_ID", str((lab_mod.lab_id() + 1) % 10))
-    state = lab_mod.up(1, airgapped=True, inventory_dir=Path("/tmp") / "hearth-airgap-inv")
-    try:
+def test_airgapped_lab_has_no_route_out() -> None:
+    with owned_lab("foundation"):
+        state = lab_mod.up(
+            1, airgapped=True, inventory_dir=Path("/tmp") / "hearth-airgap-inv", owner=TEST_OWNER
+        )
         assert state.airgapped and state.hosts[0].ssh, "the control node must reach the host"
         probe = container_exec(
             state, "lab1", "python3", "-c",
@@ -224,5 +225,3 @@ def test_airgapped_lab_has_no_route_out(monkeypatch: pytest.MonkeyPatch) -> None
         assert probe.returncode != 0, "an air-gapped lab host reached the internet"
         status = hearth("lab", "status")
         assert "air-gapped" in status.stdout and "lab1" in status.stdout
-    finally:
-        lab_mod.down()

@@ -5,14 +5,13 @@ The lab has no NVIDIA device: every path but loading the module and nvidia-smi r
 environment in every context, Docker inside the host with daemon.json merged); the rest must be
 reported as skipped with its reason. Proves idempotence (second run changed=0), check mode (a
 changed variable reports changes and the host stays as it was), the compatibility refusal, and
-the audit. Uses its own lab (HEARTH_LAB_ID + 2) and tears it down at the end.
+the audit. Uses its own lab (labkit.EXTRA_LABS["gpu-layer"]) and tears it down at the end.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shlex
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from labkit import TEST_OWNER, owned_lab
 
 from hearth import lab, runner
 from hearth.audit import run_audit
@@ -100,26 +100,17 @@ def messages(result: runner.RunResult) -> list[str]:
 def gpu_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     if shutil.which("docker") is None:
         pytest.skip("Docker is not installed: the lab needs it")
-    saved = os.environ.get("HEARTH_LAB_ID")
-    # Its own lab (the session's id + 2), so the cold-host start never touches the session lab
-    # that the other layers' tests share.
-    os.environ["HEARTH_LAB_ID"] = str((int(saved or "7") + 2) % 10)
     try:
         lab.docker_client()
     except Exception as exc:  # the engine is not running here
         pytest.skip(f"the Docker engine is not reachable: {exc}")
-    lab.down()  # a cold host: nothing left from an earlier run
-    try:
-        state = lab.up(2, inventory_dir=tmp_path_factory.mktemp("gpu-lab"))
+    # Its own lab, so the cold-host start never touches the session lab that the other layers'
+    # tests share; cold: the tests' own hosts left from an earlier run are removed first.
+    with owned_lab("gpu-layer", cold=True):
+        state = lab.up(2, inventory_dir=tmp_path_factory.mktemp("gpu-lab"), owner=TEST_OWNER)
         inventory = Path(state.inventory).parent
         gpu_host = state.hosts[0]
         yield Lab(inventory, gpu_host.name, gpu_host.container)
-    finally:
-        lab.down()
-        if saved is None:
-            os.environ.pop("HEARTH_LAB_ID", None)
-        else:
-            os.environ["HEARTH_LAB_ID"] = saved
 
 
 @pytest.fixture(scope="module")

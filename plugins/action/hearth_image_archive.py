@@ -54,22 +54,13 @@ size:
 import sys
 from pathlib import Path
 
+from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
 
-
-def _hearth_images():
-    try:
-        import hearth.images
-    except ImportError:
-        here = Path(__file__).resolve()
-        for candidate in (here.parents[2] / "src", here.parents[3]):
-            if (candidate / "hearth" / "images.py").is_file():
-                sys.path.insert(0, str(candidate))
-                break
-        import hearth.images
-    import hearth.errors
-
-    return hearth
+_PLUGIN_UTILS = str(Path(__file__).resolve().parents[1] / "plugin_utils")
+if _PLUGIN_UTILS not in sys.path:
+    sys.path.insert(0, _PLUGIN_UTILS)
+from hearth_import import import_hearth  # the one "import hearth" helper (plugin_utils/)
 
 
 class ActionModule(ActionBase):
@@ -80,9 +71,9 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         recipe = str(self._task.args.get("recipe") or "")
         try:
-            hearth = _hearth_images()
-        except ImportError as exc:  # Hearth's Python package is not in this Ansible's Python
-            result.update(failed=True, msg="the hearth package is not importable: %s" % exc)
+            hearth = import_hearth("errors", "images")
+        except AnsibleError as exc:  # Hearth's Python package is not in this Ansible's Python
+            result.update(failed=True, msg=str(exc))
             return result
         images = hearth.images
         if recipe not in images.RECIPES:

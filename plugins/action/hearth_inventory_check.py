@@ -34,7 +34,16 @@ problems:
   returned: always
 """
 
+import sys
+from pathlib import Path
+
+from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
+
+_PLUGIN_UTILS = str(Path(__file__).resolve().parents[1] / "plugin_utils")
+if _PLUGIN_UTILS not in sys.path:
+    sys.path.insert(0, _PLUGIN_UTILS)
+from hearth_import import import_hearth  # the one "import hearth" helper (plugin_utils/)
 
 
 class ActionModule(ActionBase):
@@ -47,9 +56,9 @@ class ActionModule(ActionBase):
         if isinstance(sources, str):
             sources = [sources]
         try:
-            from hearth.preflight import problems as preflight_problems
-        except ImportError as exc:  # Hearth's Python package is not in this Ansible's Python
-            result.update(failed=True, msg="the hearth package is not importable: %s" % exc)
+            preflight_problems = import_hearth("preflight").preflight.problems
+        except AnsibleError as exc:  # Hearth's Python package is not in this Ansible's Python
+            result.update(failed=True, msg=str(exc))
             return result
         problems = []
         for source in sources:

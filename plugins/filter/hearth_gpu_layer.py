@@ -15,6 +15,13 @@ Run on the control node (filters always do), where Hearth's Python package is in
 from __future__ import annotations
 
 import copy
+import sys
+from pathlib import Path
+
+_PLUGIN_UTILS = str(Path(__file__).resolve().parents[1] / "plugin_utils")
+if _PLUGIN_UTILS not in sys.path:
+    sys.path.insert(0, _PLUGIN_UTILS)
+from hearth_import import import_hearth  # the one "import hearth" helper (plugin_utils/)
 
 DOCUMENTATION = r"""
 name: hearth_gpu_layer
@@ -36,12 +43,7 @@ def gpu_compat(
     allow_minor_version_compat=False,
 ):
     """Findings as dicts: ``[{level: error|warning, code, message}]``."""
-    from ansible.errors import AnsibleFilterError
-
-    try:
-        from hearth.compat import check
-    except ImportError as exc:  # Hearth's Python package is not in this Ansible's Python
-        raise AnsibleFilterError("hearth_gpu_compat needs the hearth package: %s" % exc) from exc
+    check = import_hearth("compat").compat.check
     findings = check(
         driver_version=str(driver_version),
         cuda_version=str(cuda_version) if cuda_version else None,

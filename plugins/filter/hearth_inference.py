@@ -13,6 +13,11 @@ from pathlib import Path
 
 from ansible.errors import AnsibleFilterError
 
+_PLUGIN_UTILS = str(Path(__file__).resolve().parents[1] / "plugin_utils")
+if _PLUGIN_UTILS not in sys.path:
+    sys.path.insert(0, _PLUGIN_UTILS)
+from hearth_import import import_hearth  # the one "import hearth" helper (plugin_utils/)
+
 DOCUMENTATION = r"""
 name: hearth_engine_container
 short_description: Everything docker_container needs to run one declared model's engine
@@ -53,27 +58,8 @@ _value:
 
 
 def _hearth():
-    """Import Hearth; from a checkout, put its src/ on the path first if needed."""
-    try:
-        import hearth.engines
-    except ImportError:
-        here = Path(__file__).resolve()
-        for candidate in (here.parents[2] / "src", here.parents[3]):
-            if (candidate / "hearth" / "engines.py").is_file():
-                sys.path.insert(0, str(candidate))
-                break
-        try:
-            import hearth.engines
-        except ImportError as exc:
-            raise AnsibleFilterError(
-                "the hearth Python package is not importable by this Ansible (%s): install "
-                "Hearth in the Python that runs ansible-playbook" % exc
-            ) from exc
-    import hearth.errors
-    import hearth.images
-    import hearth.models
-
-    return hearth
+    """Hearth's package with the modules these filters use (plugin_utils/hearth_import.py)."""
+    return import_hearth("engines", "errors", "images", "models")
 
 
 def _plain(value):

@@ -17,6 +17,11 @@ from pathlib import Path
 
 from ansible.errors import AnsibleFilterError
 
+_PLUGIN_UTILS = str(Path(__file__).resolve().parents[1] / "plugin_utils")
+if _PLUGIN_UTILS not in sys.path:
+    sys.path.insert(0, _PLUGIN_UTILS)
+from hearth_import import import_hearth  # the one "import hearth" helper (plugin_utils/)
+
 DOCUMENTATION = r"""
 name: hearth_monitoring
 short_description: Filters for Hearth's monitoring layer (targets, rules, Alertmanager, canaries)
@@ -28,6 +33,9 @@ description:
   - C(hearth_alertmanager_config) builds alertmanager.yml as data from the receivers.
   - C(hearth_canary_targets) lists each declared model with its endpoint and question set.
   - C(hearth_grafana_datasource) builds Grafana's datasource provisioning file.
+  - C(hearth_dcgm_serving) decides whether a host runs the DCGM exporter (the role and
+    Prometheus ask the same function, from inventory variables and C(hearth_gpu_present)).
+  - C(hearth_declared_gpu_counts) maps each host to the number of GPUs it declares.
 author: Hearth
 """
 
@@ -47,23 +55,8 @@ _value:
 
 
 def _hearth():
-    """Import hearth.monitoring; from a checkout, put its src/ on the path first if needed."""
-    try:
-        import hearth.monitoring
-    except ImportError:
-        here = Path(__file__).resolve()
-        for candidate in (here.parents[2] / "src", here.parents[3]):
-            if (candidate / "hearth" / "monitoring.py").is_file():
-                sys.path.insert(0, str(candidate))
-                break
-        try:
-            import hearth.monitoring
-        except ImportError as exc:
-            raise AnsibleFilterError(
-                "the hearth Python package is not importable by this Ansible (%s): install "
-                "Hearth in the Python that runs ansible-playbook" % exc
-            ) from exc
-    return hearth.monitoring
+    """Hearth's package with the modules these filters use (plugin_utils/hearth_import.py)."""
+    return import_hearth("monitoring").monitoring
 
 
 def _plain(value):
@@ -94,9 +87,19 @@ def _int_or_none(value):
         return None
 
 
-def hearth_monitoring_hosts(groups, hostvars, engine_ports_var="prometheus_engine_ports"):
-    """[{name, address, groups, models, node_exporter_port, dcgm_exporter_port, dcgm_serving,
-    engine_ports}] for every inventory host, from C(groups) and C(hostvars)."""
+def _fact(hv, name):
+    """A host's fact as the fact cache or this run knows it (None when never gathered)."""
+    facts = hv.get("ansible_facts") or {}
+    value = facts.get(name) if hasattr(facts, "get") else None
+    return hv.get(name) if value is None else value
+
+
+def hearth_monitoring_hosts(groups, hostvars):
+    """[{name, address, groups, models, node_exporter_port, dcgm_exporter_port,
+    dcgm_exporter_enabled, gpu_present, engine_ports, declared_gpus}] for every inventory host,
+    from C(groups) and C(hostvars): inventory variables (the engines' ports are the inference
+    layer's C(inference_engine_ports)) and one public fact, C(gpu_facts)'s C(hearth_gpu_present).
+    No role's private variable (C(__role_*)) is read."""
     memberships = {}
     for group, members in (groups or {}).items():
         if group in ("all", "ungrouped"):
@@ -107,7 +110,9 @@ def hearth_monitoring_hosts(groups, hostvars, engine_ports_var="prometheus_engin
     for name in (groups or {}).get("all", []):
         hv = hostvars[name]
         models = hv.get("hearth_models") or []
-        serving = hv.get("__dcgm_exporter_serving")
+        declared = hv.get("hearth_declared_gpus") or []
+        present = _fact(hv, "hearth_gpu_present")
+        enabled = hv.get("dcgm_exporter_enabled")
         found.append(
             {
                 "name": str(name),
@@ -116,11 +121,19 @@ def hearth_monitoring_hosts(groups, hostvars, engine_ports_var="prometheus_engin
                 "models": _plain(models) if isinstance(models, list) else [],
                 "node_exporter_port": _int_or_none(hv.get("node_exporter_port")),
                 "dcgm_exporter_port": _int_or_none(hv.get("dcgm_exporter_port")),
-                "dcgm_serving": None if serving is None else bool(serving),
-                "engine_ports": _plain(hv.get(engine_ports_var) or {}),
+                "dcgm_exporter_enabled": True if enabled is None else _bool(enabled),
+                "gpu_present": None if present is None else _bool(present),
+                "engine_ports": _plain(hv.get("inference_engine_ports") or {}),
+                "declared_gpus": len(declared) if isinstance(declared, list) else 0,
             }
         )
     return found
+
+
+def _bool(value):
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
 
 
 def _hosts(monitoring, hosts):
@@ -132,11 +145,31 @@ def _hosts(monitoring, hosts):
             models=tuple(h.get("models") or ()),
             node_exporter_port=h.get("node_exporter_port"),
             dcgm_exporter_port=h.get("dcgm_exporter_port"),
-            dcgm_serving=h.get("dcgm_serving"),
+            dcgm_exporter_enabled=h.get("dcgm_exporter_enabled", True),
+            gpu_present=h.get("gpu_present"),
             engine_ports=dict(h.get("engine_ports") or {}),
+            declared_gpus=int(h.get("declared_gpus") or 0),
         )
         for h in _plain(hosts or [])
     ]
+
+
+def hearth_dcgm_serving(group_names, enabled=True, gpu_present=None, gpu_group="gpu_nodes"):
+    """Whether this host runs the DCGM exporter (C(hearth.monitoring.serves_dcgm)): the
+    C(dcgm_exporter) role asks it, and Prometheus asks the same function for every host."""
+    monitoring = _hearth()
+    return monitoring.serves_dcgm(
+        [str(g) for g in _plain(group_names or [])],
+        enabled=_bool(enabled),
+        gpu_present=None if gpu_present is None else _bool(gpu_present),
+        gpu_group=str(gpu_group),
+    )
+
+
+def hearth_declared_gpu_counts(hosts):
+    """{host: number of declared GPUs} of the hosts that declare GPUs (the GPU alerts use it)."""
+    hosts = _plain(hosts or [])
+    return {h["name"]: int(h["declared_gpus"]) for h in hosts if h.get("declared_gpus")}
 
 
 def hearth_prometheus_config(hosts, **options):
@@ -145,12 +178,13 @@ def hearth_prometheus_config(hosts, **options):
     return _call(lambda m: m.prometheus_config, _hosts(monitoring, hosts), **options)
 
 
-def hearth_alert_rules(settings, model_store_paths=None, model_hosts=None):
+def hearth_alert_rules(settings, model_store_paths=None, model_hosts=None, declared_gpus=None):
     return _call(
         lambda m: m.alert_rules,
         _plain(settings or {}),
         tuple(_plain(model_store_paths or ["/var/lib/hearth/models"])),
         tuple(_plain(model_hosts or [])),
+        {str(k): int(v) for k, v in _plain(declared_gpus or {}).items()},
     )
 
 
@@ -193,4 +227,6 @@ class FilterModule(object):
             "hearth_alertmanager_problems": hearth_alertmanager_problems,
             "hearth_canary_targets": hearth_canary_targets,
             "hearth_grafana_datasource": hearth_grafana_datasource,
+            "hearth_dcgm_serving": hearth_dcgm_serving,
+            "hearth_declared_gpu_counts": hearth_declared_gpu_counts,
         }

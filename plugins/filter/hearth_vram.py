@@ -12,6 +12,11 @@ from pathlib import Path
 
 from ansible.errors import AnsibleFilterError
 
+_PLUGIN_UTILS = str(Path(__file__).resolve().parents[1] / "plugin_utils")
+if _PLUGIN_UTILS not in sys.path:
+    sys.path.insert(0, _PLUGIN_UTILS)
+from hearth_import import import_hearth  # the one "import hearth" helper (plugin_utils/)
+
 DOCUMENTATION = r"""
 name: hearth_vram_plan
 short_description: Plan the declared models onto a host's GPUs (VRAM, shares, decode tokens/s)
@@ -60,27 +65,8 @@ _value:
 
 
 def _hearth():
-    """Import Hearth; from a checkout, put its src/ on the path first if needed."""
-    try:
-        import hearth.plan
-    except ImportError:
-        here = Path(__file__).resolve()
-        for candidate in (here.parents[2] / "src", here.parents[3]):
-            if (candidate / "hearth" / "plan.py").is_file():
-                sys.path.insert(0, str(candidate))
-                break
-        try:
-            import hearth.plan
-        except ImportError as exc:
-            raise AnsibleFilterError(
-                "the hearth Python package is not importable by this Ansible (%s): install "
-                "Hearth in the Python that runs ansible-playbook" % exc
-            ) from exc
-    import hearth.engines
-    import hearth.models
-    import hearth.plan
-
-    return hearth
+    """Hearth's package with the modules these filters use (plugin_utils/hearth_import.py)."""
+    return import_hearth("engines", "models", "plan")
 
 
 def _plain(value):

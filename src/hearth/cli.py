@@ -910,13 +910,13 @@ def canary() -> None:
 def canary_run(inventory: Path, limit: str | None, vault_password_file: Path | None) -> None:
     """Ask every model its golden questions now (the timer's service, on the monitoring hosts),
     record the results (CSV, Prometheus) and print them. Exits 5 when a question failed."""
-    from hearth import monitoring
+    from hearth.commands.canary import run_canaries
     from hearth.errors import AuditFailedError
 
     _validated(inventory, vault_password_file)  # before anything else: exit 2 touches nothing
     _ensure_collections()
     console.print(f"[bold]hearth canary run[/] {inventory}")
-    done = monitoring.run_canaries(
+    done = run_canaries(
         inventory, limit=limit, vault_password_file=vault_password_file,
         on_event=_progress_printer(False),
     )  # fmt: skip

@@ -26,7 +26,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from hearth import paths
 from hearth.errors import InvalidInputError
@@ -44,6 +44,7 @@ __all__ = [
     "frontdoor_routes",
     "health_path",
     "host_ports",
+    "metrics_port",
     "parse_llama_server_help",
     "parse_tritonserver_help",
     "parse_vllm_options",
@@ -403,7 +404,7 @@ def triton_model_config(model: ModelSpec, extra: Mapping[str, Any] | None = None
 
 # ------------------------------------------------------------------------- deploying engines
 
-ENGINE_PORT_STEP = 10  # a second model of one engine on a host: its port + 10 (as monitoring)
+ENGINE_PORT_STEP = 10  # a second model of one engine on a host: its port + 10
 PORT_SPAN = {"vllm": 1, "llamacpp": 1, "triton": 3}  # Triton: HTTP, gRPC, metrics
 METRICS_OFFSET = {"vllm": 0, "llamacpp": 0, "triton": 2}
 HEALTH_PATHS = {"vllm": "/health", "llamacpp": "/health", "triton": "/v2/health/ready"}
@@ -423,15 +424,32 @@ _KSERVE_TYPES = {
 }  # fmt: skip
 
 
+class PlacedModel(Protocol):
+    """What placing an engine needs of a model: its name and its engine (a :class:`ModelSpec`,
+    or the monitoring layer's light view of a declaration)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def engine(self) -> str: ...
+
+
 def host_ports(
-    models: Sequence[ModelSpec], overrides: Mapping[str, int] | None = None
+    models: Sequence[PlacedModel], overrides: Mapping[str, int] | None = None
 ) -> dict[str, int]:
-    """The host port of each model's engine: ``overrides[name]`` where set, else the engine's
-    default port for the first model of that engine on the host and +10 for each next one (the
-    rule ``hearth.monitoring`` scrapes by)."""
+    """The host port of each model's engine: ``overrides[name]`` (the host's
+    ``inference_engine_ports``) where set, else the engine's default port for the first model of
+    that engine on the host and +10 for each next one.
+
+    This is the one place engine ports are decided: the inference_engine role publishes its
+    containers on them, and Prometheus (``hearth.monitoring.scrape``), the canary and the front
+    door read them from here."""
     ports: dict[str, int] = {}
     seen: dict[str, int] = {}
     for model in models:
+        if model.engine not in PORTS:
+            continue
         index = seen.get(model.engine, 0)
         seen[model.engine] = index + 1
         override = (overrides or {}).get(model.name)
@@ -439,6 +457,11 @@ def host_ports(
             int(override) if override else PORTS[model.engine] + index * ENGINE_PORT_STEP
         )
     return ports
+
+
+def metrics_port(engine: str, port: int) -> int:
+    """The port an engine serves Prometheus metrics on, given its host port (Triton: port + 2)."""
+    return port + METRICS_OFFSET[engine]
 
 
 def port_problems(
@@ -624,7 +647,7 @@ def container_spec(
         },
         "device_requests": [],
         "health_path": health_path(model),
-        "metrics_port": port + METRICS_OFFSET[model.engine],
+        "metrics_port": metrics_port(model.engine, port),
         "port": port,
         "warmup": warmup_request(model),
     }

@@ -325,7 +325,7 @@ def test_the_program_as_the_service_runs_it(engine: FakeEngine, tmp_path: Path) 
 
 
 def test_canary_run_report_lists_failures() -> None:
-    from hearth.monitoring import CanaryRun
+    from hearth.commands.canary import CanaryRun
 
     report = {
         "models": [

@@ -95,7 +95,7 @@ def parse(*raw: dict[str, Any]) -> list[models.ModelSpec]:
 
 
 # --------------------------------------------------------------------------------- ports
-def test_ports_follow_the_monitoring_rule() -> None:
+def test_monitoring_reads_the_engines_ports() -> None:
     from hearth.monitoring import InventoryHost, engine_endpoints
 
     declared = [llama("a"), llama("b"), triton("t"), triton("u"), vllm("v")]
@@ -104,6 +104,44 @@ def test_ports_follow_the_monitoring_rule() -> None:
     watched = engine_endpoints(InventoryHost("h", "10.0.0.1", models=tuple(declared)))
     assert {e.model: e.port for e in watched} == ports, "monitoring scrapes where engines listen"
     assert engines.host_ports(parse(*declared), {"v": 8100})["v"] == 8100
+
+
+def test_overridden_engine_ports_are_scraped_where_the_engines_listen() -> None:
+    """inference_engine_ports decide where each engine is published (the container spec the role
+    runs); Prometheus, reading the same inventory, scrapes exactly there under the right model's
+    labels. (It once kept its own copy, prometheus_engine_ports, and with overridden ports scraped
+    the wrong engine under the right label.)"""
+    monitoring_filters = _load_plugin("hearth_monitoring")
+    declared = [llama("smollm2"), vllm("llama", gpus=[0]), vllm("qwen", gpus=[1]), triton("t")]
+    overrides = {"llama": 8010, "qwen": 8000, "smollm2": 9080, "t": 8100}  # vLLM ports swapped
+    groups = {"all": ["gpu01"], "inference": ["gpu01"]}
+    hostvars = {
+        "gpu01": {"ansible_host": "10.0.0.11", "hearth_models": declared,
+                  "inference_engine_ports": overrides},
+    }  # fmt: skip
+    hosts = monitoring_filters.hearth_monitoring_hosts(groups, hostvars)
+    config = monitoring_filters.hearth_prometheus_config(
+        hosts, scrape_interval="15s", evaluation_interval="15s", rule_files=[]
+    )
+    scraped = {
+        static["labels"]["hearth_model"]: static["targets"]
+        for job in config["scrape_configs"]
+        if job["job_name"].startswith("engine-")
+        for static in job["static_configs"]
+    }
+    # as the inference_engine role places them (tasks/configure.yml, tasks/model.yml)
+    ports = inference_filters.hearth_engine_ports(declared, overrides)
+    published = {}
+    for model in declared:
+        container = inference_filters.hearth_engine_container(
+            model, image="img@sha256:" + SHA, port=ports[model["name"]], store_dir="/srv"
+        )
+        published[model["name"]] = [f"10.0.0.11:{container['metrics_port']}"]
+    assert published == {
+        "smollm2": ["10.0.0.11:9080"], "llama": ["10.0.0.11:8010"],
+        "qwen": ["10.0.0.11:8000"], "t": ["10.0.0.11:8102"],
+    }  # fmt: skip
+    assert scraped == published
 
 
 def test_port_collisions_are_named() -> None:

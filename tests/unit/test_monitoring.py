@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+from promql_helpers import dashboard_exprs, metric_names, promql_for_check
 
 from hearth import monitoring, paths
 from hearth.monitoring import InventoryHost, MonitoringError
@@ -47,7 +48,7 @@ def _site() -> list[InventoryHost]:
             "10.0.0.12",
             ("gpu_nodes",),
             (TRITON,),
-            dcgm_serving=False,
+            gpu_present=False,
             node_exporter_port=9101,
             engine_ports={"upper": 8100},
         ),
@@ -69,7 +70,7 @@ def test_targets_come_from_the_inventory() -> None:
     assert [t for t, _ in jobs["node"]] == [
         "10.0.0.11:9100", "10.0.0.12:9101", "[fd00::5]:9100", "10.0.0.5:9100",
     ]  # fmt: skip
-    # gpu02 decided it has no GPU (the dcgm_exporter role's fact): not scraped for DCGM
+    # gpu_facts found no GPU on gpu02 (hearth_gpu_present: false): not scraped for DCGM
     assert jobs["dcgm"] == [("10.0.0.11:9400", {"host": "gpu01"})]
     assert jobs["engine-llamacpp"] == [
         (
@@ -98,31 +99,89 @@ def test_extra_scrape_jobs_may_not_take_hearths_names() -> None:
     assert monitoring.scrape_configs(_site(), extra=mine)[-1]["job_name"] == "ups"
 
 
-def test_filter_reads_hosts_from_groups_and_hostvars() -> None:
+def _filters() -> Any:
     sys.path.insert(0, str(paths.plugins_dir() / "filter"))
     import hearth_monitoring  # type: ignore[import-not-found]
 
-    groups = {"all": ["gpu01", "mon01"], "ungrouped": [], "gpu_nodes": ["gpu01"],
-              "monitoring": ["mon01"]}  # fmt: skip
+    return hearth_monitoring
+
+
+GROUPS = {"all": ["gpu01", "mon01"], "ungrouped": [], "gpu_nodes": ["gpu01"],
+          "monitoring": ["mon01"]}  # fmt: skip
+
+
+def test_filter_reads_hosts_from_groups_and_hostvars() -> None:
+    hearth_monitoring = _filters()
     hostvars = {
         "gpu01": {"ansible_host": "10.0.0.11", "hearth_models": [LLAMA],
-                  "__dcgm_exporter_serving": False, "prometheus_engine_ports": {"smollm2": 8081}},
+                  "ansible_facts": {"hearth_gpu_present": False},
+                  "inference_engine_ports": {"smollm2": 8081},
+                  "hearth_declared_gpus": [{"index": 0, "memory_mib": 49140}]},
         "mon01": {},
     }  # fmt: skip
-    hosts = hearth_monitoring.hearth_monitoring_hosts(groups, hostvars)
+    hosts = hearth_monitoring.hearth_monitoring_hosts(GROUPS, hostvars)
     assert hosts[0] == {
         "name": "gpu01", "address": "10.0.0.11", "groups": ["gpu_nodes"], "models": [LLAMA],
-        "node_exporter_port": None, "dcgm_exporter_port": None, "dcgm_serving": False,
-        "engine_ports": {"smollm2": 8081},
+        "node_exporter_port": None, "dcgm_exporter_port": None, "dcgm_exporter_enabled": True,
+        "gpu_present": False, "engine_ports": {"smollm2": 8081}, "declared_gpus": 1,
     }  # fmt: skip
-    assert hosts[1]["address"] == "mon01"
+    assert hosts[1]["address"] == "mon01" and hosts[1]["gpu_present"] is None
     assert hearth_monitoring.hearth_model_hosts(hosts) == ["gpu01"]
+    assert hearth_monitoring.hearth_declared_gpu_counts(hosts) == {"gpu01": 1}
     config = hearth_monitoring.hearth_prometheus_config(
         hosts, scrape_interval="15s", evaluation_interval="15s", rule_files=["/r/*.yml"]
     )
     jobs = _targets(config["scrape_configs"])
     assert jobs["engine-llamacpp"][0][0] == "10.0.0.11:8081" and "dcgm" not in jobs
     assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["mon01:9093"]
+
+
+def test_the_exporter_decision_ignores_a_stale_private_fact() -> None:
+    """Prometheus decides its DCGM targets from inventory variables and gpu_facts' public
+    hearth_gpu_present, never from the dcgm_exporter role's private __dcgm_exporter_serving: a
+    fact cache still holding that fact (from before the GPU went, or before the exporter was
+    switched off) brings back no target of a host that runs no exporter."""
+    hearth_monitoring = _filters()
+
+    def dcgm_targets(gpu01: dict[str, Any]) -> list[str]:
+        hostvars = {"gpu01": {"ansible_host": "10.0.0.11", **gpu01}, "mon01": {}}
+        hosts = hearth_monitoring.hearth_monitoring_hosts(GROUPS, hostvars)
+        config = hearth_monitoring.hearth_prometheus_config(
+            hosts, scrape_interval="15s", evaluation_interval="15s", rule_files=[]
+        )
+        return [t for t, _ in _targets(config["scrape_configs"]).get("dcgm", [])]
+
+    stale = {"__dcgm_exporter_serving": True}
+    assert dcgm_targets({**stale, "ansible_facts": {"hearth_gpu_present": False}}) == []
+    assert dcgm_targets({**stale, "dcgm_exporter_enabled": False,
+                         "ansible_facts": {"hearth_gpu_present": True}}) == []  # fmt: skip
+    assert dcgm_targets({"__dcgm_exporter_serving": False, "hearth_gpu_present": True}) == [
+        "10.0.0.11:9400"
+    ]
+    # never gathered: the inventory's word (gpu_nodes) stands
+    assert dcgm_targets({"__dcgm_exporter_serving": False}) == ["10.0.0.11:9400"]
+
+
+def test_the_role_and_prometheus_ask_one_function() -> None:
+    hearth_monitoring = _filters()
+    cases = [
+        (["gpu_nodes"], True, True, True),
+        (["gpu_nodes"], True, False, False),
+        (["gpu_nodes"], False, True, False),
+        (["gpu_nodes"], "false", True, False),
+        (["gpu_nodes"], True, None, True),
+        (["inference"], True, True, False),
+    ]
+    for groups, enabled, present, wanted in cases:
+        assert hearth_monitoring.hearth_dcgm_serving(groups, enabled, present) is wanted
+        assert (
+            monitoring.serves_dcgm(groups, enabled=enabled is True, gpu_present=present) is wanted
+        )
+    # the function's default is the role's default
+    defaults = yaml.safe_load((ROLES / "dcgm_exporter" / "defaults" / "main.yml").read_text())
+    assert defaults["dcgm_exporter_enabled"] is True
+    preflight = (ROLES / "dcgm_exporter" / "tasks" / "preflight.yml").read_text()
+    assert "hearth_dcgm_serving" in preflight and "cacheable" not in preflight
 
 
 @needs_promtool
@@ -200,9 +259,14 @@ def test_disk_alerts_watch_the_model_store_filesystems_of_model_hosts() -> None:
     assert 'host=~".+"' in every_host  # no model declared yet: every host
 
 
+def _site_rules(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The rules of the promtool tests' site: models on gpu01, which declares 2 GPUs."""
+    return monitoring.alert_rules(overrides, model_hosts=["gpu01"], declared_gpus={"gpu01": 2})
+
+
 def _write_rules(directory: Path) -> Path:
-    """The rules as the role writes them for the promtool tests (model hosts: gpu01)."""
-    rules = monitoring.alert_rules(model_hosts=["gpu01"])
+    """The rules as the role writes them for the promtool tests."""
+    rules = _site_rules()
     target = directory / "hearth.rules.yml"
     target.write_text(yaml.safe_dump(rules, sort_keys=False, width=1000))
     return target
@@ -225,9 +289,8 @@ def test_promtool_test_rules(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     cases = yaml.safe_load(tests.read_text())["tests"]
     fired = {t["alertname"] for case in cases for t in case["alert_rule_test"] if t["exp_alerts"]}
-    assert fired == set(_rules_by_name(monitoring.alert_rules())), (
-        "alerts without a firing test case: "
-        f"{set(_rules_by_name(monitoring.alert_rules())) - fired}"
+    assert fired == set(_rules_by_name(_site_rules())), (
+        f"alerts without a firing test case: {set(_rules_by_name(_site_rules())) - fired}"
     )
 
 
@@ -236,12 +299,52 @@ def test_a_broken_rule_fails_its_promtool_test(tmp_path: Path) -> None:
     """The promtool tests really look at the rules: a wrong threshold fails them."""
     tests = ROLES / "prometheus" / "tests" / "hearth.rules.test.yml"
     shutil.copy(tests, tmp_path / tests.name)
-    rules = monitoring.alert_rules({"canary_failures": 4}, model_hosts=["gpu01"])
+    rules = _site_rules({"canary_failures": 4})
     (tmp_path / "hearth.rules.yml").write_text(yaml.safe_dump(rules, width=1000))
     done = subprocess.run(
         [PROMTOOL, "test", "rules", tests.name], cwd=tmp_path, capture_output=True, text=True
     )
     assert done.returncode != 0 and "CanaryFailing" in done.stdout + done.stderr
+
+
+# The rule before issue 9: a GPU missing for more than an hour fell out of its window and the
+# alert cleared itself while the GPU was still gone.
+FORGETFUL_GPU_RULE = (
+    "max by (host, gpu, UUID) (DCGM_FI_DEV_XID_ERRORS) == 79 or on (host, gpu, UUID) "
+    "((max by (host, gpu, UUID) (max_over_time(DCGM_FI_DEV_GPU_TEMP[1h] offset 5m)) "
+    "unless on (host, gpu, UUID) max by (host, gpu, UUID) (DCGM_FI_DEV_GPU_TEMP)) "
+    'and on (host) max by (host) (up{job="dcgm"}) == 1)'
+)
+
+
+@needs_promtool
+def test_a_gpu_alert_that_forgets_a_missing_gpu_fails_its_promtool_test(tmp_path: Path) -> None:
+    """The GPU that fell off the bus and stays missing for hours keeps its alert: the promtool
+    cases fail on the old rule, which cleared itself after an hour."""
+    tests = ROLES / "prometheus" / "tests" / "hearth.rules.test.yml"
+    shutil.copy(tests, tmp_path / tests.name)
+    rules = _site_rules()
+    gpu_rule = _rules_by_name(rules)["GpuFellOffTheBus"]
+    assert "ALERTS" in gpu_rule["expr"]  # it holds itself while the GPU is missing
+    gpu_rule["expr"] = FORGETFUL_GPU_RULE
+    (tmp_path / "hearth.rules.yml").write_text(yaml.safe_dump(rules, width=1000))
+    done = subprocess.run(
+        [PROMTOOL, "test", "rules", tests.name], cwd=tmp_path, capture_output=True, text=True
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "stays missing for hours, so does the alert" in out, out[-3000:]
+    assert "a declared GPU missing for hours keeps both alerts" in out, out[-3000:]
+
+
+def test_gpu_missing_needs_declared_gpus() -> None:
+    """GpuMissing compares with the inventory's declared GPUs; without any, it is not written."""
+    assert "GpuMissing" not in _rules_by_name(monitoring.alert_rules())
+    rule = _rules_by_name(_site_rules())["GpuMissing"]
+    assert 'label_replace(vector(2), "host", "gpu01", "", "")' in rule["expr"]
+    config = monitoring.alertmanager_config([])
+    inhibited = [r for r in config["inhibit_rules"] if "GpuFellOffTheBus" in str(r)]
+    assert "GpuMissing" in str(inhibited[0]["target_matchers"])
 
 
 # ------------------------------------------------------------------------------- alertmanager
@@ -368,7 +471,7 @@ def test_dashboard_files_are_the_generated_ones() -> None:
 def _all_exprs() -> list[tuple[str, str]]:
     found = []
     for path in sorted(DASHBOARDS.glob("*.json")):
-        for expr in monitoring.dashboard_exprs(json.loads(path.read_text())):
+        for expr in dashboard_exprs(json.loads(path.read_text())):
             found.append((path.name, expr))
     for rule in _rules_by_name(monitoring.alert_rules()).values():
         found.append(("alert " + rule["alert"], rule["expr"]))
@@ -385,7 +488,7 @@ def test_every_promql_expression_parses(tmp_path: Path) -> None:
             {
                 "name": "parse",
                 "rules": [
-                    {"record": f"hearth:parse_check_{i}", "expr": monitoring.promql_for_check(e)}
+                    {"record": f"hearth:parse_check_{i}", "expr": promql_for_check(e)}
                     for i, (_, e) in enumerate(exprs)
                 ],
             }
@@ -452,7 +555,7 @@ def test_every_metric_named_is_really_exported() -> None:
     unknown = sorted(
         f"{where}: {name}"
         for where, expr in _all_exprs()
-        for name in monitoring.metric_names(monitoring.promql_for_check(expr))
+        for name in metric_names(promql_for_check(expr))
         if name not in known
     )
     assert not unknown, f"metrics no engine or exporter exports: {unknown}"
@@ -465,7 +568,7 @@ def test_the_dcgm_role_exports_what_the_rules_use() -> None:
     used = {
         name
         for _, expr in _all_exprs()
-        for name in monitoring.metric_names(monitoring.promql_for_check(expr))
+        for name in metric_names(promql_for_check(expr))
         if name.startswith("DCGM_FI_")
     }  # fmt: skip
     assert used <= exported, f"not in dcgm_exporter_counters: {used - exported}"
@@ -484,11 +587,11 @@ def test_metric_names_of_promql() -> None:
         'histogram_quantile(0.95, sum by (le, host) (rate(vllm:x_bucket{a="b"}[5m]))) > 2 '
         "and on (host) up offset 1h or time() - foo_total unless ignoring (x) bar / 1e6"
     )
-    assert monitoring.metric_names(expr) == {"vllm:x_bucket", "up", "foo_total", "bar"}
-    assert monitoring.promql_for_check('rate(x{h=~"$host"}[$__rate_interval])') == (
+    assert metric_names(expr) == {"vllm:x_bucket", "up", "foo_total", "bar"}
+    assert promql_for_check('rate(x{h=~"$host"}[$__rate_interval])') == (
         'rate(x{h=~".*"}[5m])'
     )
-    assert monitoring.promql_for_check('label_values(up{job="node"}, host)') == 'up{job="node"}'
+    assert promql_for_check('label_values(up{job="node"}, host)') == 'up{job="node"}'
 
 
 # ---------------------------------------------------------------- dashboards vs @grafana/schema

@@ -40,8 +40,15 @@ warnings:
 
 import contextlib
 import json
+import sys
+from pathlib import Path
 
 from ansible.plugins.action import ActionBase
+
+_PLUGIN_UTILS = str(Path(__file__).resolve().parents[1] / "plugin_utils")
+if _PLUGIN_UTILS not in sys.path:
+    sys.path.insert(0, _PLUGIN_UTILS)
+from hearth_import import import_hearth  # the one "import hearth" helper (plugin_utils/)
 
 
 def _plain(value):
@@ -89,10 +96,11 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
         try:
-            from hearth import layers, rules
-        except ImportError as exc:  # Hearth's Python package is not in this Ansible's Python
-            result.update(failed=True, msg="the hearth package is not importable: %s" % exc)
+            hearth = import_hearth("layers", "rules")
+        except Exception as exc:  # Hearth's Python package is not in this Ansible's Python
+            result.update(failed=True, msg=str(exc))
             return result
+        layers, rules = hearth.layers, hearth.rules
         names = self._task.args.get("rules") or []
         if isinstance(names, str):
             names = [names]

@@ -5,6 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
+from pathlib import Path
+
+_PLUGIN_UTILS = str(Path(__file__).resolve().parents[1] / "plugin_utils")
+if _PLUGIN_UTILS not in sys.path:
+    sys.path.insert(0, _PLUGIN_UTILS)
+from hearth_import import import_hearth  # the one "import hearth" helper (plugin_utils/)
 
 DOCUMENTATION = r"""
 name: hearth_frontdoor_keys
@@ -60,9 +67,8 @@ def _sha256(text):
 def hearth_frontdoor_key_problems(keys, min_length=32):
     """What is wrong with the keys, each key named by its name (or position), never shown: the
     rule of hearth.rules that `hearth check` runs (one implementation)."""
-    from hearth.rules import front_door_key_problems
-
-    return front_door_key_problems(keys, int(min_length))
+    rules = import_hearth("rules").rules
+    return rules.front_door_key_problems(keys, int(min_length))
 
 
 class FilterModule(object):

@@ -322,8 +322,15 @@ def run_audit(
     limit: str | None = None,
     workers: int | None = None,
     keep_dir: Path | None = None,
+    backend: str = "ssh",
 ) -> AuditResult:
-    """Run every applicable role check on every host of ``inventory`` (a loaded Inventory)."""
+    """Run every applicable role check on every host of ``inventory`` (a loaded Inventory).
+
+    ``backend`` is how testinfra reaches the hosts: ``ssh`` (Hearth's pool: one ssh_config written
+    from each host's :func:`connection_for`, connections reused through ControlMaster) or, for
+    ``benchmarks/audit_backends.py`` only, testinfra's own ``ansible`` backend (the inventory read
+    by testinfra) and ``ansible-force`` (every command through Ansible's command module).
+    """
     from hearth.layers import roles_for_hosts
 
     roles_by_host = roles_for_hosts(inventory)
@@ -357,11 +364,18 @@ def run_audit(
             return result
         vars_file, results_file = work / "vars.json", work / "results.json"
         vars_file.write_text(json.dumps(audit_vars))
-        specs = ",".join(conns[h].spec() for h in reachable)
+        if backend == "ssh":
+            connect = [f"--hosts={','.join(conns[h].spec() for h in reachable)}",
+                       f"--ssh-config={config}"]  # fmt: skip
+        elif backend in ("ansible", "ansible-force"):
+            connect = [f"--hosts={','.join(f'ansible://{h}' for h in reachable)}",
+                       f"--ansible-inventory={inventory.path}"]  # fmt: skip
+            connect += ["--force-ansible"] if backend == "ansible-force" else []
+        else:
+            raise InvalidInputError(f"audit backend {backend!r}: expected ssh or ansible")
         n = workers or default_workers(len(reachable))
         cmd = [
-            sys.executable, "-m", "pytest", *map(str, files),
-            f"--hosts={specs}", f"--ssh-config={config}",
+            sys.executable, "-m", "pytest", *map(str, files), *connect,
             "-p", "hearth.audit_plugin", "-p", "no:cacheprovider",
             "-n", str(n), "-q", "--no-header", "-o", "addopts=",
             "--rootdir", str(paths.roles_dir()),

@@ -86,7 +86,12 @@ def _host_of(item: pytest.Item) -> str:
     host: Any = callspec.params.get("_testinfra_host") if callspec is not None else None
     if host is None:
         return ""
-    return str(host.backend.get_pytest_id()).removeprefix("ssh://").split("?")[0]
+    return _name(host)
+
+
+def _name(host: Any) -> str:
+    """The inventory name behind a testinfra host id (``ssh://lab1``, ``ansible://lab1``)."""
+    return str(host.backend.get_pytest_id()).partition("://")[2].split("?")[0]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -107,8 +112,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture
 def hearth_vars(host: Any) -> dict[str, Any]:
     """The host's declared state: inventory variables over the role defaults, resolved."""
-    name = host.backend.get_pytest_id().removeprefix("ssh://").split("?")[0]
-    data: dict[str, Any] = _audit_vars()[name]["vars"]
+    data: dict[str, Any] = _audit_vars()[_name(host)]["vars"]
     return data
 
 

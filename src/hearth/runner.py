@@ -7,6 +7,7 @@ from ``runner.stats`` / ``runner.status``. Every run keeps its artifacts in its 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -260,6 +261,26 @@ def _event_to_task_event(event: Mapping[str, Any]) -> TaskEvent | None:
     )
 
 
+class EventReader:
+    """Task events from runner events, in order, remembering which hosts the run has reached:
+    a reached host that turns unreachable went away during that task (powered off, rebooted,
+    its container stopped), which is not the same news as a host never reached."""
+
+    def __init__(self) -> None:
+        self.reached: set[str] = set()
+
+    def __call__(self, event: Mapping[str, Any]) -> TaskEvent | None:
+        task_event = _event_to_task_event(event)
+        if task_event is None:
+            return None
+        if task_event.status == "unreachable" and task_event.host in self.reached:
+            gone = f"{task_event.host} went away during {task_event.task}"
+            return dataclasses.replace(task_event, message=gone)
+        if task_event.status in ("ok", "changed", "notice", "failed", "ignored"):
+            self.reached.add(task_event.host)
+        return task_event
+
+
 def new_run_dir(label: str) -> Path:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     run_dir = paths.runs_dir() / f"{stamp}-{label}"
@@ -314,9 +335,11 @@ def run_playbook(
     bindir = str(_venv_bin("ansible-playbook").parent)
     env["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
 
+    read = EventReader()
+
     def handler(event: dict[str, Any]) -> bool:
         if on_event is not None:
-            task_event = _event_to_task_event(event)
+            task_event = read(event)
             if task_event is not None:
                 on_event(task_event)
         return True  # keep the event in the artifacts (no_log results are already censored)
@@ -389,8 +412,9 @@ def _collect(runner: Any, run_dir: Path) -> RunResult:
             rescued=stats.get("rescued", {}).get(host, 0),
             ignored=stats.get("ignored", {}).get(host, 0),
         )
+    read = EventReader()
     for event in runner.events:
-        task_event = _event_to_task_event(event)
+        task_event = read(event)
         if task_event is None:
             continue
         if task_event.status == "failed":

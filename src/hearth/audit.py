@@ -394,13 +394,20 @@ def run_audit(
         for secret in passwords.values():
             output = output.replace(secret, "********")
         (work / "pytest.log").write_text(output)
+        raws = json.loads(results_file.read_text()) if results_file.is_file() else []
+        crashes = [r for r in raws if r["outcome"] == "crash"]
+        if crashes:
+            raise AuditCrashedError(
+                "the audit itself crashed: check module(s) could not be loaded; no verdict on "
+                "any host:\n" + "\n".join(f"{c['check']}: {c['message']}" for c in crashes)
+            )
         if done.returncode not in (0, 1) or not results_file.is_file():
             raise AuditCrashedError(
                 f"the audit itself crashed (pytest exit {done.returncode}: "
                 f"{_PYTEST_EXITS.get(done.returncode, 'unknown')}); no verdict on any host:\n"
                 f"{output[-2000:]}"
             )
-        for raw in json.loads(results_file.read_text()):
+        for raw in raws:
             result.results.append(CheckResult(**raw))
         result.results.sort(key=lambda r: (r.host, r.role, r.check))
         return result

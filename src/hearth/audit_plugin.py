@@ -152,6 +152,16 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         )
 
 
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    """A check module that cannot be collected (an import error, a syntax error) is a crash of
+    the audit, whatever pytest's exit status says: recorded so that hearth exits 7, not 0 or 5."""
+    if report.failed:
+        _RESULTS.append(
+            {"host": "", "role": "", "check": report.nodeid, "outcome": "crash",
+             "message": str(report.longrepr)[-1500:], "duration": 0.0}
+        )  # fmt: skip
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if hasattr(session.config, "workerinput"):  # an xdist worker: the controller reports
         return

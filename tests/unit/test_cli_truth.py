@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -221,6 +222,22 @@ def test_a_crashed_audit_has_its_own_exit_code() -> None:
     assert EXIT_AUDIT_CRASHED not in (0, 1, 2, 3, 4, 5, 6)
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     assert "`7` the audit\nitself crashed" in readme
+
+
+def test_a_check_module_that_cannot_import_is_recorded_as_a_crash(tmp_path: Path) -> None:
+    """The audit's pytest plugin, run on a check module that fails to import (no host needed)."""
+    broken = tmp_path / "test_broken.py"
+    broken.write_text("import hearth_no_such_module\n\n\ndef test_x():\n    pass\n")
+    results = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", str(broken), "-p", "hearth.audit_plugin",
+         "-p", "no:cacheprovider", "-n", "1", "-q", "-o", "addopts=", "--rootdir", str(tmp_path)],
+        capture_output=True, text=True, check=False,
+        env={**os.environ, "HEARTH_AUDIT_RESULTS": str(results)},
+    )  # fmt: skip
+    assert done.returncode not in (0, 5), done.stdout + done.stderr
+    crashes = [r for r in json.loads(results.read_text()) if r["outcome"] == "crash"]
+    assert len(crashes) == 1 and "hearth_no_such_module" in crashes[0]["message"]
 
 
 def test_tables_off_a_terminal_keep_check_names_whole(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -113,6 +115,59 @@ def test_up_diff_shows_the_change_and_hides_no_log(
     assert "/etc/hearth-mark-secret" not in done.stdout
 
 
+def test_audit_becomes_with_a_vaulted_sudo_password(lab: lab_mod.LabState, tmp_path: Path) -> None:
+    """lab1 reached as `deploy`, whose sudo asks a password held in ansible-vault: the checks run
+    as root through sudo, and the password is in no output and no file."""
+    password = "hearth-sudo-pw-9c1e77"
+    script = (
+        "id deploy >/dev/null 2>&1 || useradd -m -s /bin/bash -G sudo deploy; "
+        f"echo 'deploy:{password}' | chpasswd; "
+        "install -d -m 700 -o deploy -g deploy /home/deploy/.ssh; "
+        "install -m 600 -o deploy -g deploy /root/.ssh/authorized_keys /home/deploy/.ssh/"
+    )
+    assert container_exec(lab, "lab1", "sh", "-c", script).returncode == 0
+    asks = container_exec(lab, "lab1", "su", "deploy", "-c", "sudo -n true")
+    assert asks.returncode != 0, "sudo does not ask deploy for a password: the test is void"
+    vault_pass = tmp_path / "vault-pass"
+    vault_pass.write_text("a vault password for the become test\n")
+    encrypted = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-vault"), "encrypt_string",
+         "--vault-password-file", str(vault_pass), "--name", "ansible_become_password", password],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    inventory = write_inventory(lab, tmp_path / "inv")
+    (inventory.parent / "host_vars").mkdir()
+    (inventory.parent / "host_vars" / "lab1.yml").write_text("ansible_user: deploy\n" + encrypted)
+    since = container_exec(lab, "lab1", "date", "+%Y-%m-%d %H:%M:%S").stdout.strip()
+    started = time.time()
+    done = hearth(
+        "audit", "-i", str(inventory), "--limit", "lab1", "--format", "json",
+        "--vault-password-file", str(vault_pass),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    checks = json.loads(done.stdout)["hosts"]["lab1"]["checks"]
+    assert checks and all(c["outcome"] == "passed" for c in checks), checks
+    log = container_exec(lab, "lab1", "journalctl", "_COMM=sudo", "--since", since, "--no-pager")
+    assert "deploy : " in log.stdout and "USER=root" in log.stdout, log.stdout[-2000:]
+    assert "incorrect password" not in log.stdout
+    assert password not in done.stdout + done.stderr
+    leaks = _files_holding(Path(tempfile.gettempdir()), password.encode(), started - 1)
+    assert not leaks, f"the become password leaked into: {leaks}"
+
+
+def _files_holding(root: Path, secret: bytes, since: float) -> list[str]:
+    """Files under ``root`` written since ``since`` that contain ``secret`` (files that vanish
+    or cannot be read while we look, other processes' temporary files, are passed over)."""
+    found = []
+    for path in root.rglob("*"):
+        try:
+            if path.is_file() and path.stat().st_mtime >= since and secret in path.read_bytes():
+                found.append(str(path))
+        except OSError:
+            continue
+    return found
+
+
 def test_a_crashed_audit_exits_7_not_5(
     lab: lab_mod.LabState, jump_inventory: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -157,8 +212,6 @@ def test_a_host_stopped_mid_task_is_reported_gone(
 
 
 def _hearth_cmd() -> list[str]:
-    import sys
-
     return [sys.executable, "-m", "hearth"]
 
 

@@ -2,7 +2,10 @@
 
 - keeps only the checks of the roles each host is meant to have (others are deselected);
 - gives checks the host's declared state as the ``hearth_vars`` fixture;
-- records every outcome with host and role, and writes them as JSON for the reports.
+- records every outcome with host and role, and writes them as JSON for the reports;
+- becomes with sudo and a password where the inventory gives one (``ansible_become_password``):
+  the password comes in the environment of these processes only, is dropped from it as soon as
+  the workers have started, and reaches sudo on its standard input, never a command line or file.
 
 Runs in the pytest controller and in each xdist worker; only the controller writes results.
 """
@@ -17,6 +20,51 @@ from typing import Any
 import pytest
 
 _RESULTS: list[dict[str, Any]] = []
+BECOME_ENV = "HEARTH_AUDIT_BECOME"  # hearth.audit.BECOME_ENV (not imported: keep this light)
+_PASSWORDS: dict[str, str] = json.loads(os.environ.get(BECOME_ENV) or "{}")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.pop(BECOME_ENV, None)  # a worker: in memory only from here on
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_sessionstart(session: pytest.Session) -> Any:
+    yield  # the controller: xdist has started the workers, which inherited the environment
+    os.environ.pop(BECOME_ENV, None)
+
+
+def _install_sudo_password() -> None:
+    """Teach testinfra's ssh backend ``sudo -S`` with the host's password on standard input."""
+    import subprocess
+
+    from testinfra.backend import base
+    from testinfra.backend.ssh import SshBackend
+
+    def get_sudo_command(self: Any, command: str, sudo_user: str | None) -> str:
+        if self.host.name not in _PASSWORDS:
+            return str(base.BaseBackend.get_sudo_command(self, command, sudo_user))
+        # -k: ignore cached credentials, so sudo always reads (and consumes) the password line
+        if sudo_user is None:
+            return str(self.quote("sudo -k -S -p '' /bin/sh -c %s", command))
+        return str(self.quote("sudo -k -S -p '' -u %s /bin/sh -c %s", sudo_user, command))
+
+    def run_local(self: Any, command: str, *args: str) -> base.CommandResult:
+        password = _PASSWORDS.get(self.host.name)
+        if password is None or not self.sudo:
+            return base.BaseBackend.run_local(self, command, *args)
+        cmd = self.encode(self.quote(command, *args))
+        # as testinfra's own run_local: its ssh command line is one shell string, quoted by it
+        proc = subprocess.Popen(  # noqa: S602
+            cmd, shell=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        stdout, stderr = proc.communicate(input=(password + "\n").encode())
+        return self.result(proc.returncode, cmd, stdout, stderr)
+
+    SshBackend.get_sudo_command = get_sudo_command  # type: ignore[method-assign,unused-ignore]
+    SshBackend.run_local = run_local  # type: ignore[method-assign,unused-ignore]
+
+
+if _PASSWORDS:
+    _install_sudo_password()
 
 
 def _audit_vars() -> dict[str, Any]:
@@ -38,7 +86,12 @@ def _host_of(item: pytest.Item) -> str:
     host: Any = callspec.params.get("_testinfra_host") if callspec is not None else None
     if host is None:
         return ""
-    return str(host.backend.get_pytest_id()).removeprefix("ssh://").split("?")[0]
+    return _name(host)
+
+
+def _name(host: Any) -> str:
+    """The inventory name behind a testinfra host id (``ssh://lab1``, ``ansible://lab1``)."""
+    return str(host.backend.get_pytest_id()).partition("://")[2].split("?")[0]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -59,8 +112,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture
 def hearth_vars(host: Any) -> dict[str, Any]:
     """The host's declared state: inventory variables over the role defaults, resolved."""
-    name = host.backend.get_pytest_id().removeprefix("ssh://").split("?")[0]
-    data: dict[str, Any] = _audit_vars()[name]["vars"]
+    data: dict[str, Any] = _audit_vars()[_name(host)]["vars"]
     return data
 
 
@@ -98,6 +150,16 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
                 "duration": round(report.duration, 3),
             }
         )
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    """A check module that cannot be collected (an import error, a syntax error) is a crash of
+    the audit, whatever pytest's exit status says: recorded so that hearth exits 7, not 0 or 5."""
+    if report.failed:
+        _RESULTS.append(
+            {"host": "", "role": "", "check": report.nodeid, "outcome": "crash",
+             "message": str(report.longrepr)[-1500:], "duration": 0.0}
+        )  # fmt: skip
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from hearth import __version__
 from hearth.errors import EXIT_INTERNAL, EXIT_OK, HearthError, InvalidInputError
+from hearth.report import make_console
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = make_console()
+err_console = make_console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -199,6 +199,14 @@ def _progress_printer(verbose: bool) -> Callable[[Any], None]:
     def show(event: Any) -> None:
         if event.status in ("ok", "skipped") and not verbose:
             return
+        if event.status == "diff":  # only with --diff; never for a no_log task (runner.py)
+            where = f"{event.role} : {event.task}" if event.role else event.task
+            console.print(f"  [bold]diff[/]        {event.host:<16} {where}", markup=True)
+            for line in event.message.splitlines():
+                style = "green" if line.startswith("+") else "red" if line.startswith("-") else ""
+                style = "cyan" if line.startswith("@@") else style
+                console.print(Text("      " + line, style=style), soft_wrap=True)
+            return
         style = STATUS_STYLE.get(event.status, "")
         where = f"{event.role} : {event.task}" if event.role else event.task
         line = f"  [{style}]{event.status:<11}[/] {event.host:<16} {where}"
@@ -309,7 +317,10 @@ def _say(message: str) -> None:
 )
 @click.option("--limit", "-l", help="Only these hosts or groups (Ansible pattern).")
 @click.option(
-    "--workers", "-n", type=click.IntRange(1, 64), help="Parallel workers (default: hosts)."
+    "--workers",
+    "-n",
+    type=click.IntRange(1, 64),
+    help="Parallel check workers [default: two per host reached, at most 8].",
 )
 @vault_option
 def audit(
@@ -326,16 +337,16 @@ def audit(
 
     inv = _validated(inventory, vault_password_file)
     result = audit_mod.run_audit(inv, limit=limit, workers=workers)
-    if fmt == "table" or output is None:
+    if output is None and fmt != "table":
+        # standard output carries only the report (`hearth audit --format json | jq`)
+        report.print_table(result, err_console)
+        click.echo(report.render(result, fmt))
+    else:
         report.print_table(result, console)
-    if output is not None or fmt != "table":
-        text = report.render(result, fmt)
-        if output is None:
-            click.echo(text)
-        else:
-            output.parent.mkdir(parents=True, exist_ok=True)
-            output.write_text(text)
-            console.print(f"report written to {output}")
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(report.render(result, fmt))
+        console.print(f"report written to {output}")
     result.raise_for_status()
 
 

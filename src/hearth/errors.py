@@ -10,6 +10,7 @@ Exit codes (documented in README.md):
 4     at least one host was unreachable (the others were converged)
 5     audit found at least one failed check
 6     the environment is missing something (Docker, debootstrap, …)
+7     the audit itself crashed (a check module failed to import, pytest error): no verdict
 ====  ==============================================================
 """
 
@@ -22,6 +23,7 @@ EXIT_RUN_FAILED = 3
 EXIT_UNREACHABLE = 4
 EXIT_AUDIT_FAILED = 5
 EXIT_ENVIRONMENT = 6
+EXIT_AUDIT_CRASHED = 7
 
 
 class HearthError(Exception):
@@ -61,3 +63,9 @@ class EnvironmentProblem(HearthError):
     """Something the control node lacks (Docker, debootstrap, collections)."""
 
     exit_code = EXIT_ENVIRONMENT
+
+
+class AuditCrashedError(HearthError):
+    """The audit could not run its checks at all (not a failed check: no verdict was reached)."""
+
+    exit_code = EXIT_AUDIT_CRASHED

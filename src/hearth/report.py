@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import xml.etree.ElementTree as ET
 from collections import Counter
-from typing import Any
+from typing import IO, Any
 
 import jinja2
 from rich.console import Console
@@ -15,6 +16,20 @@ from rich.table import Table
 from hearth import __version__, paths
 from hearth.audit import AuditResult
 from hearth.errors import InvalidInputError
+
+NON_TTY_WIDTH = 200
+
+
+def make_console(*, stderr: bool = False, file: IO[str] | None = None) -> Console:
+    """A console for the CLI. On a terminal, the terminal's width; elsewhere (a pipe, a CI log)
+    ``$COLUMNS`` or 200 columns, not Rich's 80, so tables keep every column readable."""
+    console = Console(stderr=stderr, file=file, highlight=False)
+    if console.is_terminal:
+        return console
+    raw = os.environ.get("COLUMNS", "")
+    width = int(raw) if raw.isdigit() and int(raw) > 0 else NON_TTY_WIDTH
+    return Console(stderr=stderr, file=file, highlight=False, width=width)
+
 
 STYLE = {"passed": "green", "failed": "bold red", "error": "bold red", "skipped": "dim"}
 
@@ -34,8 +49,9 @@ def summary(result: AuditResult) -> dict[str, int]:
 
 def print_table(result: AuditResult, console: Console) -> None:
     table = Table(title="Audit", title_justify="left")
-    for column in ("host", "role", "check", "result", "detail"):
-        table.add_column(column, overflow="fold")
+    for column in ("host", "role", "check", "result"):
+        table.add_column(column, no_wrap=True)  # names are never cut; the detail folds
+    table.add_column("detail", overflow="fold", ratio=1)
     for r in result.results:
         table.add_row(
             r.host, r.role, r.check, f"[{STYLE.get(r.outcome, '')}]{r.outcome}[/]", r.message

@@ -7,9 +7,11 @@ from ``runner.stats`` / ``runner.status``. Every run keeps its artifacts in its 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -115,10 +117,14 @@ class RunResult:
                 f"(artifacts: {self.artifacts})"
             )
         if self.unreachable_hosts:
+            gone = [self.unreachable[h] for h in self.unreachable_hosts
+                    if " went away during " in self.unreachable.get(h, "")]  # fmt: skip
+            lost = [h for h in self.unreachable_hosts if " went away during " not in
+                    self.unreachable.get(h, "")]  # fmt: skip
+            what = "; ".join([*gone, *([f"unreachable: {', '.join(lost)}"] if lost else [])])
             raise UnreachableError(
-                f"unreachable: {', '.join(self.unreachable_hosts)} — the other hosts were "
-                f"converged; check that each is up and that SSH reaches it, then run again "
-                f"(artifacts: {self.artifacts})"
+                f"{what} — the other hosts were converged; check that each is up and that SSH "
+                f"reaches it, then run again (artifacts: {self.artifacts})"
             )
         if self.status != "successful" or self.rc != 0:
             raise RunFailedError(
@@ -132,10 +138,10 @@ class TaskEvent:
     """One host's result for one task, as the progress display needs it."""
 
     host: str
-    status: str  # ok | changed | failed | unreachable | skipped | ignored | notice
+    status: str  # ok | changed | failed | unreachable | skipped | ignored | notice | diff
     task: str
     role: str
-    message: str = ""
+    message: str = ""  # for "diff": the unified diff of the change (``--diff``)
 
 
 EventSink = Callable[[TaskEvent], None]
@@ -153,10 +159,74 @@ def _notice(data: Mapping[str, Any], res: Mapping[str, Any]) -> str:
     return text.strip() if text.lstrip().startswith(NOTICE_PREFIXES) else ""
 
 
+def diff_text(diff: Any) -> str:
+    """A task's ``diff`` (as modules return it, one dict or a list) as unified diff text, the way
+    ``ansible-playbook --diff`` shows it."""
+    import difflib
+
+    parts: list[str] = []
+    for item in diff if isinstance(diff, list) else [diff]:
+        if not isinstance(item, Mapping):
+            continue
+        if item.get("prepared"):
+            parts.append(str(item["prepared"]).rstrip("\n"))
+            continue
+        for side in ("src", "dst"):
+            if item.get(f"{side}_binary"):
+                parts.append(f"diff skipped: {side} is binary")
+            if item.get(f"{side}_larger"):
+                parts.append(f"diff skipped: {side} is larger than {item[f'{side}_larger']} bytes")
+        if "before" not in item and "after" not in item:
+            continue
+        before, after = item.get("before", ""), item.get("after", "")
+        if not isinstance(before, str) or not isinstance(after, str):
+            import json as _json
+
+            before = _json.dumps(before, indent=2, sort_keys=True, default=str) + "\n"
+            after = _json.dumps(after, indent=2, sort_keys=True, default=str) + "\n"
+        lines = difflib.unified_diff(
+            before.splitlines(keepends=True),
+            after.splitlines(keepends=True),
+            fromfile=f"before: {item.get('before_header', '')}".rstrip(": ").rstrip(),
+            tofile=f"after: {item.get('after_header', '')}".rstrip(": ").rstrip(),
+            n=3,
+        )
+        text = "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+        if text:
+            parts.append(text.rstrip("\n"))
+    return "\n".join(parts)
+
+
+# A module whose ssh session was cut (the host rebooted, was powered off, or its container
+# stopped): Ansible reports it as a module failure with no JSON and the ssh client's last words.
+_WENT_AWAY = re.compile(
+    r"connection to \S+ closed|closed by remote host|connection reset by peer|"
+    r"kex_exchange_identification|broken pipe\s*$",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def went_away(res: Mapping[str, Any]) -> bool:
+    """Whether a failed result is the host going away mid-task, not the module failing."""
+    msg = str(res.get("msg") or "")
+    if not msg.startswith("MODULE FAILURE") and "deserialization failed" not in msg.lower():
+        return False
+    if str(res.get("module_stdout") or "").strip():
+        return False  # the module ran and said something: a real module failure
+    stderr = str(res.get("module_stderr") or "")
+    return res.get("rc") == 255 or _WENT_AWAY.search(stderr) is not None
+
+
 def _event_to_task_event(event: Mapping[str, Any]) -> TaskEvent | None:
     kind = event.get("event", "")
     data = event.get("event_data") or {}
     host = data.get("host")
+    if kind == "runner_on_file_diff" and host:
+        # A no_log task's diff comes as null (censored); it is never shown.
+        text = diff_text(data.get("diff")) if data.get("diff") else ""
+        if not text:
+            return None
+        return TaskEvent(host, "diff", str(data.get("task", "")), str(data.get("role", "")), text)
     if not host or not kind.startswith("runner_on_") or kind == "runner_on_start":
         return None
     res = data.get("res") or {}
@@ -167,6 +237,10 @@ def _event_to_task_event(event: Mapping[str, Any]) -> TaskEvent | None:
             return TaskEvent(
                 host, "notice", str(data.get("task", "")), str(data.get("role", "")), notice
             )
+    elif kind == "runner_on_failed" and went_away(res):
+        task = str(data.get("task", ""))
+        return TaskEvent(host, "unreachable", task, str(data.get("role", "")),
+                         f"{host} went away during {task}")  # fmt: skip
     elif kind == "runner_on_failed":
         status = "ignored" if data.get("ignore_errors") else "failed"
     elif kind == "runner_on_unreachable":
@@ -185,6 +259,26 @@ def _event_to_task_event(event: Mapping[str, Any]) -> TaskEvent | None:
         role=str(data.get("role", "")),
         message=message,
     )
+
+
+class EventReader:
+    """Task events from runner events, in order, remembering which hosts the run has reached:
+    a reached host that turns unreachable went away during that task (powered off, rebooted,
+    its container stopped), which is not the same news as a host never reached."""
+
+    def __init__(self) -> None:
+        self.reached: set[str] = set()
+
+    def __call__(self, event: Mapping[str, Any]) -> TaskEvent | None:
+        task_event = _event_to_task_event(event)
+        if task_event is None:
+            return None
+        if task_event.status == "unreachable" and task_event.host in self.reached:
+            gone = f"{task_event.host} went away during {task_event.task}"
+            return dataclasses.replace(task_event, message=gone)
+        if task_event.status in ("ok", "changed", "notice", "failed", "ignored"):
+            self.reached.add(task_event.host)
+        return task_event
 
 
 def new_run_dir(label: str) -> Path:
@@ -241,9 +335,11 @@ def run_playbook(
     bindir = str(_venv_bin("ansible-playbook").parent)
     env["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
 
+    read = EventReader()
+
     def handler(event: dict[str, Any]) -> bool:
         if on_event is not None:
-            task_event = _event_to_task_event(event)
+            task_event = read(event)
             if task_event is not None:
                 on_event(task_event)
         return True  # keep the event in the artifacts (no_log results are already censored)
@@ -316,12 +412,19 @@ def _collect(runner: Any, run_dir: Path) -> RunResult:
             rescued=stats.get("rescued", {}).get(host, 0),
             ignored=stats.get("ignored", {}).get(host, 0),
         )
+    read = EventReader()
     for event in runner.events:
-        task_event = _event_to_task_event(event)
+        task_event = read(event)
         if task_event is None:
             continue
         if task_event.status == "failed":
             result.failures.append((task_event.host, task_event.task, task_event.message))
         elif task_event.status == "unreachable":
             result.unreachable[task_event.host] = task_event.message
+            host_result = result.hosts.get(task_event.host)
+            failed = event.get("event") == "runner_on_failed"
+            if host_result is not None and failed and host_result.failed:
+                # Ansible counted the cut session as a failed task: it is an unreachable host
+                host_result.failed -= 1
+                host_result.unreachable += 1
     return result

@@ -56,8 +56,10 @@ class Fleet:
         return self.directory / "hosts.yml"
 
     def hearth(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return hearth(*args[:1], "-i", str(self.inventory), "--vault-password-file",
-                      str(self.vault), *args[1:])  # fmt: skip
+        """The real CLI with this inventory and its vault (options before any `--`)."""
+        options = ["-i", str(self.inventory), "--vault-password-file", str(self.vault)]
+        cut = args.index("--") if "--" in args else len(args)
+        return hearth(*args[:cut], *options, *args[cut:])
 
     def sh(self, host: str, command: str) -> str:
         return container_exec(self.state, host, "sh", "-c", command).stdout

@@ -7,6 +7,7 @@ follows ``hearth up``: 3 when a host failed, else 4 when a host was unreachable,
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -97,8 +98,9 @@ def run_on(
             )
         options = {"hide": True, "warn": True, "in_stream": False, "timeout": timeout}
         try:
-            if become:
-                result = conn.sudo(command, user=settings.become_user, **options)
+            if become:  # as Ansible does: sudo -u USER /bin/sh -c 'COMMAND'
+                wrapped = f"/bin/sh -c {shlex.quote(command)}"
+                result = conn.sudo(wrapped, user=settings.become_user, **options)
             else:
                 result = conn.run(command, **options)
         except Exception as e:  # the session broke, or the command ran past --timeout

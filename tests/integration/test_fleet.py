@@ -103,8 +103,8 @@ def fleet(monitored: Monitored, tmp_path_factory: pytest.TempPathFactory) -> Ite
         assert done.returncode in (0, 5), done.stdout + done.stderr
     # the bearer token lands in the journal of a Hearth unit on lab1
     line = f"retrying with Authorization: Bearer {PLANTED_BEARER}"
-    container_exec(fleet.state, "lab1", "systemd-run", "--unit=hearth-fleet-planted", "--remain-after-exit",
-                   "/bin/echo", line)  # fmt: skip
+    container_exec(fleet.state, "lab1", "systemd-run", "--unit=hearth-fleet-planted",
+                   "--remain-after-exit", "/bin/echo", line)  # fmt: skip
     time.sleep(2)  # the unit's echo reaches the journal
     yield fleet
     container_exec(fleet.state, "lab1", "systemctl", "stop", "hearth-fleet-planted")

@@ -959,6 +959,131 @@ def canary_run(inventory: Path, limit: str | None, vault_password_file: Path | N
         raise AuditFailedError("canary questions failed:\n  " + "\n  ".join(done.failures()))
 
 
+# --------------------------------------------------------------------------------------- fleet
+@cli.command("exec", context_settings={"ignore_unknown_options": True})
+@inventory_option
+@click.option("--limit", "-l", help="Only these hosts or groups (Ansible pattern).")
+@click.option("--become", "-b", is_flag=True, help="Run the command with sudo (become_user).")
+@click.option("--forks", type=click.IntRange(1, 500), default=25, show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=0.1), help="Seconds a host's command may run.")
+@vault_option
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def exec_(
+    inventory: Path, limit: str | None, become: bool, forks: int, timeout: float | None,
+    vault_password_file: Path | None, command: tuple[str, ...],
+) -> None:  # fmt: skip
+    """Run a shell command on the inventory's hosts in parallel (over SSH with the inventory's
+    connection settings): output per host, a summary; exit 3 if a host failed, 4 if one was
+    unreachable. Write the command after --."""
+    from hearth.fleet import connect, execute
+
+    text = execute.command_text(command)
+    inv = _validated(inventory, vault_password_file)
+    hosts = connect.connections(inv, limit, become=become)
+    result = execute.run_command(hosts, text, become=become, forks=forks, timeout=timeout)
+    for out in result.outputs:
+        style = {"ok": "green", "failed": "bold red", "unreachable": "bold magenta"}[out.status]
+        rc = f", exit {out.rc}" if out.rc is not None else ""
+        console.print(f"[{style}]── {out.host}: {out.status}{rc} ({out.seconds:.1f} s)[/]")
+        for text_ in (out.stdout, out.stderr, out.reason):
+            if text_:
+                console.print(text_.rstrip("\n"), markup=False, highlight=False)
+    console.print(result.summary(), markup=False)
+    result.raise_for_status()
+
+
+@cli.command()
+@inventory_option
+@click.option("--limit", "-l", help="Only these hosts or groups (Ansible pattern).")
+@click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+    help="The support bundle to write (FILE.tar.zst).",
+)  # fmt: skip
+@click.option("--no-audit", is_flag=True, help="Leave the audit out of the bundle.")
+@vault_option
+def collect(
+    inventory: Path, limit: str | None, output: Path, no_audit: bool,
+    vault_password_file: Path | None,
+) -> None:  # fmt: skip
+    """A support bundle: nvidia-smi -q, Xid lines, dkms, packages and holds, Hearth's journals,
+    engine containers, front door requests, the audit, disk and memory; secrets scrubbed."""
+    from hearth.fleet import collect as collect_mod
+
+    inv = _validated(inventory, vault_password_file)
+    result = collect_mod.collect(inv, output, limit=limit, audit=not no_audit, say=_say)
+    for host in result.hosts:
+        state = f"[magenta]unreachable: {host.unreachable}[/]" if host.unreachable else (
+            f"{len(host.files)} files"
+        )  # fmt: skip
+        console.print(f"  {host.host}: {state}")
+    console.print(
+        f"[green]✓[/] {output} ({result.size / 1e3:.0f} kB, {result.seconds:.1f} s), secrets "
+        "scrubbed"
+    )
+    result.raise_for_status()
+
+
+@cli.command()
+@inventory_option
+@click.option("--limit", "-l", help="Only these hosts or groups (Ansible pattern).")
+@click.option("--with-weights", is_flag=True, help="Copy the model files too (default: by sha256).")
+@click.option(
+    "-o", "--output", "output_dir", type=click.Path(file_okay=False, path_type=Path),
+    help="Directory of the archives [default: $HEARTH_HOME/backups].",
+)  # fmt: skip
+@click.option("--keep", type=int, help="Keep only the N newest archives of this inventory.")
+@vault_option
+def backup(
+    inventory: Path, limit: str | None, with_weights: bool, output_dir: Path | None,
+    keep: int | None, vault_password_file: Path | None,
+) -> None:  # fmt: skip
+    """Back up what the hosts keep that the inventory cannot re-derive (model changelog and
+    manifests, canary history, request log, Prometheus snapshot, silences, Grafana) into a dated,
+    checksummed archive."""
+    from hearth import paths
+    from hearth.fleet import backup as backup_mod
+
+    if keep is not None and keep < 1:
+        raise InvalidInputError(f"--keep {keep}: keep at least one archive")
+    _ensure_collections()
+    inv = _validated(inventory, vault_password_file)
+    result = backup_mod.backup(
+        inv, output_dir or paths.hearth_home() / "backups", limit=limit,
+        with_weights=with_weights, keep=keep, vault_password_file=vault_password_file,
+        on_event=_progress_printer(False),
+    )  # fmt: skip
+    console.print(
+        f"[green]✓[/] {result.archive}: {result.files} files from {', '.join(result.hosts)} "
+        f"({result.size / 1e6:.1f} MB, {result.seconds:.1f} s)"
+    )
+    for path in result.removed:
+        console.print(f"  removed (retention): {path.name}", style="dim")
+
+
+@cli.command()
+@inventory_option
+@click.option(
+    "--from", "archive", required=True, type=click.Path(dir_okay=False, path_type=Path),
+    help="The archive `hearth backup` wrote (its .sha256 beside it).",
+)  # fmt: skip
+@click.option("--limit", "-l", help="Only these hosts or groups (Ansible pattern).")
+@vault_option
+def restore(
+    inventory: Path, archive: Path, limit: str | None, vault_password_file: Path | None
+) -> None:
+    """Verify a backup archive (checksum, manifest, inventory) and put it back on the hosts."""
+    from hearth.fleet import backup as backup_mod
+
+    _ensure_collections()
+    inv = _validated(inventory, vault_password_file)
+    hosts, run, seconds = backup_mod.restore(
+        inv, archive, limit=limit, vault_password_file=vault_password_file,
+        on_event=_progress_printer(False), say=_say,
+    )  # fmt: skip
+    print_recap(run)
+    console.print(f"[green]✓[/] restored {archive.name} on {', '.join(hosts)} ({seconds:.1f} s)")
+
+
 # --------------------------------------------------------------------------------- collections
 @cli.group()
 def collections() -> None:

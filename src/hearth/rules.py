@@ -545,6 +545,25 @@ def alertmanager_receivers(host: HostView) -> Iterator[Finding]:
             )
 
 
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+@rule("prometheus")
+def prometheus_settings(host: HostView) -> Iterator[Finding]:
+    """The admin API (snapshots for ``hearth backup``, series deletion) has no authentication:
+    ``prometheus_admin_api`` only with ``prometheus_listen_address`` on loopback."""
+    if host.get("prometheus_admin_api") is True:
+        listen = host.get("prometheus_listen_address", "0.0.0.0")  # noqa: S104 - the role default
+        if str(listen) not in _LOOPBACK:
+            yield Finding(
+                "prometheus_listen_address",
+                listen,
+                "prometheus_admin_api is true, and the admin API has no authentication: set "
+                "prometheus_listen_address to 127.0.0.1, or leave prometheus_admin_api false",
+                related=("prometheus_admin_api",),
+            )
+
+
 def _declared_models(host: HostView) -> set[str]:
     names: set[str] = set()
     for peer in host.peers():

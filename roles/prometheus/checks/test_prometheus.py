@@ -107,3 +107,17 @@ def test_alertmanager_connected(host: Any, hearth_vars: dict[str, Any]) -> None:
     found = _api(host, hearth_vars["prometheus_port"], "/api/v1/alertmanagers")
     active = [a["url"] for a in found.get("activeAlertmanagers", [])]
     assert active, "Prometheus: expected an Alertmanager to send alerts to, found none"
+
+
+def test_admin_api_only_on_loopback(host: Any) -> None:
+    flags = host.file("/etc/default/prometheus").content_string
+    if "--web.enable-admin-api" not in flags:
+        return
+    listen = next(
+        (f.split("=", 1)[1] for f in flags.replace('"', " ").split()
+         if f.startswith("--web.listen-address=")),
+        "",
+    )  # fmt: skip
+    assert listen.startswith(("127.0.0.1:", "[::1]:", "localhost:")), (
+        f"Prometheus' admin API: expected on loopback only, found it listening on {listen}"
+    )

@@ -133,6 +133,7 @@ def scrape_configs(
     gpu_group: str = "gpu_nodes",
     monitoring_group: str = "monitoring",
     prometheus_port: int = 9090,
+    prometheus_listen_address: str = "0.0.0.0",  # noqa: S104 - the role default, only compared
     alertmanager_port: int = 9093,
     frontdoor_group: str = "frontdoor",
     frontdoor_port: int | None = None,
@@ -175,7 +176,10 @@ def scrape_configs(
         if frontdoor_port and frontdoor_group in host.groups:
             add("frontdoor", host.address, frontdoor_port, {"host": host.name})
         if monitoring_group in host.groups:
-            add("prometheus", host.address, prometheus_port, {"host": host.name})
+            # Prometheus on loopback only (admin API for backups) scrapes itself there.
+            loopback = prometheus_listen_address in ("127.0.0.1", "::1", "localhost")
+            own = prometheus_listen_address if loopback else host.address
+            add("prometheus", own, prometheus_port, {"host": host.name})
             add("alertmanager", host.address, alertmanager_port, {"host": host.name})
     configs: list[dict[str, Any]] = []
     order = ["prometheus", "alertmanager", "node", "dcgm", *ENGINE_JOBS.values(), "frontdoor"]

@@ -154,6 +154,7 @@ DEPENDENCY_USE = {
     "jinja2": r"^\s*(from|import) jinja2\b",
     "pyyaml": r"^\s*(from|import) yaml\b",
     "docker": r"^\s*(from|import) docker\b",
+    "fabric": r"^\s*(from|import) fabric\b",  # hearth exec / collect (src/hearth/fleet)
     "pytest": r"^\s*(from|import) pytest\b",
     "pytest-testinfra": r'"--hosts=',  # testinfra's option (src/hearth/audit.py)
     "pytest-xdist": r'"-n", str\(',  # xdist's workers (src/hearth/audit.py)

@@ -210,4 +210,44 @@ def declared_state(inventory: Any, host: str, roles: list[str]) -> dict[str, Any
     }
     state = {k: v for k, v in resolved.items() if k in keep}
     state["inventory_hostname"] = host
+    state.update(derived_inputs(inventory, host, roles, resolved))
     return dict(json.loads(json.dumps(state, default=str)))
+
+
+def derived_inputs(
+    inventory: Any, host: str, roles: list[str], resolved: dict[str, Any]
+) -> dict[str, Any]:
+    """What some checks need beyond the host's own variables, computed here so that nothing
+    secret leaves the inventory:
+
+    - ``hearth_recorded_gpus``: the GPUs (index, UUID, name) the fact cache recorded for the
+      host at the last ``hearth up`` (a GPU that fell off the bus since is missed);
+    - ``hearth_model_hosts`` (prometheus): the hosts that declare models, as the role renders
+      the alert rules with them;
+    - ``front_door_key_fingerprints`` (front_door): name and a fingerprint of the hash of each
+      declared API key (:func:`hearth.checklib.key_fingerprint`), never the key or its hash.
+    """
+    from hearth import paths
+    from hearth.checklib import key_fingerprint
+    from hearth.frontdoor.config import hash_key
+    from hearth.plan import cached_facts
+
+    derived: dict[str, Any] = {}
+    facts = cached_facts(host, paths.facts_dir(inventory.path)) or {}
+    derived["hearth_recorded_gpus"] = [
+        {k: gpu.get(k) for k in ("index", "uuid", "name")}
+        for gpu in facts.get("hearth_gpus") or []
+        if isinstance(gpu, dict)
+    ]
+    if "prometheus" in roles:
+        derived["hearth_model_hosts"] = [
+            h for h in inventory.hosts if inventory.hostvars(h).get("hearth_models")
+        ]
+    if "front_door" in roles:
+        keys = resolved.get("front_door_api_keys") or []
+        derived["front_door_key_fingerprints"] = [
+            {"name": str(k.get("name")), "fingerprint": key_fingerprint(hash_key(str(k["key"])))}
+            for k in keys
+            if isinstance(k, dict) and k.get("key")
+        ]
+    return derived

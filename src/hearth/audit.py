@@ -68,6 +68,40 @@ def check_files(role: str) -> list[Path]:
     return sorted((paths.roles_dir() / role / "checks").glob("test_*.py"))
 
 
+def _role_of(check_file: Path) -> str:
+    return check_file.parent.parent.name
+
+
+def _wanted_checks(checks: list[str] | None) -> dict[str, set[str]] | None:
+    """``["prometheus", "common/test_sysctl"]`` → ``{"prometheus": set(), "common":
+    {"test_sysctl"}}`` (an empty set: every check of the role); refuses unknown names."""
+    if not checks:
+        return None
+    wanted: dict[str, set[str]] = {}
+    for entry in checks:
+        role, _, name = entry.partition("/")
+        files = check_files(role)
+        if not files:
+            raise InvalidInputError(f"--check {entry}: no role {role!r} with checks")
+        if name:
+            known = {
+                line.split("(", 1)[0].removeprefix("def ").strip()
+                for f in files
+                for line in f.read_text().splitlines()
+                if line.startswith("def test_")
+            }
+            if name not in known:
+                raise InvalidInputError(
+                    f"--check {entry}: role {role} has no check {name!r} "
+                    f"(it has {', '.join(sorted(known))})"
+                )
+            if role not in wanted or wanted[role]:
+                wanted.setdefault(role, set()).add(name)
+        else:
+            wanted[role] = set()
+    return wanted
+
+
 def _ssh_options(hostvars: dict[str, Any]) -> dict[str, str]:
     """ssh_config options from Ansible's connection variables."""
     options: dict[str, str] = {
@@ -131,11 +165,18 @@ def run_audit(
     limit: str | None = None,
     workers: int | None = None,
     keep_dir: Path | None = None,
+    checks: list[str] | None = None,
 ) -> AuditResult:
-    """Run every applicable role check on every host of ``inventory`` (a loaded Inventory)."""
+    """Run every applicable role check on every host of ``inventory`` (a loaded Inventory).
+
+    ``checks`` narrows the run to some roles (``prometheus``) or checks
+    (``prometheus/test_rules_loaded``) of those roles."""
     from hearth.layers import roles_for_hosts
 
     roles_by_host = roles_for_hosts(inventory)
+    wanted = _wanted_checks(checks)
+    if wanted is not None:
+        roles_by_host = {h: [r for r in rs if r in wanted] for h, rs in roles_by_host.items()}
     selected = list(roles_by_host)
     if limit:
         matched = {h.name for h in inventory.ansible_inventory().get_hosts(limit)}
@@ -162,6 +203,11 @@ def run_audit(
             for h in reachable
         }
         files = sorted({f for h in reachable for r in roles_by_host[h] for f in check_files(r)})
+        targets = [
+            f"{f}::{name}" if wanted and wanted[_role_of(f)] else str(f)
+            for f in files
+            for name in (sorted(wanted[_role_of(f)]) if wanted and wanted[_role_of(f)] else [""])
+        ]
         if not reachable or not files:
             return result
         vars_file, results_file = work / "vars.json", work / "results.json"
@@ -169,9 +215,9 @@ def run_audit(
         specs = ",".join(
             f"ssh://{h}" + ("?sudo=true" if _become(hostvars[h]) else "") for h in reachable
         )
-        n = workers or min(len(reachable) * 2, 8)
+        n = min(len(reachable) * 2, 8) if workers is None else workers  # 0: in one process
         cmd = [
-            sys.executable, "-m", "pytest", *map(str, files),
+            sys.executable, "-m", "pytest", *targets,
             f"--hosts={specs}", f"--ssh-config={config}",
             "-p", "hearth.audit_plugin", "-p", "no:cacheprovider",
             "-n", str(n), "-q", "--no-header", "-o", "addopts=",

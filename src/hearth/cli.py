@@ -307,6 +307,13 @@ def _say(message: str) -> None:
 @click.option(
     "--workers", "-n", type=click.IntRange(1, 64), help="Parallel workers (default: hosts)."
 )
+@click.option(
+    "--check",
+    "checks",
+    multiple=True,
+    metavar="ROLE[/CHECK]",
+    help="Only this role's checks, or one check (prometheus/test_rules_loaded); repeatable.",
+)
 @vault_option
 def audit(
     inventory: Path,
@@ -314,6 +321,7 @@ def audit(
     output: Path | None,
     limit: str | None,
     workers: int | None,
+    checks: tuple[str, ...],
     vault_password_file: Path | None,
 ) -> None:
     """Check every host against the inventory with testinfra, and report."""
@@ -321,7 +329,7 @@ def audit(
     from hearth import report
 
     inv = _validated(inventory, vault_password_file)
-    result = audit_mod.run_audit(inv, limit=limit, workers=workers)
+    result = audit_mod.run_audit(inv, limit=limit, workers=workers, checks=list(checks))
     if fmt == "table" or output is None:
         report.print_table(result, console)
     if output is not None or fmt != "table":

@@ -72,7 +72,7 @@ def edit(path: str, command: str) -> tuple[str, str]:
     saved = f"{BAK}/{_key(path)}"
     return (
         f"mkdir -p {BAK} && cp -a {path} {saved} && F={path} && {command}",
-        f"cp -a {saved} {path} && rm -f {saved}",
+        f"cp -a --remove-destination {saved} {path} && rm -f {saved}",
     )
 
 

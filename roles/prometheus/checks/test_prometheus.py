@@ -7,6 +7,8 @@ by hand, or one Prometheus did not reload, shows as drift.
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +44,15 @@ def _rendered(hearth_vars: dict[str, Any]) -> dict[str, Any]:
     return rules
 
 
-def _bare(expr: Any) -> str:
-    """A PromQL expression without whitespace: Prometheus prints loaded rules its own way
-    (``on(host)`` for ``on (host)``), but a changed threshold or matcher still differs."""
-    return "".join(str(expr).split())
+_TOKEN = re.compile(r'"(?:\\.|[^"\\])*"|[A-Za-z_:][\w:]*|\d+(?:\.\d+)?|\S')
+
+
+def _tokens(expr: Any) -> Counter[str]:
+    """The tokens of a PromQL expression, in any order: Prometheus prints a loaded rule its own
+    way (label matchers sorted, ``on(host)``, ``2`` for ``2.0``), but a changed threshold or
+    matcher is another token."""
+    found = _TOKEN.findall(str(expr))
+    return Counter(repr(float(t)) if t[0].isdigit() else t for t in found)  # 2.0 is printed 2
 
 
 def test_package_pinned_and_held(host: Any, hearth_vars: dict[str, Any]) -> None:
@@ -94,7 +101,7 @@ def test_rules_loaded(host: Any, hearth_vars: dict[str, Any]) -> None:
         seconds = monitoring.duration_seconds(rule.get("for", "0s"))
         if seconds != int(loaded[name].get("duration", 0)):
             drift[name] = f"expected for {rule.get('for', '0s')}, found {loaded[name]['duration']}s"
-        elif _bare(rule["expr"]) != _bare(loaded[name]["query"]):
+        elif _tokens(rule["expr"]) != _tokens(loaded[name]["query"]):
             drift[name] = "expected Hearth's expression, found another one loaded"
     assert not drift, f"alert rules loaded by Prometheus drifted (not reloaded?): {drift}"
     broken = {n: r.get("lastError") for n, r in loaded.items() if r.get("health") == "err"}

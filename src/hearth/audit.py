@@ -175,8 +175,6 @@ def run_audit(
 
     roles_by_host = roles_for_hosts(inventory)
     wanted = _wanted_checks(checks)
-    if wanted is not None:
-        roles_by_host = {h: [r for r in rs if r in wanted] for h, rs in roles_by_host.items()}
     selected = list(roles_by_host)
     if limit:
         matched = {h.name for h in inventory.ansible_inventory().get_hosts(limit)}
@@ -202,7 +200,15 @@ def run_audit(
             h: {"roles": roles_by_host[h], "vars": declared_state(inventory, h, roles_by_host[h])}
             for h in reachable
         }
-        files = sorted({f for h in reachable for r in roles_by_host[h] for f in check_files(r)})
+        files = sorted(
+            {
+                f
+                for h in reachable
+                for r in roles_by_host[h]
+                if wanted is None or r in wanted  # the checks run; the state is all of it
+                for f in check_files(r)
+            }
+        )
         targets = [
             f"{f}::{name}" if wanted and wanted[_role_of(f)] else str(f)
             for f in files

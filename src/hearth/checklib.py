@@ -159,6 +159,8 @@ def present_gpus(host: Any) -> GpuReport:
         return GpuReport([], 0, None)
     done = host.run("nvidia-smi -q -x")
     if done.rc != 0:
+        if not pci and not host.file("/proc/driver/nvidia").exists:
+            return GpuReport([], 0, None)  # installed, no device: absent, as gpu_facts says
         error = classify_error(done.stdout + "\n" + done.stderr, done.rc)
         return GpuReport([], pci, f"nvidia-smi failed ({error['code']}): {error['message']}")
     try:

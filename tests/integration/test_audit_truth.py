@@ -311,8 +311,9 @@ CANNOT_BREAK_HERE = {
     "container_runtime/test_nvidia_runtime_registered": "not available from the configured",
     "container_runtime/test_toolkit_pinned_and_held": "not available from the configured",
     "container_runtime/test_container_sees_gpu": "no NVIDIA device",
-    # restarting the hosts' Docker with another cgroup driver under running engines is a change
-    # Docker refuses to restore live (live-restore); the key is proven by test_daemon_json_keys
+    # not broken here: it takes restarting lab1's Docker with another cgroup driver under the
+    # running engines and the front door (not attempted); the daemon.json key that sets the
+    # driver is proven by test_daemon_json_keys
     "container_runtime/test_cgroup_driver_in_effect": "",
     "dcgm_exporter/test_exporter_running": "no NVIDIA device",
     "dcgm_exporter/test_exporter_reports_gpus": "no NVIDIA device",

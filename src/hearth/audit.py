@@ -194,6 +194,40 @@ def ssh_args_options(host: str, var: str, text: str) -> list[tuple[str, str]]:
     return options
 
 
+def _role_of(check_file: Path) -> str:
+    return check_file.parent.parent.name
+
+
+def _wanted_checks(checks: list[str] | None) -> dict[str, set[str]] | None:
+    """``["prometheus", "common/test_sysctl"]`` → ``{"prometheus": set(), "common":
+    {"test_sysctl"}}`` (an empty set: every check of the role); refuses unknown names."""
+    if not checks:
+        return None
+    wanted: dict[str, set[str]] = {}
+    for entry in checks:
+        role, _, name = entry.partition("/")
+        files = check_files(role)
+        if not files:
+            raise InvalidInputError(f"--check {entry}: no role {role!r} with checks")
+        if name:
+            known = {
+                line.split("(", 1)[0].removeprefix("def ").strip()
+                for f in files
+                for line in f.read_text().splitlines()
+                if line.startswith("def test_")
+            }
+            if name not in known:
+                raise InvalidInputError(
+                    f"--check {entry}: role {role} has no check {name!r} "
+                    f"(it has {', '.join(sorted(known))})"
+                )
+            if role not in wanted or wanted[role]:
+                wanted.setdefault(role, set()).add(name)
+        else:
+            wanted[role] = set()
+    return wanted
+
+
 def connection_for(host: str, hostvars: dict[str, Any]) -> Connection:
     """The connection Ansible's ssh plugin would open to ``host``, from its (templated)
     variables, as ssh_config options in the order Ansible puts them on ssh's command line (ssh
@@ -330,6 +364,7 @@ def run_audit(
     workers: int | None = None,
     keep_dir: Path | None = None,
     backend: str = "ssh",
+    checks: list[str] | None = None,
 ) -> AuditResult:
     """Run every applicable role check on every host of ``inventory`` (a loaded Inventory).
 
@@ -337,10 +372,13 @@ def run_audit(
     from each host's :func:`connection_for`, connections reused through ControlMaster) or, for
     ``benchmarks/audit_backends.py`` only, testinfra's own ``ansible`` backend (the inventory read
     by testinfra) and ``ansible-force`` (every command through Ansible's command module).
+    ``checks`` narrows the run to some roles (``prometheus``) or checks
+    (``prometheus/test_rules_loaded``) of those roles.
     """
     from hearth.layers import roles_for_hosts
 
     roles_by_host = roles_for_hosts(inventory)
+    wanted = _wanted_checks(checks)
     selected = list(roles_by_host)
     if limit:
         matched = {h.name for h in inventory.ansible_inventory().get_hosts(limit)}
@@ -366,7 +404,20 @@ def run_audit(
             h: {"roles": roles_by_host[h], "vars": declared_state(inventory, h, roles_by_host[h])}
             for h in reachable
         }
-        files = sorted({f for h in reachable for r in roles_by_host[h] for f in check_files(r)})
+        files = sorted(
+            {
+                f
+                for h in reachable
+                for r in roles_by_host[h]
+                if wanted is None or r in wanted  # the checks run; the state is all of it
+                for f in check_files(r)
+            }
+        )
+        targets = [
+            f"{f}::{name}" if wanted and wanted[_role_of(f)] else str(f)
+            for f in files
+            for name in (sorted(wanted[_role_of(f)]) if wanted and wanted[_role_of(f)] else [""])
+        ]
         if not reachable or not files:
             return result
         vars_file, results_file = work / "vars.json", work / "results.json"
@@ -380,9 +431,9 @@ def run_audit(
             connect += ["--force-ansible"] if backend == "ansible-force" else []
         else:
             raise InvalidInputError(f"audit backend {backend!r}: expected ssh or ansible")
-        n = workers or default_workers(len(reachable))
+        n = default_workers(len(reachable)) if workers is None else workers  # 0: one process
         cmd = [
-            sys.executable, "-m", "pytest", *map(str, files), *connect,
+            sys.executable, "-m", "pytest", *targets, *connect,
             "-p", "hearth.audit_plugin", "-p", "no:cacheprovider",
             "-n", str(n), "-q", "--no-header", "-o", "addopts=",
             "--rootdir", str(paths.roles_dir()),
@@ -452,4 +503,44 @@ def declared_state(inventory: Any, host: str, roles: list[str]) -> dict[str, Any
     }
     state = {k: v for k, v in resolved.items() if k in keep}
     state["inventory_hostname"] = host
+    state.update(derived_inputs(inventory, host, roles, resolved))
     return dict(json.loads(json.dumps(state, default=str)))
+
+
+def derived_inputs(
+    inventory: Any, host: str, roles: list[str], resolved: dict[str, Any]
+) -> dict[str, Any]:
+    """What some checks need beyond the host's own variables, computed here so that nothing
+    secret leaves the inventory:
+
+    - ``hearth_recorded_gpus``: the GPUs (index, UUID, name) the fact cache recorded for the
+      host at the last ``hearth up`` (a GPU that fell off the bus since is missed);
+    - ``hearth_model_hosts`` (prometheus): the hosts that declare models, as the role renders
+      the alert rules with them;
+    - ``front_door_key_fingerprints`` (front_door): name and a fingerprint of the hash of each
+      declared API key (:func:`hearth.checklib.key_fingerprint`), never the key or its hash.
+    """
+    from hearth import paths
+    from hearth.checklib import key_fingerprint
+    from hearth.frontdoor.config import hash_key
+    from hearth.plan import cached_facts
+
+    derived: dict[str, Any] = {}
+    facts = cached_facts(host, paths.facts_dir(inventory.path)) or {}
+    derived["hearth_recorded_gpus"] = [
+        {k: gpu.get(k) for k in ("index", "uuid", "name")}
+        for gpu in facts.get("hearth_gpus") or []
+        if isinstance(gpu, dict)
+    ]
+    if "prometheus" in roles:
+        derived["hearth_model_hosts"] = [
+            h for h in inventory.hosts if inventory.hostvars(h).get("hearth_models")
+        ]
+    if "front_door" in roles:
+        keys = resolved.get("front_door_api_keys") or []
+        derived["front_door_key_fingerprints"] = [
+            {"name": str(k.get("name")), "fingerprint": key_fingerprint(hash_key(str(k["key"])))}
+            for k in keys
+            if isinstance(k, dict) and k.get("key")
+        ]
+    return derived

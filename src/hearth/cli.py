@@ -322,6 +322,13 @@ def _say(message: str) -> None:
     type=click.IntRange(1, 64),
     help="Parallel check workers [default: two per host reached, at most 8].",
 )
+@click.option(
+    "--check",
+    "checks",
+    multiple=True,
+    metavar="ROLE[/CHECK]",
+    help="Only this role's checks, or one check (prometheus/test_rules_loaded); repeatable.",
+)
 @vault_option
 def audit(
     inventory: Path,
@@ -329,6 +336,7 @@ def audit(
     output: Path | None,
     limit: str | None,
     workers: int | None,
+    checks: tuple[str, ...],
     vault_password_file: Path | None,
 ) -> None:
     """Check every host against the inventory with testinfra, and report."""
@@ -336,7 +344,7 @@ def audit(
     from hearth import report
 
     inv = _validated(inventory, vault_password_file)
-    result = audit_mod.run_audit(inv, limit=limit, workers=workers)
+    result = audit_mod.run_audit(inv, limit=limit, workers=workers, checks=list(checks))
     if output is None and fmt != "table":
         # standard output carries only the report (`hearth audit --format json | jq`)
         report.print_table(result, err_console)

@@ -6,58 +6,36 @@ passwords are not in it (their spec marks them no_log), and nothing here prints 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from hearth import monitoring
+from hearth.checklib import (
+    assert_package_pinned_and_held,
+    assert_service_running,
+    fetch_json,
+    http_get,
+    pinned_version,
+)
 
 SERVICE = "prometheus-alertmanager"
 CONFIG = "/etc/prometheus/alertmanager.yml"
 VARS = Path(__file__).resolve().parent.parent / "vars"
-FETCH = monitoring.FETCH_COMMAND
-
-
-def _pinned(host: Any, declared: str) -> str:
-    if declared:
-        return declared
-    info = host.system_info
-    name = f"{str(info.distribution).capitalize()}-{str(info.release).split('.')[0]}.yml"
-    if (VARS / name).is_file():
-        return str(yaml.safe_load((VARS / name).read_text()).get("_alertmanager_pinned_version"))
-    return ""
-
-
-def _api(host: Any, port: int, path: str) -> Any:
-    done = host.run(FETCH, f"http://127.0.0.1:{port}{path}")
-    assert done.rc == 0, (
-        f"Alertmanager API {path}: expected an answer, found rc={done.rc} "
-        f"{done.stderr.strip()[-200:]}"
-    )
-    return json.loads(done.stdout)
 
 
 def test_package_pinned_and_held(host: Any, hearth_vars: dict[str, Any]) -> None:
-    package = host.package(SERVICE)
-    assert package.is_installed, f"{SERVICE}: expected installed, found absent"
-    wanted = _pinned(host, hearth_vars["alertmanager_version"])
-    if wanted:
-        assert package.version == wanted, (
-            f"{SERVICE}: expected version {wanted}, found {package.version}"
-        )
-    selection = host.check_output("dpkg --get-selections %s", SERVICE).split()[-1]
-    assert selection == "hold", f"{SERVICE}: expected held at its version, found '{selection}'"
+    wanted = pinned_version(
+        host, hearth_vars["alertmanager_version"], VARS, "_alertmanager_pinned_version"
+    )
+    assert_package_pinned_and_held(host, SERVICE, wanted)
 
 
 def test_service_ready(host: Any, hearth_vars: dict[str, Any]) -> None:
-    service = host.service(SERVICE)
-    assert service.is_running, f"{SERVICE}: expected running, found stopped"
-    assert service.is_enabled, f"{SERVICE}: expected enabled at boot, found disabled"
+    assert_service_running(host, SERVICE)
     port = hearth_vars["alertmanager_port"]
-    ready = host.run(FETCH, f"http://127.0.0.1:{port}/-/ready")
-    assert ready.rc == 0, f"Alertmanager on port {port}: expected /-/ready, found rc={ready.rc}"
+    status, _ = http_get(host, f"http://127.0.0.1:{port}/-/ready")
+    assert status == 200, f"Alertmanager on port {port}: expected /-/ready, found status {status}"
 
 
 def test_config_valid_and_private(host: Any) -> None:
@@ -74,7 +52,8 @@ def test_config_valid_and_private(host: Any) -> None:
 
 
 def test_receivers_loaded(host: Any, hearth_vars: dict[str, Any]) -> None:
-    status = _api(host, hearth_vars["alertmanager_port"], "/api/v2/status")
+    port = hearth_vars["alertmanager_port"]
+    status = fetch_json(host, f"http://127.0.0.1:{port}/api/v2/status", "Alertmanager API")
     loaded = yaml.safe_load(status["config"]["original"])  # Alertmanager masks secrets here
     names = sorted(r["name"] for r in loaded.get("receivers", []))
     wanted = sorted(["hearth-null"] + [r["name"] for r in hearth_vars["alertmanager_receivers"]])

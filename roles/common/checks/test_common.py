@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 
 def _chrony_service(host: Any) -> str:
     return (
@@ -64,7 +66,7 @@ def test_timezone(host: Any, hearth_vars: dict[str, Any]) -> None:
 
 def test_time_sync(host: Any, hearth_vars: dict[str, Any]) -> None:
     if not hearth_vars["common_time_sync_enabled"]:
-        return
+        pytest.skip("common_time_sync_enabled is false: time is not synchronised by Hearth")
     service = host.service(_chrony_service(host))
     assert service.is_running, f"{service.name}: expected running, found stopped"
     assert service.is_enabled, f"{service.name}: expected enabled at boot, found disabled"
@@ -118,7 +120,7 @@ def test_journal(host: Any, hearth_vars: dict[str, Any]) -> None:
     journald = host.service("systemd-journald")
     assert journald.is_running, "systemd-journald: expected running, found stopped"
     if not hearth_vars["common_journal_persistent"]:
-        return
+        pytest.skip("common_journal_persistent is false: the journal stays in /run")
     conf = host.file("/etc/systemd/journald.conf.d/90-hearth.conf")
     assert conf.contains("^Storage=persistent$"), (
         f"{conf.path}: expected Storage=persistent, not found"

@@ -14,18 +14,9 @@ from typing import Any
 
 import pytest
 
+from hearth.checklib import nvidia_device
+
 PROBE_IMAGE = "hearth/gpu-probe:1"
-
-
-def _device(host: Any) -> str | None:
-    found = host.run(
-        "for d in /sys/bus/pci/devices/*; do "
-        '[ "$(cat $d/vendor 2>/dev/null)" = 0x10de ] && '
-        'case "$(cat $d/class 2>/dev/null)" in 0x03*) echo "${d##*/}";; esac; done; true'
-    ).stdout.split()
-    if found:
-        return f"NVIDIA PCI device(s) {', '.join(found)}"
-    return "/proc/driver/nvidia" if host.file("/proc/driver/nvidia").exists else None
 
 
 def _toolkit(host: Any, hearth_vars: dict[str, Any]) -> bool:
@@ -33,7 +24,7 @@ def _toolkit(host: Any, hearth_vars: dict[str, Any]) -> bool:
     name = hearth_vars["container_runtime_toolkit_packages"][0]
     if host.package(name).is_installed:
         return True
-    device = _device(host)
+    device = nvidia_device(host)
     assert device is None, (
         f"{name}: expected installed on a host with an NVIDIA GPU ({device}), found absent; "
         "containers cannot use the GPU"
@@ -126,7 +117,7 @@ def test_toolkit_pinned_and_held(host: Any, hearth_vars: dict[str, Any]) -> None
 
 
 def test_container_sees_gpu(host: Any, hearth_vars: dict[str, Any]) -> None:
-    device = _device(host)
+    device = nvidia_device(host)
     if device is None:
         pytest.skip("no NVIDIA device on this host: no container can be shown a GPU here")
     _toolkit(host, hearth_vars)

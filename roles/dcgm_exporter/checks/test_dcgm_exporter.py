@@ -9,20 +9,13 @@ from typing import Any
 
 import pytest
 
-
-def _has_gpu(host: Any) -> bool:
-    found = host.run(
-        "for d in /sys/bus/pci/devices/*; do "
-        '[ "$(cat $d/vendor 2>/dev/null)" = 0x10de ] && '
-        'case "$(cat $d/class 2>/dev/null)" in 0x03*) echo "${d##*/}";; esac; done; true'
-    ).stdout.split()
-    return bool(found) or host.file("/proc/driver/nvidia").exists
+from hearth.checklib import http_get, nvidia_device
 
 
 def _need_exporter(host: Any, hearth_vars: dict[str, Any]) -> None:
     if not hearth_vars["dcgm_exporter_enabled"]:
         pytest.skip("dcgm_exporter_enabled is false")
-    if not _has_gpu(host):
+    if nvidia_device(host) is None:
         pytest.skip("no NVIDIA device on this host: the DCGM exporter runs only where a GPU exists")
 
 
@@ -42,11 +35,7 @@ def test_exporter_running(host: Any, hearth_vars: dict[str, Any]) -> None:
 def test_exporter_reports_gpus(host: Any, hearth_vars: dict[str, Any]) -> None:
     _need_exporter(host, hearth_vars)
     port = hearth_vars["dcgm_exporter_port"]
-    metrics = host.run("curl -fsS --max-time 10 http://127.0.0.1:%s/metrics", str(port))
-    assert metrics.rc == 0, (
-        f"DCGM exporter on port {port}: expected /metrics, found rc={metrics.rc}"
-    )
+    status, metrics = http_get(host, f"http://127.0.0.1:{port}/metrics")
+    assert status == 200, f"DCGM exporter on port {port}: expected /metrics, found status {status}"
     for field in ("DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_XID_ERRORS", "DCGM_FI_DEV_FB_USED"):
-        assert f"\n{field}{{" in metrics.stdout, (
-            f"DCGM exporter: expected {field} series, found none"
-        )
+        assert f"\n{field}{{" in metrics, f"DCGM exporter: expected {field} series, found none"

@@ -1,9 +1,11 @@
 """testinfra checks of the `front_door` role, run by `hearth audit` on every front door host.
 
 The front door's container runs (non-root, read-only root filesystem, on the host's network); its
-keys file holds only sha256 hashes, mode 0600, owned by the container's user; it answers /health,
-refuses an API request without a key (401), and serves its Prometheus metrics. The keys
-themselves are never part of the declared state the audit sees.
+keys file holds only sha256 hashes, mode 0600, owned by the container's user, and exactly the
+declared keys' hashes (a key appended by hand fails); it answers /health, refuses an API request
+without a key (401), and serves its Prometheus metrics. The keys and their hashes are never part
+of the declared state the audit sees: the audit passes a fingerprint of each declared key's hash
+(hearth.checklib.key_fingerprint), and a drift is reported by count, position and key name.
 """
 
 from __future__ import annotations
@@ -12,31 +14,16 @@ import json
 import re
 from typing import Any
 
+from hearth.checklib import docker_inspect, http_get, keys_drift
+
 CONTAINER = "hearth-frontdoor"
 UID = 10003  # templates/images/frontdoor/recipe.yml
 
 
 def _inspect(host: Any) -> dict[str, Any]:
-    found = host.run("docker inspect --type container %s", CONTAINER)
-    assert found.rc == 0, f"{CONTAINER}: expected a container, found none"
-    data: list[dict[str, Any]] = json.loads(found.stdout)
-    return data[0]
-
-
-def _get(host: Any, url: str) -> tuple[int, str]:
-    script = (
-        "import sys, urllib.request, urllib.error\n"
-        "try:\n"
-        "    r = urllib.request.urlopen(sys.argv[1], timeout=10)\n"
-        "    print(r.status); sys.stdout.write(r.read().decode('utf-8', 'replace'))\n"
-        "except urllib.error.HTTPError as e:\n"
-        "    print(e.code)\n"
-        "except OSError as e:\n"
-        "    print(0); print(e)\n"
-    )
-    out = host.run("python3 -c %s %s", script, url).stdout
-    status, _, body = out.partition("\n")
-    return int(status or 0), body
+    data = docker_inspect(host, CONTAINER)
+    assert data is not None, f"{CONTAINER}: expected a container, found none"
+    return data
 
 
 def _url(hearth_vars: dict[str, Any]) -> str:
@@ -68,7 +55,7 @@ def test_front_door_container_runs_confined(host: Any, hearth_vars: dict[str, An
     assert found == expected, f"{CONTAINER}: expected {expected}, found {found}"
 
 
-def test_keys_file_holds_only_hashes_mode_0600(host: Any, hearth_vars: dict[str, Any]) -> None:
+def test_keys_file_holds_exactly_the_declared_keys(host: Any, hearth_vars: dict[str, Any]) -> None:
     keys = host.file(f"{hearth_vars['front_door_config_dir']}/keys.json")
     assert keys.is_file, f"{keys.path}: expected the keys file, found nothing"
     found = (keys.uid, keys.mode)
@@ -81,21 +68,23 @@ def test_keys_file_holds_only_hashes_mode_0600(host: Any, hearth_vars: dict[str,
         assert set(entry) == {"name", "sha256"} and re.fullmatch(
             r"[0-9a-f]{64}", entry["sha256"]
         ), f"{keys.path}: expected only names and sha256 hashes, found the fields {sorted(entry)}"
+    drift = keys_drift(hearth_vars.get("front_door_key_fingerprints") or [], entries)
+    assert not drift, f"{keys.path}: {drift} (a key added or changed by hand?)"
 
 
 def test_front_door_healthy_and_refuses_requests_without_a_key(
     host: Any, hearth_vars: dict[str, Any]
 ) -> None:
-    status, body = _get(host, f"{_url(hearth_vars)}/health")
+    status, body = http_get(host, f"{_url(hearth_vars)}/health")
     assert status == 200, f"{_url(hearth_vars)}/health: expected 200, found {status} {body[:100]}"
-    status, _ = _get(host, f"{_url(hearth_vars)}/v1/models")
+    status, _ = http_get(host, f"{_url(hearth_vars)}/v1/models")
     assert status == 401, (
         f"{_url(hearth_vars)}/v1/models without a key: expected 401, found {status}"
     )
 
 
 def test_front_door_metrics_are_up(host: Any, hearth_vars: dict[str, Any]) -> None:
-    status, body = _get(host, f"{_url(hearth_vars)}/metrics")
+    status, body = http_get(host, f"{_url(hearth_vars)}/metrics")
     assert status == 200 and "hearth_frontdoor_model_info" in body, (
         f"{_url(hearth_vars)}/metrics: expected 200 with hearth_frontdoor_*, found {status}"
     )

@@ -12,43 +12,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
+from hearth.checklib import docker_inspect, http_get, models_or_skip
 
 METRIC_PREFIX = {"llamacpp": "llamacpp:", "triton": "nv_inference_", "vllm": "vllm:"}
-
-
-def _models(hearth_vars: dict[str, Any]) -> list[Any]:
-    from hearth.models import parse_models
-
-    models = parse_models(hearth_vars.get("hearth_models") or [])
-    if not models:
-        pytest.skip("no hearth_models declared for this host")
-    return models
-
-
-def _inspect(host: Any, name: str) -> dict[str, Any] | None:
-    found = host.run("docker inspect --type container %s", name)
-    if found.rc != 0:
-        return None
-    data: list[dict[str, Any]] = json.loads(found.stdout)
-    return data[0]
-
-
-def _get(host: Any, url: str, timeout: int = 10) -> tuple[int, str]:
-    """GET ``url`` from the host itself (its Python: curl may not be installed)."""
-    script = (
-        "import sys, urllib.request, urllib.error\n"
-        "try:\n"
-        "    r = urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2]))\n"
-        "    print(r.status); sys.stdout.write(r.read().decode('utf-8', 'replace'))\n"
-        "except urllib.error.HTTPError as e:\n"
-        "    print(e.code)\n"
-        "except OSError as e:\n"
-        "    print(0); print(e)\n"
-    )
-    out = host.run("python3 -c %s %s %s", script, url, str(timeout)).stdout
-    status, _, body = out.partition("\n")
-    return int(status or 0), body
 
 
 def _address(hearth_vars: dict[str, Any]) -> str:
@@ -67,8 +33,8 @@ def test_engine_containers_run_the_declared_version(host: Any, hearth_vars: dict
 
     wrong = {}
     policy = hearth_vars["inference_engine_restart_policy"]
-    for model in _models(hearth_vars):
-        data = _inspect(host, container_name(model))
+    for model in models_or_skip(hearth_vars):
+        data = docker_inspect(host, container_name(model))
         if data is None:
             wrong[model.name] = f"expected container {container_name(model)}, found none"
             continue
@@ -88,10 +54,10 @@ def test_engines_run_as_non_root(host: Any, hearth_vars: dict[str, Any]) -> None
     from hearth.engines import container_name
 
     root = []
-    for model in _models(hearth_vars):
+    for model in models_or_skip(hearth_vars):
         if model.engine == "vllm" and not hearth_vars.get("inference_engine_vllm_user"):
             continue  # the upstream vLLM image's own user, as declared
-        data = _inspect(host, container_name(model))
+        data = docker_inspect(host, container_name(model))
         user = (data or {}).get("Config", {}).get("User") or "root"
         if user.split(":")[0] in ("", "0", "root"):
             root.append(f"{model.name}: expected a non-root user, found {user!r}")
@@ -103,8 +69,8 @@ def test_model_directory_mounted_read_only(host: Any, hearth_vars: dict[str, Any
 
     store = hearth_vars["model_store_dir"]
     bad = []
-    for model in _models(hearth_vars):
-        data = _inspect(host, container_name(model)) or {}
+    for model in models_or_skip(hearth_vars):
+        data = docker_inspect(host, container_name(model)) or {}
         source = f"{store}/{model.name}/{model.version}"
         mounts = [m for m in data.get("Mounts") or [] if m.get("Source") == source]
         if not mounts:
@@ -117,12 +83,12 @@ def test_model_directory_mounted_read_only(host: Any, hearth_vars: dict[str, Any
 def test_engines_answer_their_health_check(host: Any, hearth_vars: dict[str, Any]) -> None:
     from hearth.engines import health_path
 
-    models = _models(hearth_vars)
+    models = models_or_skip(hearth_vars)
     ports = _ports(hearth_vars, models)
     bad = []
     for model in models:
         url = f"http://{_address(hearth_vars)}:{ports[model.name]}{health_path(model)}"
-        status, body = _get(host, url)
+        status, body = http_get(host, url)
         if status != 200:
             bad.append(f"{model.name}: {url}: expected 200, found {status} {body.strip()[:100]}")
     assert not bad, "; ".join(bad)
@@ -131,12 +97,12 @@ def test_engines_answer_their_health_check(host: Any, hearth_vars: dict[str, Any
 def test_engine_metrics_are_up(host: Any, hearth_vars: dict[str, Any]) -> None:
     from hearth.engines import METRICS_OFFSET
 
-    models = _models(hearth_vars)
+    models = models_or_skip(hearth_vars)
     ports = _ports(hearth_vars, models)
     bad = []
     for model in models:
         url = f"http://{_address(hearth_vars)}:{ports[model.name] + METRICS_OFFSET[model.engine]}"
-        status, body = _get(host, f"{url}/metrics")
+        status, body = http_get(host, f"{url}/metrics")
         prefix = METRIC_PREFIX[model.engine]
         if status != 200 or prefix not in body:
             bad.append(f"{model.name}: {url}/metrics: expected 200 with {prefix}*, found {status}")
@@ -148,13 +114,13 @@ def test_models_are_recorded_live(host: Any, hearth_vars: dict[str, Any]) -> Non
 
     live = hearth_vars["inference_engine_live_dir"]
     bad = []
-    for model in _models(hearth_vars):
+    for model in models_or_skip(hearth_vars):
         record = host.file(f"{live}/{model.name}.json")
         if not record.is_file:
             bad.append(f"{record.path}: expected the live record, found nothing")
             continue
         data = json.loads(record.content_string)
-        running = (_inspect(host, container_name(model)) or {}).get("Id")
+        running = (docker_inspect(host, container_name(model)) or {}).get("Id")
         found = (data.get("version"), data.get("container_id"))
         if found != (model.version, running):
             bad.append(

@@ -11,22 +11,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
-
-
-def _models(hearth_vars: dict[str, Any]) -> list[Any]:
-    from hearth.models import parse_models
-
-    models = parse_models(hearth_vars.get("hearth_models") or [])
-    if not models:
-        pytest.skip("no hearth_models declared for this host")
-    return models
+from hearth.checklib import models_or_skip
 
 
 def test_current_points_at_declared_version(host: Any, hearth_vars: dict[str, Any]) -> None:
     store = hearth_vars["model_store_dir"]
     wrong = {}
-    for model in _models(hearth_vars):
+    for model in models_or_skip(hearth_vars):
         link = host.file(f"{store}/{model.name}/current")
         found = link.linked_to if link.is_symlink else ("a directory" if link.exists else "nothing")
         expected = f"{store}/{model.name}/{model.version}"
@@ -38,7 +29,7 @@ def test_current_points_at_declared_version(host: Any, hearth_vars: dict[str, An
 def test_files_match_their_sha256(host: Any, hearth_vars: dict[str, Any]) -> None:
     store = hearth_vars["model_store_dir"]
     bad = []
-    for model in _models(hearth_vars):
+    for model in models_or_skip(hearth_vars):
         for item in model.files:
             path = f"{store}/{model.name}/{model.version}/{item.path}"
             file = host.file(path)
@@ -55,7 +46,7 @@ def test_files_are_not_world_readable(host: Any, hearth_vars: dict[str, Any]) ->
     store = hearth_vars["model_store_dir"]
     owner, group = hearth_vars["model_store_owner"], hearth_vars["model_store_group"]
     bad = []
-    for model in _models(hearth_vars):
+    for model in models_or_skip(hearth_vars):
         for item in model.files:
             file = host.file(f"{store}/{model.name}/{model.version}/{item.path}")
             found = (file.user, file.group, file.mode & 0o007)
@@ -73,7 +64,7 @@ def test_changelog_records_the_current_version(host: Any, hearth_vars: dict[str,
     lines = changelog.content_string.splitlines()
     for line in lines:
         json.loads(line)  # every line is one JSON record
-    for model in _models(hearth_vars):
+    for model in models_or_skip(hearth_vars):
         record = last_record(lines, model.name)
         assert record is not None, (
             f"{changelog.path}: expected a record for {model.name}, found none"
@@ -93,7 +84,7 @@ def test_changelog_records_the_current_version(host: Any, hearth_vars: dict[str,
 def test_versions_kept(host: Any, hearth_vars: dict[str, Any]) -> None:
     store = hearth_vars["model_store_dir"]
     keep = int(hearth_vars["model_store_keep_versions"])
-    for model in _models(hearth_vars):
+    for model in models_or_skip(hearth_vars):
         listing = host.check_output(
             "find %s -mindepth 1 -maxdepth 1 -type d", f"{store}/{model.name}"
         )

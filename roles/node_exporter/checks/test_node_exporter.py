@@ -8,48 +8,33 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
+from hearth.checklib import (
+    assert_package_pinned_and_held,
+    assert_service_running,
+    http_get,
+    pinned_version,
+)
 
 SERVICE = "prometheus-node-exporter"
 VARS = Path(__file__).resolve().parent.parent / "vars"
 
 
-def _pinned(host: Any, declared: str) -> str:
-    """The version the role installs: the inventory's, else this release's pin for the OS."""
-    if declared:
-        return declared
-    info = host.system_info
-    name = f"{str(info.distribution).capitalize()}-{str(info.release).split('.')[0]}.yml"
-    if (VARS / name).is_file():
-        return str(yaml.safe_load((VARS / name).read_text()).get("_node_exporter_pinned_version"))
-    return ""
-
-
 def test_package_pinned_and_held(host: Any, hearth_vars: dict[str, Any]) -> None:
-    package = host.package(SERVICE)
-    assert package.is_installed, f"{SERVICE}: expected installed, found absent"
-    wanted = _pinned(host, hearth_vars["node_exporter_version"])
-    if wanted:
-        assert package.version == wanted, (
-            f"{SERVICE}: expected version {wanted}, found {package.version}"
-        )
-    selection = host.check_output("dpkg --get-selections %s", SERVICE).split()[-1]
-    assert selection == "hold", f"{SERVICE}: expected held at its version, found '{selection}'"
+    wanted = pinned_version(
+        host, hearth_vars["node_exporter_version"], VARS, "_node_exporter_pinned_version"
+    )
+    assert_package_pinned_and_held(host, SERVICE, wanted)
 
 
 def test_service_answers(host: Any, hearth_vars: dict[str, Any]) -> None:
-    service = host.service(SERVICE)
-    assert service.is_running, f"{SERVICE}: expected running, found stopped"
-    assert service.is_enabled, f"{SERVICE}: expected enabled at boot, found disabled"
+    assert_service_running(host, SERVICE)
     port = hearth_vars["node_exporter_port"]
-    metrics = host.run("curl -fsS --max-time 5 http://127.0.0.1:%s/metrics", str(port))
-    assert metrics.rc == 0, (
-        f"node_exporter on port {port}: expected /metrics, found rc={metrics.rc}"
-    )
-    assert "node_textfile_scrape_error 0" in metrics.stdout, (
+    status, metrics = http_get(host, f"http://127.0.0.1:{port}/metrics")
+    assert status == 200, f"node_exporter on port {port}: expected /metrics, found status {status}"
+    assert "node_textfile_scrape_error 0" in metrics, (
         "node_exporter's textfile collector: expected node_textfile_scrape_error 0, found "
         + next(
-            (line for line in metrics.stdout.splitlines() if "textfile_scrape_error" in line),
+            (line for line in metrics.splitlines() if "textfile_scrape_error" in line),
             "no textfile collector",
         )
     )

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from hearth.checklib import gpu_problems, nvidia_device, present_gpus
+
 # Packages versioned on their own, not with the driver (Debian and NVIDIA's repositories).
 _OWN_VERSION = re.compile(
     r"^(nvidia-persistenced|nvidia-modprobe|nvidia-settings|nvidia-xconfig|nvidia-support|"
@@ -21,22 +23,8 @@ _OWN_VERSION = re.compile(
 _DRIVER_LIKE = re.compile(r"^\d{3}\.\d{2,3}(\.\d{2})?([-~+].*)?$")
 
 
-def _device(host: Any) -> str | None:
-    """A description of the host's NVIDIA device(s), or None when it has none."""
-    found = host.run(
-        "for d in /sys/bus/pci/devices/*; do "
-        '[ "$(cat $d/vendor 2>/dev/null)" = 0x10de ] && '
-        'case "$(cat $d/class 2>/dev/null)" in 0x03*) echo "${d##*/}";; esac; done; true'
-    ).stdout.split()
-    if found:
-        return f"NVIDIA PCI device(s) {', '.join(found)}"
-    if host.file("/proc/driver/nvidia").exists:
-        return "/proc/driver/nvidia"
-    return None
-
-
 def _need_device(host: Any) -> str:
-    device = _device(host)
+    device = nvidia_device(host)
     if device is None:
         pytest.skip(
             "no NVIDIA device on this host (no NVIDIA PCI display device, no /proc/driver/nvidia): "
@@ -164,3 +152,25 @@ def test_nouveau_not_loaded(host: Any, hearth_vars: dict[str, Any]) -> None:
     assert not host.file("/sys/module/nouveau").exists, (
         "nouveau: expected not loaded, found loaded (it holds the GPU; reboot after the blacklist)"
     )
+
+
+def test_gpus_present_as_declared(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """Fewer GPUs than declared (``hearth_declared_gpus``) or than the facts recorded at the last
+    ``hearth up``, or a GPU a model names (index or UUID) that is gone, fails: a GPU fell off the
+    bus, or the inventory promises hardware the host does not have."""
+    from hearth.models import parse_models
+
+    declared = list(hearth_vars.get("hearth_declared_gpus") or [])
+    recorded = list(hearth_vars.get("hearth_recorded_gpus") or [])
+    models = [m for m in parse_models(hearth_vars.get("hearth_models") or []) if m.gpus]
+    report = present_gpus(host)
+    if not (declared or recorded or models or report.gpus or report.pci_devices):
+        pytest.skip(
+            "no GPU declared (hearth_declared_gpus), none recorded in the facts, none named by a "
+            "model and none on the host (nvidia-smi absent, no NVIDIA PCI device): nothing to "
+            "compare"
+        )
+    problems = gpu_problems(declared, recorded, report.gpus, models)
+    if report.problem:
+        problems.append(report.problem)
+    assert not problems, "; ".join(problems)

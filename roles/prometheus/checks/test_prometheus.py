@@ -7,57 +7,67 @@ by hand, or one Prometheus did not reload, shows as drift.
 
 from __future__ import annotations
 
-import json
+import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from hearth import monitoring
+from hearth.checklib import (
+    assert_package_pinned_and_held,
+    assert_service_running,
+    fetch_json,
+    http_get,
+    pinned_version,
+    rules_digest,
+    rules_drift,
+)
 
 SERVICE = "prometheus"
 VARS = Path(__file__).resolve().parent.parent / "vars"
-FETCH = monitoring.FETCH_COMMAND
-
-
-def _pinned(host: Any, declared: str) -> str:
-    if declared:
-        return declared
-    info = host.system_info
-    name = f"{str(info.distribution).capitalize()}-{str(info.release).split('.')[0]}.yml"
-    if (VARS / name).is_file():
-        return str(yaml.safe_load((VARS / name).read_text()).get("_prometheus_pinned_version"))
-    return ""
+RULES_FILE = "/etc/prometheus/rules/hearth.rules.yml"
 
 
 def _api(host: Any, port: int, path: str) -> Any:
-    done = host.run(FETCH, f"http://127.0.0.1:{port}{path}")
-    assert done.rc == 0, (
-        f"Prometheus API {path}: expected an answer, found rc={done.rc} "
-        f"{done.stderr.strip()[-200:]}"
+    return fetch_json(host, f"http://127.0.0.1:{port}{path}", f"Prometheus API {path}")["data"]
+
+
+def _rendered(hearth_vars: dict[str, Any]) -> dict[str, Any]:
+    """The rules the role writes, built by the same Python from the same declared state."""
+    rules: dict[str, Any] = monitoring.alert_rules(
+        hearth_vars["prometheus_alert_settings"],
+        hearth_vars["prometheus_model_store_paths"],
+        hearth_vars.get("hearth_model_hosts") or (),
     )
-    return json.loads(done.stdout)["data"]
+    return rules
+
+
+_TOKEN = re.compile(r'"(?:\\.|[^"\\])*"|[A-Za-z_:][\w:]*|\d+(?:\.\d+)?|\S')
+
+
+def _tokens(expr: Any) -> Counter[str]:
+    """The tokens of a PromQL expression, in any order: Prometheus prints a loaded rule its own
+    way (label matchers sorted, ``on(host)``, ``2`` for ``2.0``), but a changed threshold or
+    matcher is another token."""
+    found = _TOKEN.findall(str(expr))
+    return Counter(repr(float(t)) if t[0].isdigit() else t for t in found)  # 2.0 is printed 2
 
 
 def test_package_pinned_and_held(host: Any, hearth_vars: dict[str, Any]) -> None:
-    package = host.package(SERVICE)
-    assert package.is_installed, f"{SERVICE}: expected installed, found absent"
-    wanted = _pinned(host, hearth_vars["prometheus_version"])
-    if wanted:
-        assert package.version == wanted, (
-            f"{SERVICE}: expected version {wanted}, found {package.version}"
-        )
-    selection = host.check_output("dpkg --get-selections %s", SERVICE).split()[-1]
-    assert selection == "hold", f"{SERVICE}: expected held at its version, found '{selection}'"
+    wanted = pinned_version(
+        host, hearth_vars["prometheus_version"], VARS, "_prometheus_pinned_version"
+    )
+    assert_package_pinned_and_held(host, SERVICE, wanted)
 
 
 def test_service_ready(host: Any, hearth_vars: dict[str, Any]) -> None:
-    service = host.service(SERVICE)
-    assert service.is_running, f"{SERVICE}: expected running, found stopped"
-    assert service.is_enabled, f"{SERVICE}: expected enabled at boot, found disabled"
+    assert_service_running(host, SERVICE)
     port = hearth_vars["prometheus_port"]
-    ready = host.run(FETCH, f"http://127.0.0.1:{port}/-/ready")
-    assert ready.rc == 0, f"Prometheus on port {port}: expected /-/ready, found rc={ready.rc}"
+    status, _ = http_get(host, f"http://127.0.0.1:{port}/-/ready")
+    assert status == 200, f"Prometheus on port {port}: expected /-/ready, found status {status}"
 
 
 def test_config_valid(host: Any) -> None:
@@ -68,21 +78,33 @@ def test_config_valid(host: Any) -> None:
     )
 
 
-def test_rules_loaded(host: Any, hearth_vars: dict[str, Any]) -> None:
-    wanted = monitoring.alert_rules(
-        hearth_vars["prometheus_alert_settings"], hearth_vars["prometheus_model_store_paths"]
+def test_rule_file_is_the_rendered_one(host: Any, hearth_vars: dict[str, Any]) -> None:
+    wanted = _rendered(hearth_vars)
+    found_file = host.file(RULES_FILE)
+    assert found_file.is_file, f"{RULES_FILE}: expected Hearth's alert rules, found nothing"
+    found = yaml.safe_load(found_file.content_string) or {}
+    expected, digest = rules_digest(wanted), rules_digest(found)
+    assert digest == expected, (
+        f"{RULES_FILE}: expected the rules Hearth renders (sha256 {expected[:12]}…), found "
+        f"sha256 {digest[:12]}…, edited by hand: {'; '.join(rules_drift(wanted, found))}"
     )
-    expected = {r["alert"]: r.get("for", "0s") for g in wanted["groups"] for r in g["rules"]}
+
+
+def test_rules_loaded(host: Any, hearth_vars: dict[str, Any]) -> None:
+    wanted = _rendered(hearth_vars)
+    expected = {r["alert"]: r for g in wanted["groups"] for r in g["rules"]}
     groups = _api(host, hearth_vars["prometheus_port"], "/api/v1/rules")["groups"]
     loaded = {r["name"]: r for g in groups for r in g["rules"] if r.get("type") == "alerting"}
     missing = sorted(set(expected) - set(loaded))
     assert not missing, f"alert rules: expected {len(expected)} loaded, missing {missing}"
-    drift = {
-        name: f"expected for {expected[name]}, found {int(loaded[name].get('duration', 0))}s"
-        for name in expected
-        if monitoring.duration_seconds(expected[name]) != int(loaded[name].get("duration", 0))
-    }
-    assert not drift, f"alert rules drifted (not reloaded, or edited by hand): {drift}"
+    drift = {}
+    for name, rule in expected.items():
+        seconds = monitoring.duration_seconds(rule.get("for", "0s"))
+        if seconds != int(loaded[name].get("duration", 0)):
+            drift[name] = f"expected for {rule.get('for', '0s')}, found {loaded[name]['duration']}s"
+        elif _tokens(rule["expr"]) != _tokens(loaded[name]["query"]):
+            drift[name] = "expected Hearth's expression, found another one loaded"
+    assert not drift, f"alert rules loaded by Prometheus drifted (not reloaded?): {drift}"
     broken = {n: r.get("lastError") for n, r in loaded.items() if r.get("health") == "err"}
     assert not broken, f"alert rules failing to evaluate: {broken}"
 
@@ -107,12 +129,22 @@ def test_alertmanager_connected(host: Any, hearth_vars: dict[str, Any]) -> None:
     found = _api(host, hearth_vars["prometheus_port"], "/api/v1/alertmanagers")
     active = [a["url"] for a in found.get("activeAlertmanagers", [])]
     assert active, "Prometheus: expected an Alertmanager to send alerts to, found none"
+    silent = []
+    for url in active:  # http://host:9093/api/v2/alerts: the same Alertmanager's readiness
+        ready = url.split("/api/", 1)[0] + "/-/ready"
+        status, body = http_get(host, ready)
+        if status != 200:
+            silent.append(f"{ready}: {status or body.strip()[-120:]}")
+    assert not silent, (
+        f"Prometheus's Alertmanager(s): expected ready to receive alerts, found not answering: "
+        f"{silent}"
+    )
 
 
 def test_admin_api_only_on_loopback(host: Any) -> None:
     flags = host.file("/etc/default/prometheus").content_string
     if "--web.enable-admin-api" not in flags:
-        return
+        pytest.skip("the admin API is off (prometheus_admin_api: false)")
     listen = next(
         (f.split("=", 1)[1] for f in flags.replace('"', " ").split()
          if f.startswith("--web.listen-address=")),

@@ -538,9 +538,18 @@ def derived_inputs(
         ]
     if "front_door" in roles:
         keys = resolved.get("front_door_api_keys") or []
-        derived["front_door_key_fingerprints"] = [
-            {"name": str(k.get("name")), "fingerprint": key_fingerprint(hash_key(str(k["key"])))}
-            for k in keys
-            if isinstance(k, dict) and k.get("key")
-        ]
+        try:
+            derived["front_door_key_fingerprints"] = [
+                {
+                    "name": str(k.get("name")),
+                    "fingerprint": key_fingerprint(hash_key(str(k["key"]))),
+                }
+                for k in keys
+                if isinstance(k, dict) and k.get("key")
+            ]
+        except Exception as exc:  # an undecryptable vault value (AnsibleVaultError) and the like
+            raise InvalidInputError(
+                f"{host}: front_door_api_keys cannot be read ({exc}): the audit compares the "
+                "front door's keys file with them; give --vault-password-file"
+            ) from exc
     return derived

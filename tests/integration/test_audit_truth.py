@@ -140,8 +140,11 @@ BREAKS = [
           # the first such call since boot warps the clock of the kernel the lab hosts share
           # with the control node (by the zone's offset: an hour back for Paris). A symlink is
           # what the check reads and touches no kernel state.
-          ("ln -sfn /usr/share/zoneinfo/Europe/Paris /etc/localtime",
-           "ln -sfn /usr/share/zoneinfo/Etc/UTC /etc/localtime"),
+          # timedated (which the check asks) reads the link when it starts: stop it after.
+          ("ln -sfn /usr/share/zoneinfo/Europe/Paris /etc/localtime && "
+           "systemctl stop systemd-timedated",
+           "ln -sfn /usr/share/zoneinfo/Etc/UTC /etc/localtime && "
+           "systemctl stop systemd-timedated"),
           "timezone: expected Etc/UTC, found Europe/Paris"),
     _case("common", "test_time_sync", "lab2", stop("chrony"), "chrony: expected running"),
     _case("common", "test_sysctl", "lab2",

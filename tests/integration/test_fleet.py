@@ -153,10 +153,9 @@ def test_collect_archive_has_the_support_data_and_no_secret(fleet: Fleet, tmp_pa
         for name in ("nvidia-smi.txt", "xid.txt", "dkms.txt", "packages.txt", "holds.txt",
                      "disk.txt", "memory.txt"):  # fmt: skip
             assert (unpacked / host / name).is_file(), f"{host}/{name} missing"
-        assert (
-            "absent: nvidia-smi is not installed"
-            in (unpacked / host / "nvidia-smi.txt").read_text()
-        )
+        said = (unpacked / host / "nvidia-smi.txt").read_text()
+        # lab1 has the driver's packages when the GPU layer converged it (no device here)
+        assert "absent: nvidia-smi is not installed" in said or "(nvidia-smi exit" in said, said
         assert "MemTotal" in (unpacked / host / "memory.txt").read_text()
     assert "prometheus\t" in (unpacked / "lab3" / "packages.txt").read_text()
     assert "prometheus" in (unpacked / "lab3" / "holds.txt").read_text().split()
@@ -198,7 +197,7 @@ def test_backup_then_loss_then_restore(fleet: Fleet, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-5000:] + done.stderr
     csv_after = fleet.sh("lab3", f"cat {CSV}")
     assert set(csv_before.splitlines()) <= set(csv_after.splitlines()), csv_after[-2000:]
-    assert fleet.sh("lab1", f"cat {CHANGELOG}") == changelog_before
+    assert fleet.sh("lab1", f"cat {CHANGELOG}") == changelog_before  # same lines, same order
     deadline = time.monotonic() + 60
     answer: list[object] = []
     while time.monotonic() < deadline and not answer:

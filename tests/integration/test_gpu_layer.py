@@ -47,8 +47,9 @@ SEEDED_DAEMON_JSON = {
 
 
 class Lab:
-    def __init__(self, inventory: Path, host: str, container: str) -> None:
+    def __init__(self, inventory: Path, host: str, container: str, vault: Path) -> None:
         self.inventory = inventory
+        self.vault = vault  # this lab's vault password (the front door's keys are vaulted)
         self.host = host
         self.container = container
         self.timings: dict[str, float] = {}
@@ -110,7 +111,7 @@ def gpu_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         state = lab.up(2, inventory_dir=tmp_path_factory.mktemp("gpu-lab"), owner=TEST_OWNER)
         inventory = Path(state.inventory).parent
         gpu_host = state.hosts[0]
-        yield Lab(inventory, gpu_host.name, gpu_host.container)
+        yield Lab(inventory, gpu_host.name, gpu_host.container, lab.vault_password_file())
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +201,9 @@ def test_impossible_combination_refused_before_any_change(
 
 
 def test_audit_passes_and_says_why_it_skipped(gpu_lab: Lab, first_run: runner.RunResult) -> None:
-    result = run_audit(check_inventory(gpu_lab.inventory), limit=gpu_lab.host)
+    result = run_audit(
+        check_inventory(gpu_lab.inventory, vault_password_file=gpu_lab.vault), limit=gpu_lab.host
+    )
     gpu = [r for r in result.results if r.role in GPU_ROLES]
     assert {r.role for r in gpu} == set(GPU_ROLES)
     bad = [f"{r.role}/{r.check}: {r.message}" for r in gpu if r.outcome in ("failed", "error")]

@@ -12,7 +12,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from hearth import monitoring
@@ -142,9 +141,11 @@ def test_alertmanager_connected(host: Any, hearth_vars: dict[str, Any]) -> None:
 
 
 def test_admin_api_only_on_loopback(host: Any) -> None:
+    """No unauthenticated admin API (snapshots, series deletion) is reachable from the network:
+    the API is off, or Prometheus listens on loopback only."""
     flags = host.file("/etc/default/prometheus").content_string
     if "--web.enable-admin-api" not in flags:
-        pytest.skip("the admin API is off (prometheus_admin_api: false)")
+        return  # off: nothing to reach
     listen = next(
         (f.split("=", 1)[1] for f in flags.replace('"', " ").split()
          if f.startswith("--web.listen-address=")),

@@ -198,6 +198,11 @@ def test_backup_then_loss_then_restore(fleet: Fleet, tmp_path: Path) -> None:
     csv_after = fleet.sh("lab3", f"cat {CSV}")
     assert set(csv_before.splitlines()) <= set(csv_after.splitlines()), csv_after[-2000:]
     assert fleet.sh("lab1", f"cat {CHANGELOG}") == changelog_before  # same lines, same order
+    # the canary (its own user) still appends to the restored history
+    owners = fleet.sh("lab3", f"stat -c %U {CSV} $(dirname {CSV})").split()
+    assert owners[0] == owners[1], owners
+    fleet.sh("lab3", "systemctl start hearth-canary")
+    assert len(fleet.sh("lab3", f"cat {CSV}").splitlines()) > len(csv_after.splitlines())
     deadline = time.monotonic() + 60
     answer: list[object] = []
     while time.monotonic() < deadline and not answer:

@@ -296,8 +296,11 @@ def test_engine_down_reaches_the_webhook(monitored: Monitored) -> None:
 
 
 def test_three_failed_canary_runs_fire_the_canary_alert(monitored: Monitored) -> None:
-    # The engine is gone (previous test): every question now fails. Start from a clean history.
+    # The engine is gone (previous test): every question now fails. Start from a clean history,
+    # and a clean webhook log: the lab is shared, and an earlier module's canary runs may have
+    # fired (and since resolved) this alert before.
     container_exec(monitored.state, "lab3", "rm", "-f", "/var/lib/hearth/canary/state.json")
+    container_exec(monitored.state, "lab3", "truncate", "-s", "0", WEBHOOK_LOG)
     for _ in range(2):
         run = container_exec(monitored.state, "lab3", "systemctl", "start", "hearth-canary")
         assert run.returncode == 0, run.stderr

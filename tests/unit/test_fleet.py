@@ -152,7 +152,7 @@ def test_scrubber_removes_every_planted_secret(tmp_path: Path) -> None:
     texts = [
         f"Nov 28 hearth-canary[12]: using {PLANTED} for the run",
         f"GET /v1/models HTTP/1.1\r\nAuthorization: Bearer {PLANTED}-hdr\r\n",
-        "calling https://hooks.slack.com/services/T000/B000/slackpath12345",
+        "calling https://hooks.slack.com/services/T000/B000/fake-planted-slackpath12345",
         "posting to http://10.0.0.3:9999/hook?token=tok-abcdef123456&x=1",
         'config {"api_key": "sk-live-abcdef123456", "password": "pw-abcdef123456"}',
         "db at postgres://grafana:pw-inurl-123456@db:5432/grafana",

@@ -407,15 +407,10 @@ def front_door_settings(host: HostView) -> Iterator[Finding]:
     )
 
 
-def _group_of(host: HostView, role: str, variable: str, default: str) -> str:
-    value = host.get(variable, default)
-    return str(value) if value else default
-
-
 @rule("front_door")
 def front_door_routes(host: HostView) -> Iterator[Finding]:
     """Some host of ``front_door_inference_group`` declares a model: else nothing to route."""
-    group = _group_of(host, "front_door", "front_door_inference_group", "inference")
+    group = str(host.get("front_door_inference_group") or "inference")
     if not host.groups:
         return
     if any(peer.get("hearth_models") for peer in host.peers(group)):

@@ -94,6 +94,11 @@ def _fact(hv, name):
     return hv.get(name) if value is None else value
 
 
+def hearth_question_set(name):
+    """One of Hearth's golden-question sets by name (default, lab)."""
+    return _call(lambda monitoring: monitoring.canaries.question_set, str(name))
+
+
 def hearth_monitoring_hosts(groups, hostvars):
     """[{name, address, groups, models, node_exporter_port, dcgm_exporter_port,
     dcgm_exporter_enabled, gpu_present, engine_ports, declared_gpus}] for every inventory host,
@@ -220,6 +225,7 @@ class FilterModule(object):
     def filters(self):
         return {
             "hearth_monitoring_hosts": hearth_monitoring_hosts,
+            "hearth_question_set": hearth_question_set,
             "hearth_prometheus_config": hearth_prometheus_config,
             "hearth_alert_rules": hearth_alert_rules,
             "hearth_model_hosts": hearth_model_hosts,

@@ -17,6 +17,11 @@ the answer: ``must_contain``, ``must_not_contain``, ``regex``, ``json_schema``, 
 
 It exits 0 once the results are recorded, whatever the answers were (the alerts judge them), 2 on
 a configuration it cannot use, 1 when it cannot write its results.
+
+``--gate`` is a rollout's golden-question gate (the ``inference_engine`` role copies this file to
+the inference hosts and points it at a new version's engine before the front door sends it a
+request): the same questions and checks, nothing recorded, one JSON report on stdout, and exit 3
+when any question failed (the report names the question, the failed checks and the answer).
 """
 
 from __future__ import annotations
@@ -553,16 +558,45 @@ def run(config: dict[str, Any], now: float | None = None) -> dict[str, Any]:
     return report
 
 
+def gate(config: dict[str, Any]) -> dict[str, Any]:
+    """Every question of every model once, nothing recorded: ``{passed, asked, failed: [{model,
+    question, checks, error, answer}]}``."""
+    marker = secrets.token_hex(8)
+    failed: list[dict[str, Any]] = []
+    asked = 0
+    for entry in config["models"]:
+        for result in run_model(entry, config, marker):
+            asked += 1
+            if not result["passed"]:
+                failed.append(
+                    {
+                        "model": entry["model"],
+                        "question": result["question"],
+                        "checks": [f"{n}: {why}" for n, ok, why in result["checks"] if not ok],
+                        "error": result["error"],
+                        "answer": result["answer"][:300],
+                    }
+                )
+    return {"passed": not failed, "asked": asked, "failed": failed}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Ask each model its golden questions.")
     parser.add_argument("--config", default="/etc/hearth/canary.json")
     parser.add_argument("--check-config", action="store_true", help="Validate and exit.")
+    parser.add_argument(
+        "--gate", action="store_true", help="Ask once, record nothing, exit 3 on a failure."
+    )
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
     except CanaryConfigError as e:
         print(f"hearth-canary: {e}", file=sys.stderr)
         return 2
+    if args.gate:
+        verdict = gate(config)
+        print(json.dumps(verdict, sort_keys=True))
+        return 0 if verdict["passed"] else 3
     if args.check_config:
         print(f"hearth-canary: {args.config}: {len(config['models'])} model(s), valid")
         return 0

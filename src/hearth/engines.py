@@ -413,6 +413,14 @@ ENGINE_RECIPES = {"llamacpp": "llamacpp", "triton": "triton"}  # vLLM: the site'
 READ_ONLY_ROOT = {"vllm": False, "llamacpp": True, "triton": True}
 TRITON_REPOSITORY = f"{MODELS_MOUNT}/triton-repository"
 CONTAINER_PREFIX = "hearth-engine-"
+# A rollout starts the new version beside the live one (docs/models.md): in the candidate slot,
+# its own container on the model's port + CANDIDATE_OFFSET (inside ENGINE_PORT_STEP, so it never
+# meets the next model's ports), gated there before the front door sends it a request. The live
+# engine always comes back to the model's own port, which Prometheus, the canary and the audit
+# know from the inventory alone.
+CANDIDATE_OFFSET = 5
+CANDIDATE_SUFFIX = "--next"
+KEPT_SEPARATOR = "--"  # a replaced version's container, stopped and kept: hearth-engine-M--v1
 LABEL_PREFIX = "io.hearth."
 _PATH_LIKE = re.compile(r"(^|_)PATH$")
 _ANY_ADDRESS = ("0.0.0.0", "::")  # noqa: S104 - recognising "every interface", not binding
@@ -479,14 +487,20 @@ def port_problems(
     ports = host_ports(models, overrides)
     for model in models:
         first = ports[model.name]
-        for port in range(first, first + PORT_SPAN[model.engine]):
+        slots = [*range(first, first + PORT_SPAN[model.engine])]
+        slots += [candidate_port(port) for port in slots]  # a rollout's candidate slot
+        met: set[str] = set()
+        for port in slots:
             if not 0 < port < 65536:
                 problems.append(f"model {model.name}: port {port} is not a TCP port")
             elif port in taken:
-                problems.append(
-                    f"model {model.name} ({model.engine}) and {taken[port]} both need port "
-                    f"{port}: set inference_engine_ports.{model.name} to a free port"
-                )
+                if taken[port] not in met:
+                    met.add(taken[port])
+                    slot = "" if port < first + PORT_SPAN[model.engine] else " (rollout slot)"
+                    problems.append(
+                        f"model {model.name} ({model.engine}) and {taken[port]} both need port "
+                        f"{port}{slot}: set inference_engine_ports.{model.name} to a free port"
+                    )
             else:
                 taken[port] = f"model {model.name} ({model.engine})"
     return problems
@@ -553,6 +567,17 @@ def container_name(model: ModelSpec) -> str:
     return f"{CONTAINER_PREFIX}{model.name}"
 
 
+def candidate_port(port: int) -> int:
+    """The host port of a model's candidate slot, given its own port."""
+    return port + CANDIDATE_OFFSET
+
+
+def kept_container_name(model: str, version: str) -> str:
+    """The name a replaced version's container is kept under (Docker's name characters)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", version)
+    return f"{CONTAINER_PREFIX}{model}{KEPT_SEPARATOR}{safe}"
+
+
 def _joined_env(image_env: Sequence[str], extra: Mapping[str, str]) -> dict[str, str]:
     """``extra`` (the CUDA environment), with path-like variables the image sets too joined after
     the image's own value, so the image's libraries and binaries still come first."""
@@ -581,11 +606,17 @@ def container_spec(
     declared: Sequence[ModelSpec] = (),
     shm_size: str = "256m",
     user: str = "",
+    slot: str = "live",
 ) -> dict[str, Any]:
     """Everything ``community.docker.docker_container`` needs to run ``model``'s engine, plus the
     health and warm-up requests: the rendered command, ports bound to ``bind_address``, the
     version directory mounted read-only, the CUDA environment, GPUs by index or UUID (only when
-    the host has a device), labels that name the model and version."""
+    the host has a device), labels that name the model and version. ``slot="candidate"``: the
+    same engine in the candidate slot (its own name and port) for a gated rollout."""
+    if slot not in ("live", "candidate"):
+        raise ValueError(f"slot: expected live or candidate, got {slot!r}")
+    if slot == "candidate":
+        port = candidate_port(port)
     internal = PORTS[model.engine]
     version_dir = f"{store_dir}/{model.name}/{model.version}"
     mounts: list[dict[str, Any]] = []
@@ -625,8 +656,10 @@ def container_spec(
         digest = hashlib.sha256(triton_config_text(model).encode()).hexdigest()
         labels[f"{LABEL_PREFIX}triton-config"] = digest[:16]
     health = f"http://127.0.0.1:{internal}{health_path(model)}"
+    if slot == "candidate":
+        labels[f"{LABEL_PREFIX}slot"] = slot
     spec: dict[str, Any] = {
-        "name": container_name(model),
+        "name": container_name(model) + (CANDIDATE_SUFFIX if slot == "candidate" else ""),
         "image": image,
         "command": render_command(model),
         "published_ports": ports,

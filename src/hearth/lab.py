@@ -430,6 +430,9 @@ def write_inventory(state: LabState, directory: Path) -> Path:
         "hearth_site": "lab",
         # Lab hosts share the control node's kernel and clock: chrony measures, never steers.
         "common_chrony_control_clock": False,
+        # Golden questions the lab's 135M model really answers (the canary and a rollout's gate
+        # ask them); Hearth's harder default set is `'default' | hearth_question_set`.
+        "canary_questions": "{{ 'lab' | hearth_question_set }}",
     }
     group_vars = directory / "group_vars" / "all"
     group_vars.mkdir(parents=True, exist_ok=True)

@@ -340,3 +340,32 @@ def test_canary_run_report_lists_failures() -> None:
     assert not run.ok
     assert run.failures() == ["mon01: m 1: sum: regex"]
     assert not CanaryRun(reports={}).ok
+
+
+def test_the_gate_records_nothing_and_names_the_failed_question(
+    engine: FakeEngine, tmp_path: Path
+) -> None:
+    """A rollout's golden-question gate: the program with --gate against one engine."""
+    path = tmp_path / "gate.json"
+    config = _config(tmp_path, engine.url)
+    path.write_text(json.dumps(config))
+    engine.answers = GOOD
+    passed = subprocess.run(
+        [sys.executable, str(PROGRAM), "--gate", "--config", str(path)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert passed.returncode == 0, passed.stderr
+    assert json.loads(passed.stdout) == {"passed": True, "asked": 5, "failed": []}
+    engine.answers = {**GOOD, "17+25?": "forty-three"}
+    failed = subprocess.run(
+        [sys.executable, str(PROGRAM), "--gate", "--config", str(path)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert failed.returncode == 3
+    verdict = json.loads(failed.stdout)
+    assert verdict["failed"] == [
+        {"model": "smollm2", "question": "sum", "checks": [verdict["failed"][0]["checks"][0]],
+         "error": "", "answer": "forty-three"}
+    ]  # fmt: skip
+    assert verdict["failed"][0]["checks"][0].startswith("regex:")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gate.json"], "the gate recorded"

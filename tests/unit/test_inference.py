@@ -159,6 +159,28 @@ def test_port_collisions_are_named() -> None:
     )
     # Triton holds three ports: HTTP, gRPC, metrics
     assert engines.port_problems(parse(triton("t")), {}, {8002: "node_exporter"}) != []
+    # a rollout starts the new version beside the live one, on the port + 5
+    assert engines.port_problems(parse(llama("a"), llama("b")), {"b": 8085}) == [
+        "model b (llamacpp) and model a (llamacpp) both need port 8085: set "
+        "inference_engine_ports.b to a free port",
+    ]
+    assert engines.port_problems(parse(llama("a")), {}, {8085: "node_exporter"}) == [
+        "model a (llamacpp) and node_exporter both need port 8085 (rollout slot): set "
+        "inference_engine_ports.a to a free port",
+    ]
+
+
+def test_the_candidate_slot_has_its_own_name_port_and_label() -> None:
+    (model,) = parse(llama("smollm2"))
+    live = engines.container_spec(model, image="i", port=8080, store_dir="/s")
+    candidate = engines.container_spec(model, image="i", port=8080, store_dir="/s", slot="candidate")
+    assert (live["name"], live["port"]) == ("hearth-engine-smollm2", 8080)
+    assert (candidate["name"], candidate["port"]) == ("hearth-engine-smollm2--next", 8085)
+    assert candidate["published_ports"] == ["0.0.0.0:8085:8080"]
+    assert candidate["labels"]["io.hearth.slot"] == "candidate"
+    assert "io.hearth.slot" not in live["labels"]
+    assert candidate["mounts"] == live["mounts"] and candidate["command"] == live["command"]
+    assert engines.kept_container_name("smollm2", "v1+rc/2") == "hearth-engine-smollm2--v1_rc_2"
 
 
 # ------------------------------------------------------------------------------ containers

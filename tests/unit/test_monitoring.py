@@ -444,15 +444,26 @@ def test_canary_question_sets_are_checked() -> None:
     assert "of llama" not in text
 
 
-def test_the_roles_default_questions_are_a_valid_canary_set() -> None:
+@pytest.mark.parametrize("name", ["default", "lab"])
+def test_hearths_question_sets_are_valid_canary_sets(name: str) -> None:
     from hearth import canary
+    from hearth.monitoring.canaries import question_set
 
     defaults = yaml.safe_load((ROLES / "canary" / "defaults" / "main.yml").read_text())
-    questions = defaults["canary_questions"]
+    assert defaults["canary_questions"] == "{{ 'default' | hearth_question_set }}"
+    questions = question_set(name)
     targets = monitoring.canary_targets(_site(), default_questions=questions)
     config = {"models": targets}
     assert canary.validate_config(config) == []
     assert sum(1 for q in questions if q.get("kind") == "injection") >= 2
+    assert all(q.get("checks") for q in questions if q.get("kind", "golden") == "golden")
+
+
+def test_an_unknown_question_set_is_named() -> None:
+    from hearth.monitoring.canaries import question_set
+
+    with pytest.raises(monitoring.MonitoringError, match="no golden-question set named 'hard'"):
+        question_set("hard")
 
 
 # ---------------------------------------------------------------------------------- dashboards

@@ -1,7 +1,8 @@
 """``python -m hearth.frontdoor --config /etc/hearth/frontdoor/config.json``: serve the front door.
 
-Exits 2 naming the file when the configuration or the keys file is unusable (the container then
-restarts and ``docker logs`` says why); refuses to start without any API key.
+Exits 2 naming the file when the configuration, the keys file or the routing file is unusable
+(the container then restarts and ``docker logs`` says why); refuses to start without any API key.
+``SIGHUP`` (``docker kill --signal HUP hearth-frontdoor``) reloads the three files in place.
 """
 
 from __future__ import annotations
@@ -9,6 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hearth.frontdoor.config import Loaded
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -17,14 +22,17 @@ def run(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="Check the files and exit.")
     args = parser.parse_args(argv)
 
-    from hearth.frontdoor.config import ConfigError, load_config, load_keys
+    from hearth.frontdoor.config import ConfigError, load_all
+
+    def load() -> Loaded:
+        return load_all(args.config)
 
     try:
-        config = load_config(args.config)
-        keys = load_keys(config.keys_file)
+        loaded = load()
     except ConfigError as e:
         print(f"hearth-frontdoor: {e}", file=sys.stderr)
         return 2
+    config, keys = loaded.config, loaded.keys
     if not keys:
         print(
             f"hearth-frontdoor: {config.keys_file}: no API key, refusing to serve", file=sys.stderr
@@ -38,7 +46,7 @@ def run(argv: list[str] | None = None) -> int:
 
     from hearth.frontdoor.app import create_app
 
-    app = create_app(config, keys)
+    app = create_app(config, keys, load=load, digests=loaded.digests)
     uvicorn.run(
         app,
         host=config.host,

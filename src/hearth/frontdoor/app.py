@@ -12,8 +12,13 @@
   message in, the output text back).
 - ``GET /metrics`` (Prometheus): requests by model, endpoint, status and key name; latency and
   time to first byte by model; prompt and completion tokens by model; authentication failures;
-  backend errors; requests in flight. ``GET /health`` says the process is up. Neither needs a key
-  (they say nothing about the traffic's content).
+  backend errors; requests in flight, by model and by backend (a drain waits for a backend's count
+  to reach 0). ``GET /health`` says the process is up and which files are in force (the sha256
+  of ``config.json``, ``keys.json`` and ``routing.json`` as last read). Neither needs a key (they
+  say nothing about the traffic's content).
+- ``SIGHUP`` reads the three files again and switches to them between two requests: requests in
+  flight (streams included) finish on the backend they started on, new ones take the new
+  routes. A file that does not parse is refused, logged, and the routing in force stays.
 
 One JSON line per request goes to stdout (time, model, endpoint, status, seconds, key name,
 tokens): never the key, never the prompt.
@@ -21,9 +26,11 @@ tokens): never the key, never the prompt.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
+import signal
 import sys
 import time
 import uuid
@@ -44,7 +51,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from hearth.frontdoor.config import ApiKey, FrontDoorConfig, ModelRoute, verify_key
+from hearth.frontdoor.config import (
+    ApiKey,
+    ConfigError,
+    FrontDoorConfig,
+    Loaded,
+    ModelRoute,
+    verify_key,
+)
 
 __all__ = ["FrontDoor", "create_app"]
 
@@ -102,6 +116,18 @@ class Metrics:
             "hearth_frontdoor_requests_in_flight",
             "Requests being answered now, by model.",
             ["model"],
+            registry=r,
+        )
+        self.backend_in_flight = Gauge(
+            "hearth_frontdoor_backend_requests_in_flight",
+            "Requests an engine is answering now, by model and backend (base URL).",
+            ["model", "backend"],
+            registry=r,
+        )
+        self.reloads = Counter(
+            "hearth_frontdoor_reloads",
+            "Reloads of the configuration, keys and routing (SIGHUP), by result (ok, refused).",
+            ["result"],
             registry=r,
         )
         self.models = Gauge(
@@ -181,10 +207,37 @@ class FrontDoor:
         self.metrics = Metrics()
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
-        self._turn = {name: itertools.count() for name in config.models}
+        self._turn: dict[str, itertools.count[int]] = {}
         self._log = log or (lambda line: print(line, file=sys.stdout, flush=True))
+        self.digests: Mapping[str, str] = {}
+        self._publish(config)
+
+    def _publish(self, config: FrontDoorConfig) -> None:
+        for name in config.models:
+            self._turn.setdefault(name, itertools.count())
+        self.metrics.models.clear()
         for route in config.models.values():
             self.metrics.models.labels(route.name, route.engine, route.version).set(1)
+
+    def reload(self, loaded: Loaded) -> None:
+        """Switch to ``loaded`` (one assignment each: a request reads its route once, so it
+        never mixes the old and the new)."""
+        self.keys = list(loaded.keys)
+        self.config = loaded.config
+        self.digests = dict(loaded.digests)
+        self._publish(loaded.config)
+        self.metrics.reloads.labels("ok").inc()
+        self._log(json.dumps({"event": "reload", **self.digests}, sort_keys=True))
+
+    def reload_from(self, load: Callable[[], Loaded]) -> None:
+        try:
+            loaded = load()
+        except ConfigError as e:
+            self.metrics.reloads.labels("refused").inc()
+            print(f"hearth-frontdoor: reload refused, the routing in force stays: {e}",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            return
+        self.reload(loaded)
 
     # ----------------------------------------------------------------------------- plumbing
     @property
@@ -206,7 +259,9 @@ class FrontDoor:
 
     def _backends(self, route: ModelRoute) -> list[str]:
         """The route's backends, starting with the next one in turn (round robin)."""
-        start = next(self._turn[route.name]) % len(route.backends)
+        if not route.backends:
+            return []
+        start = next(self._turn.setdefault(route.name, itertools.count())) % len(route.backends)
         return list(route.backends[start:] + route.backends[:start])
 
     def _record(
@@ -279,7 +334,10 @@ class FrontDoor:
 
     # ------------------------------------------------------------------------------- routes
     async def health(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok", "models": len(self.config.models)})
+        body: dict[str, Any] = {"status": "ok", "models": len(self.config.models)}
+        if self.digests:
+            body["loaded"] = dict(self.digests)
+        return JSONResponse(body)
 
     async def metrics_endpoint(self, request: Request) -> Response:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -357,24 +415,39 @@ class FrontDoor:
     # ---------------------------------------------------------------------------- forwarding
     async def _send(
         self, route: ModelRoute, method: str, path: str, body: bytes, stream: bool
-    ) -> httpx.Response | None:
-        """The first backend that accepts the connection answers; ``None`` when none does. A
-        kept-alive connection the engine closed (it restarted) is retried once on a new one:
-        the engine saw no request on it."""
+    ) -> tuple[httpx.Response, str] | None:
+        """The first backend that accepts the connection answers, with its base URL; ``None``
+        when none does. A kept-alive connection the engine closed (it restarted) is retried
+        once on a new one: the engine saw no request on it. The backend counts the request as
+        in flight from the send until the answer is read (a stream: until :meth:`_done`)."""
         headers = {"content-type": "application/json"} if body else {}
         for backend in self._backends(route):
             url = backend + path
-            for attempt in (1, 2):
-                request = self.client.build_request(method, url, content=body, headers=headers)
-                try:
-                    return await self.client.send(request, stream=stream)
-                except httpx.RemoteProtocolError:
-                    if attempt == 2:
-                        raise
-                except (httpx.ConnectError, httpx.ConnectTimeout):
-                    self.metrics.backend_errors.labels(route.name, backend).inc()
-                    break
+            busy = self.metrics.backend_in_flight.labels(route.name, backend)
+            busy.inc()
+            answered = False
+            try:
+                for attempt in (1, 2):
+                    request = self.client.build_request(method, url, content=body, headers=headers)
+                    try:
+                        response = await self.client.send(request, stream=stream)
+                    except httpx.RemoteProtocolError:
+                        if attempt == 2:
+                            raise
+                        continue
+                    except (httpx.ConnectError, httpx.ConnectTimeout):
+                        self.metrics.backend_errors.labels(route.name, backend).inc()
+                        break
+                    answered = True
+                    return response, backend
+            finally:
+                if not (answered and stream):
+                    busy.dec()
         return None
+
+    def _done(self, route: ModelRoute, backend: str) -> None:
+        """A streamed answer was relayed to its end (or broke): its backend is free of it."""
+        self.metrics.backend_in_flight.labels(route.name, backend).dec()
 
     def _unavailable(self, route: ModelRoute) -> JSONResponse:
         return _error(
@@ -397,13 +470,14 @@ class FrontDoor:
         self.metrics.in_flight.labels(route.name).inc()
         try:
             try:
-                answer = await self._send(route, method, path, body, stream=False)
+                sent = await self._send(route, method, path, body, stream=False)
             except httpx.HTTPError as e:
                 self._record(route, endpoint, 502, key, started)
                 return _error(502, f"engine error: {type(e).__name__}", "server_error", "engine")
-            if answer is None:
+            if sent is None:
                 self._record(route, endpoint, 503, key, started)
                 return self._unavailable(route)
+            answer = sent[0]
             self.metrics.first_byte.labels(route.name, endpoint).observe(time.monotonic() - started)
             tokens = (0, 0)
             if "json" in answer.headers.get("content-type", ""):
@@ -423,17 +497,17 @@ class FrontDoor:
     ) -> Response:
         self.metrics.in_flight.labels(route.name).inc()
         try:
-            answer = await self._send(route, "POST", endpoint, body, stream=True)
+            sent = await self._send(route, "POST", endpoint, body, stream=True)
         except httpx.HTTPError as e:
             self.metrics.in_flight.labels(route.name).dec()
             self._record(route, endpoint, 502, key, started)
             return _error(502, f"engine error: {type(e).__name__}", "server_error", "engine")
-        if answer is None:
+        if sent is None:
             self.metrics.in_flight.labels(route.name).dec()
             self._record(route, endpoint, 503, key, started)
             return self._unavailable(route)
         counter = _SseTokens()
-        response = answer
+        response, backend = sent
 
         async def relay() -> AsyncIterator[bytes]:
             first = True
@@ -451,6 +525,7 @@ class FrontDoor:
                 status = 502
             finally:
                 await response.aclose()
+                self._done(route, backend)
                 self.metrics.in_flight.labels(route.name).dec()
                 tokens = (counter.prompt, counter.completion_tokens)
                 self._record(route, endpoint, status, key, started, tokens)
@@ -496,13 +571,14 @@ class FrontDoor:
         self.metrics.in_flight.labels(route.name).inc()
         try:
             try:
-                answer = await self._send(route, "POST", path, json.dumps(request).encode(), False)
+                sent = await self._send(route, "POST", path, json.dumps(request).encode(), False)
             except httpx.HTTPError as e:
                 self._record(route, endpoint, 502, key, started)
                 return _error(502, f"engine error: {type(e).__name__}", "server_error", "engine")
-            if answer is None:
+            if sent is None:
                 self._record(route, endpoint, 503, key, started)
                 return self._unavailable(route)
+            answer = sent[0]
             if answer.status_code != 200:
                 self._record(route, endpoint, answer.status_code, key, started)
                 return Response(answer.content, status_code=answer.status_code)
@@ -570,13 +646,22 @@ def create_app(
     keys: Sequence[ApiKey],
     transport: httpx.AsyncBaseTransport | None = None,
     log: Callable[[str], None] | None = None,
+    load: Callable[[], Loaded] | None = None,
+    digests: Mapping[str, str] | None = None,
 ) -> Starlette:
-    """The front door as an ASGI application (``transport`` replaces the engines in tests)."""
+    """The front door as an ASGI application (``transport`` replaces the engines in tests).
+    With ``load``, ``SIGHUP`` reloads through it (see the module's docstring)."""
     door = FrontDoor(config, keys, transport, log)
+    door.digests = dict(digests or {})
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if load is not None:
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGHUP, door.reload_from, load)
         yield
+        if load is not None:
+            loop.remove_signal_handler(signal.SIGHUP)
         await door.close()
 
     def post(handler: Callable[[Request], Awaitable[Response]], path: str) -> Route:

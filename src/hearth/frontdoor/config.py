@@ -16,6 +16,17 @@ Ansible writes two JSON files on each front door host (``roles/front_door``):
                               "backends": ["http://127.0.0.1:8000"],
                               "text": {"input": "TEXT", "output": "UPPER"}}}}
 
+``routing.json`` (optional)
+    the routing of the moment, written by a rollout or a drain and read on every reload: per
+    model, the backends that serve it now instead of the ones ``config.json`` lists (an empty
+    list: the model is drained everywhere and answers 503)::
+
+        {"models": {"smollm2": {"backends": ["http://10.0.0.12:8085"],
+                                "reason": "rollout smollm2 v2 on lab1"}}}
+
+    Ansible creates it empty and never overwrites it; ``SIGHUP`` makes the running front door
+    read all three files again without dropping a request (:func:`load_all`).
+
 ``keys.json``
     the sha256 of every API key with a name for it (``{"keys": [{"name": "lab", "sha256": …}]}``),
     mode 0600. The keys themselves live only in ansible-vault: a hash of a random key cannot be
@@ -27,6 +38,7 @@ time (``hmac.compare_digest``, no early exit), so timing says nothing about whic
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -40,12 +52,17 @@ __all__ = [
     "ApiKey",
     "ConfigError",
     "FrontDoorConfig",
+    "Loaded",
     "ModelRoute",
+    "apply_routing",
     "hash_key",
+    "load_all",
     "load_config",
     "load_keys",
+    "load_routing",
     "parse_config",
     "parse_keys",
+    "parse_routing",
     "verify_key",
 ]
 
@@ -84,6 +101,17 @@ class FrontDoorConfig:
     read_timeout: float = 600.0
     max_body_bytes: int = 8 * 1024 * 1024
     models: Mapping[str, ModelRoute] = field(default_factory=dict)
+    routing_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What one (re)load read: the configuration with the routing applied, the keys, and the
+    sha256 of each file as read (``/health`` shows them, so a playbook can wait for a reload)."""
+
+    config: FrontDoorConfig
+    keys: list[ApiKey]
+    digests: Mapping[str, str]
 
 
 def hash_key(key: str) -> str:
@@ -159,7 +187,9 @@ def parse_config(raw: object) -> FrontDoorConfig:
     body = raw.get("max_body_bytes", 8 * 1024 * 1024)
     if isinstance(body, bool) or not isinstance(body, int) or body <= 0:
         raise ConfigError(f"max_body_bytes: expected a positive integer, got {body!r}")
+    routing = raw.get("routing_file")
     return FrontDoorConfig(
+        routing_file=Path(str(routing)) if routing else None,
         host=str(listen.get("host", "0.0.0.0")),  # noqa: S104
         port=port,
         keys_file=Path(str(raw.get("keys_file", "/etc/hearth/frontdoor/keys.json"))),
@@ -208,3 +238,91 @@ def load_keys(path: Path) -> list[ApiKey]:
         return parse_keys(raw)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from e
+
+
+def parse_routing(raw: object, models: Mapping[str, ModelRoute]) -> dict[str, tuple[str, ...]]:
+    """The backends of each overridden model (``routing.json``); a model that is not served or
+    a backend that is not a base URL is refused (the old routing stays)."""
+    entries = raw.get("models") if isinstance(raw, Mapping) else None
+    if not isinstance(entries, Mapping):
+        raise ConfigError("routing: expected {models: {NAME: {backends: [URL, …]}}}")
+    found: dict[str, tuple[str, ...]] = {}
+    for name, entry in entries.items():
+        where = f"routing.models.{name}"
+        if name not in models:
+            raise ConfigError(f"{where}: the front door serves no model {name!r}")
+        backends = entry.get("backends") if isinstance(entry, Mapping) else None
+        if not isinstance(backends, list) or not all(
+            isinstance(b, str) and re.match(r"^https?://[^/]+$", b) for b in backends
+        ):
+            raise ConfigError(f"{where}: backends: expected a list of base URLs (http://host:port)")
+        found[str(name)] = tuple(backends)
+    return found
+
+
+def apply_routing(
+    config: FrontDoorConfig, routing: Mapping[str, tuple[str, ...]]
+) -> FrontDoorConfig:
+    """``config`` with each overridden model's backends replaced."""
+    models = {
+        name: dataclasses.replace(route, backends=routing[name]) if name in routing else route
+        for name, route in config.models.items()
+    }
+    return dataclasses.replace(config, models=models)
+
+
+def _read(path: Path, what: str, missing_ok: bool = False) -> tuple[object, str]:
+    """The parsed JSON of ``path`` (``None`` when it is absent and ``missing_ok``, or empty) and
+    the sha256 of the bytes parsed."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as e:
+        if not missing_ok:
+            raise ConfigError(f"{path}: cannot read the {what}: {e.strerror}") from e
+        data = b""
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the {what}: {e.strerror}") from e
+    digest = hashlib.sha256(data).hexdigest()
+    if missing_ok and not data.strip():
+        return None, digest
+    try:
+        return json.loads(data), digest
+    except ValueError as e:
+        raise ConfigError(f"{path}: the {what} is not JSON: {e}") from e
+
+
+def load_routing(path: Path, models: Mapping[str, ModelRoute]) -> dict[str, tuple[str, ...]]:
+    """The overrides in ``path`` (none when it is absent or empty)."""
+    raw, _ = _read(path, "routing file", missing_ok=True)
+    if raw is None:
+        return {}
+    try:
+        return parse_routing(raw, models)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from e
+
+
+def load_all(config_path: Path) -> Loaded:
+    """Read ``config.json``, its keys file and its routing file; every problem names its file.
+    The digests are of the bytes parsed, so what ``/health`` shows is what is in force."""
+    raw, config_digest = _read(config_path, "configuration")
+    try:
+        config = parse_config(raw)
+    except ConfigError as e:
+        raise ConfigError(f"{config_path}: {e}") from e
+    raw, keys_digest = _read(config.keys_file, "keys file")
+    try:
+        keys = parse_keys(raw)
+    except ConfigError as e:
+        raise ConfigError(f"{config.keys_file}: {e}") from e
+    routing_path = config.routing_file or config_path.with_name("routing.json")
+    raw, routing_digest = _read(routing_path, "routing file", missing_ok=True)
+    try:
+        routing = parse_routing(raw, config.models) if raw is not None else {}
+    except ConfigError as e:
+        raise ConfigError(f"{routing_path}: {e}") from e
+    return Loaded(
+        config=apply_routing(config, routing),
+        keys=keys,
+        digests={"config": config_digest, "keys": keys_digest, "routing": routing_digest},
+    )

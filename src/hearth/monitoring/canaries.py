@@ -9,7 +9,31 @@ from typing import Any
 from hearth.monitoring.scrape import InventoryHost, engine_endpoints, target
 from hearth.monitoring.settings import MonitoringError
 
-__all__ = ["canary_targets"]
+__all__ = ["canary_targets", "question_set", "question_set_names"]
+
+
+def _sets() -> dict[str, list[dict[str, Any]]]:
+    import yaml
+
+    from hearth import paths
+
+    loaded = yaml.safe_load((paths.data_dir() / "golden_questions.yml").read_text())
+    return {str(k): list(v) for k, v in loaded.items()}
+
+
+def question_set_names() -> list[str]:
+    return sorted(_sets())
+
+
+def question_set(name: str) -> list[dict[str, Any]]:
+    """One of Hearth's golden-question sets (``default``, ``lab``), from
+    ``src/hearth/data/golden_questions.yml``."""
+    sets = _sets()
+    if name not in sets:
+        raise MonitoringError(
+            f"no golden-question set named {name!r} (Hearth has: {', '.join(sorted(sets))})"
+        )
+    return sets[name]
 
 
 

@@ -173,7 +173,9 @@ def test_port_collisions_are_named() -> None:
 def test_the_candidate_slot_has_its_own_name_port_and_label() -> None:
     (model,) = parse(llama("smollm2"))
     live = engines.container_spec(model, image="i", port=8080, store_dir="/s")
-    candidate = engines.container_spec(model, image="i", port=8080, store_dir="/s", slot="candidate")
+    candidate = engines.container_spec(
+        model, image="i", port=8080, store_dir="/s", slot="candidate"
+    )
     assert (live["name"], live["port"]) == ("hearth-engine-smollm2", 8080)
     assert (candidate["name"], candidate["port"]) == ("hearth-engine-smollm2--next", 8085)
     assert candidate["published_ports"] == ["0.0.0.0:8085:8080"]

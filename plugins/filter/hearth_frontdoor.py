@@ -3,7 +3,6 @@
 # problems that name keys (never show them) come out.
 from __future__ import annotations
 
-import hashlib
 import re
 import sys
 from pathlib import Path
@@ -17,13 +16,16 @@ DOCUMENTATION = r"""
 name: hearth_frontdoor_keys
 short_description: The front door's keys file from its API keys (names and sha256 only)
 description:
-  - Returns C({keys: [{name, sha256}]}), what the front door compares presented keys with; the
-    keys themselves are not in it. The other filter in this file, C(hearth_frontdoor_key_problems),
+  - Returns C({keys: [{name, sha256, models?, rpm?, tpm?, max_concurrent?, tokens_per_day?,
+    expires?, not_after?}]}), what the front door compares presented keys with and the policy of
+    each (hearth.frontdoor.policy.keys_file_entries); the keys themselves are not in it. A rotated
+    key's previous value is kept, with C(not_after), until its overlap has ended.
+  - The other filter in this file, C(hearth_frontdoor_key_problems),
     lists what is wrong with the keys, naming them by their names only.
 positional: _input
 options:
   _input:
-    description: C(front_door_api_keys), a list of C({name, key}) (kept in ansible-vault).
+    description: C(front_door_api_keys), C({name, key, ...policy}) each (kept in ansible-vault).
     type: list
     elements: dict
     required: true
@@ -41,7 +43,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 _value:
-  description: C({keys: [{name, sha256}]}).
+  description: C({keys: [{name, sha256, ...policy}]}).
   type: dict
 """
 
@@ -53,15 +55,8 @@ def _entries(keys):
 
 
 def hearth_frontdoor_keys(keys):
-    out = []
-    for entry in _entries(keys):
-        key = str(entry.get("key") or "")
-        out.append({"name": str(entry.get("name") or ""), "sha256": _sha256(key)})
-    return {"keys": out}
-
-
-def _sha256(text):
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    policy = import_hearth("frontdoor.policy").frontdoor.policy
+    return {"keys": policy.keys_file_entries(_entries(keys))}
 
 
 def hearth_frontdoor_key_problems(keys, min_length=32):

@@ -518,11 +518,12 @@ def derived_inputs(
     - ``hearth_model_hosts`` (prometheus): the hosts that declare models, as the role renders
       the alert rules with them;
     - ``front_door_key_fingerprints`` (front_door): name and a fingerprint of the hash of each
-      declared API key (:func:`hearth.checklib.key_fingerprint`), never the key or its hash.
+      declared API key (:func:`hearth.checklib.key_fingerprint`), never the key or its hash (a
+      rotated key's previous value too, while its overlap lasts).
     """
     from hearth import paths
     from hearth.checklib import key_fingerprint
-    from hearth.frontdoor.config import hash_key
+    from hearth.frontdoor.policy import keys_file_entries
     from hearth.plan import cached_facts
 
     derived: dict[str, Any] = {}
@@ -540,12 +541,10 @@ def derived_inputs(
         keys = resolved.get("front_door_api_keys") or []
         try:
             derived["front_door_key_fingerprints"] = [
-                {
-                    "name": str(k.get("name")),
-                    "fingerprint": key_fingerprint(hash_key(str(k["key"]))),
-                }
-                for k in keys
-                if isinstance(k, dict) and k.get("key")
+                {"name": str(e["name"]), "fingerprint": key_fingerprint(str(e["sha256"]))}
+                for e in keys_file_entries(
+                    [k for k in keys if isinstance(k, dict) and k.get("key")]
+                )
             ]
         except Exception as exc:  # an undecryptable vault value (AnsibleVaultError) and the like
             raise InvalidInputError(

@@ -967,6 +967,205 @@ def canary_run(inventory: Path, limit: str | None, vault_password_file: Path | N
         raise AuditFailedError("canary questions failed:\n  " + "\n  ".join(done.failures()))
 
 
+# ---------------------------------------------------------------------------------- keys, logs
+@cli.group()
+def keys() -> None:
+    """The front door's API keys, edited in their ansible-vault file (docs/frontdoor.md)."""
+
+
+def _key_file(inventory: Path | None, file: Path | None, vault_password_file: Path | None) -> Any:
+    from hearth.apikeys import KeyFile, find_key_file
+
+    if file is None:
+        if inventory is None:
+            raise InvalidInputError("give --file (the vault file of front_door_api_keys) or -i")
+        file = find_key_file(inventory, vault_password_file)
+    return KeyFile.open(file, vault_password_file)
+
+
+def _key_file_options(func: F) -> F:
+    func = click.option(
+        "--file", "-f", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="The (ansible-vault) file that defines front_door_api_keys.",
+    )(func)  # fmt: skip
+    func = click.option(
+        "--inventory", "-i", type=click.Path(exists=True, path_type=Path),
+        help="Find that file under the inventory's group_vars/host_vars.",
+    )(func)  # fmt: skip
+    return vault_option(func)
+
+
+def _print_new_key(name: str, key: str, path: Path, encrypted: bool) -> None:
+    where = "encrypted" if encrypted else "[yellow]in plain text (not vault-encrypted)[/]"
+    console.print(f"key {name!r} written to {path} ({where}); it is shown this once:")
+    console.print(key, markup=False, highlight=False)
+    console.print("apply it: hearth up -i INVENTORY --tags front_door")
+
+
+@keys.command("add")
+@click.argument("name")
+@_key_file_options
+@click.option("--models", help="Models (or aliases) the key may use, comma-separated.")
+@click.option("--rpm", type=int, help="Requests per minute.")
+@click.option("--tpm", type=int, help="Tokens per minute.")
+@click.option("--max-concurrent", type=int, help="Requests at once.")
+@click.option("--tokens-per-day", type=int, help="Tokens per UTC day.")
+@click.option("--expires", help="Refused from this date (YYYY-MM-DD) on.")
+def keys_add(
+    name: str, inventory: Path | None, file: Path | None, vault_password_file: Path | None,
+    models: str | None, rpm: int | None, tpm: int | None, max_concurrent: int | None,
+    tokens_per_day: int | None, expires: str | None,
+) -> None:  # fmt: skip
+    """Add a key NAME with a new random key, printed once."""
+    from hearth.apikeys import generate_key
+
+    kf = _key_file(inventory, file, vault_password_file)
+    policy = {
+        "models": [m.strip() for m in models.split(",") if m.strip()] if models else None,
+        "rpm": rpm, "tpm": tpm, "max_concurrent": max_concurrent,
+        "tokens_per_day": tokens_per_day, "expires": expires,
+    }  # fmt: skip
+    key = kf.add(name, {k: v for k, v in policy.items() if v is not None}, generate_key)
+    kf.save()
+    _print_new_key(name, key, kf.path, kf.encrypted)
+
+
+@keys.command("rotate")
+@click.argument("name")
+@_key_file_options
+@click.option("--overlap", default="24h", show_default=True,
+              help="How long the old key stays valid (e.g. 24h, 7d; 0s: not at all).")  # fmt: skip
+def keys_rotate(
+    name: str, inventory: Path | None, file: Path | None, vault_password_file: Path | None,
+    overlap: str,
+) -> None:  # fmt: skip
+    """Give NAME a new key (printed once); the old one stays valid for --overlap, then the next
+    `hearth up` removes it."""
+    import datetime as dt
+
+    from hearth.apikeys import generate_key, parse_duration
+
+    kf = _key_file(inventory, file, vault_password_file)
+    key, until = kf.rotate(name, parse_duration(overlap), generate_key, dt.datetime.now(dt.UTC))
+    kf.save()
+    _print_new_key(name, key, kf.path, kf.encrypted)
+    if parse_duration(overlap).total_seconds() > 0:
+        console.print(f"the previous key of {name!r} stays valid until {until}")
+
+
+@keys.command("revoke")
+@click.argument("name")
+@_key_file_options
+def keys_revoke(
+    name: str, inventory: Path | None, file: Path | None, vault_password_file: Path | None
+) -> None:
+    """Remove the key NAME (and any previous value of it still in its overlap)."""
+    kf = _key_file(inventory, file, vault_password_file)
+    kf.revoke(name)
+    kf.save()
+    console.print(f"key {name!r} removed from {kf.path}; apply: hearth up --tags front_door")
+
+
+@keys.command("list")
+@_key_file_options
+def keys_list(inventory: Path | None, file: Path | None, vault_password_file: Path | None) -> None:
+    """The keys' names and policies (never a key)."""
+    kf = _key_file(inventory, file, vault_password_file)
+    table = Table(title=str(kf.path), title_justify="left")
+    columns = ("name", "models", "rpm", "tpm", "max_concurrent", "tokens_per_day", "expires",
+               "previous_until")  # fmt: skip
+    for column in columns:
+        table.add_column(column)
+    for row in kf.listing():
+        cells = [row.get(c) for c in columns]
+        table.add_row(*(", ".join(map(str, c)) if isinstance(c, list) else str(c or "")
+                        for c in cells))  # fmt: skip
+    console.print(table)
+
+
+@keys.command("usage")
+@inventory_option
+@click.option("--limit", "-l", help="Only these front door hosts (Ansible pattern).")
+@click.option("--since", default="7d", show_default=True, help="7d, 12h, a date or ISO time.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True)  # fmt: skip
+@vault_option
+def keys_usage(
+    inventory: Path, limit: str | None, since: str, fmt: str, vault_password_file: Path | None
+) -> None:
+    """Requests and tokens per key and model, from the front doors' request logs."""
+    import csv
+    import io
+    import json
+
+    from hearth.commands.logs import fetch_logs, parse_since, usage_of
+
+    start = parse_since(since)
+    inv = _validated(inventory, vault_password_file)
+    logs, failed = fetch_logs(inv, limit)
+    rows = [r.as_dict() for r in usage_of(logs, start)]
+    if fmt == "json":
+        click.echo(json.dumps({"since": start.isoformat(), "usage": rows}, indent=2))
+    elif fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=[
+            "key", "model", "requests", "ok", "refused", "prompt_tokens", "completion_tokens"
+        ])  # fmt: skip
+        writer.writeheader()
+        writer.writerows(rows)
+        click.echo(out.getvalue(), nl=False)
+    else:
+        table = Table(title=f"usage since {start:%Y-%m-%d %H:%M} UTC", title_justify="left")
+        for column in ("key", "model", "requests", "ok", "refused", "prompt", "completion"):
+            table.add_column(column, justify="left" if column in ("key", "model") else "right")
+        for r in rows:
+            table.add_row(*(str(v) for v in r.values()))
+        console.print(table)
+    for why in failed:
+        err_console.print(f"[yellow]not read[/] {why}", markup=True, highlight=False)
+    if failed:
+        from hearth.errors import UnreachableError
+
+        raise UnreachableError(f"{len(failed)} front door host(s) could not be read")
+
+
+@cli.group()
+def logs() -> None:
+    """The front doors' request logs (hash-chained; docs/frontdoor.md)."""
+
+
+@logs.command("verify")
+@inventory_option
+@click.option("--limit", "-l", help="Only these front door hosts (Ansible pattern).")
+@vault_option
+def logs_verify(inventory: Path, limit: str | None, vault_password_file: Path | None) -> None:
+    """Check every front door's request-log chain; name the first edited, removed or reordered
+    line per host. Exits 5 when a chain is broken, 4 when a host could not be read."""
+    from hearth.commands.logs import fetch_logs, verify_host
+    from hearth.errors import AuditFailedError, UnreachableError
+
+    inv = _validated(inventory, vault_password_file)
+    logs_, failed = fetch_logs(inv, limit)
+    broken = []
+    for log in sorted(logs_, key=lambda entry: entry.host):
+        checked, problem = verify_host(log)
+        files = len(log.files)
+        head = "" if log.head is not None else " (front door not answering: head not compared)"
+        if problem is None:
+            console.print(
+                f"[green]✓[/] {log.host}: {checked} line(s) in {files} file(s) hold{head}"
+            )
+        else:
+            console.print(f"[bold red]✗[/] {log.host}: {problem}", highlight=False)
+            broken.append(f"{log.host}: {problem}")
+    for why in failed:
+        err_console.print(f"[magenta]not read[/] {why}", highlight=False)
+    if broken:
+        raise AuditFailedError("request log chain broken:\n  " + "\n  ".join(broken))
+    if failed:
+        raise UnreachableError(f"{len(failed)} front door host(s) could not be read")
+
+
 # --------------------------------------------------------------------------------------- fleet
 @cli.command("exec", context_settings={"ignore_unknown_options": True})
 @inventory_option

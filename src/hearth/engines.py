@@ -731,6 +731,8 @@ def frontdoor_routes(hosts: Sequence[ServingHost], local: str) -> dict[str, dict
                     "backends": [],
                     "hosts": [],
                 }
+                if model.embeddings:
+                    route["embeddings"] = True
                 text = text_io(model)
                 if text is not None:
                     route["text"] = {"input": text[0], "output": text[1]}

@@ -126,7 +126,7 @@ _MODEL_KEYS = (
     "name", "version", "engine", "format", "source", "files", "catalog", "architecture",
     "dtype", "quantization", "kv_cache_dtype", "max_model_len", "max_num_seqs", "gpus",
     "gpu_memory_share", "engine_args", "chat_template", "lora_adapters", "description",
-    "triton_config",
+    "triton_config", "embeddings",
 )  # fmt: skip
 _SOURCE_KEYS = ("type", "path", "url", "repo", "revision", "endpoint")
 _FILE_KEYS = ("path", "sha256", "size", "url")
@@ -252,6 +252,8 @@ class ModelSpec:
     lora_adapters: tuple[LoraAdapter, ...] = ()
     description: str | None = None
     triton_config: Mapping[str, Any] = field(default_factory=dict)
+    embeddings: bool = False
+    """Serves /v1/embeddings (the front door refuses embeddings of other models with a 400)."""
 
     @property
     def tensor_parallel_size(self) -> int:
@@ -759,6 +761,7 @@ def _parse_model(c: _Collector, index: int, raw: object) -> ModelSpec | None:
         lora_adapters=lora,
         description=str(raw["description"]) if raw.get("description") is not None else None,
         triton_config=triton_config,
+        embeddings=raw.get("embeddings") is True,
     )
 
 

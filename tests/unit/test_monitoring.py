@@ -526,7 +526,8 @@ def _exported(path: Path) -> set[str]:
 
 def known_metrics() -> set[str]:
     """Every metric name the engines and exporters really export (recorded), plus the GPU-only
-    ones from NVIDIA's documentation, the canary's own, and Prometheus's synthetic series."""
+    ones from NVIDIA's documentation, the canary's and the front door's own, and Prometheus's
+    synthetic series."""
     names: set[str] = set()
     for recorded in [
         *(FIXTURES / "engines").glob("*-metrics.txt"),
@@ -552,6 +553,13 @@ def known_metrics() -> set[str]:
                "consecutive_failures": 0, "p95": 0, "baseline": 0, "leak": 0,
                "completion_tokens": 0, "runs": 1}  # fmt: skip
     names |= _exported_text(canary.render_metrics([summary]))
+    from prometheus_client import generate_latest
+
+    from hearth.frontdoor.app import Metrics as FrontDoorMetrics
+
+    door = FrontDoorMetrics()  # the front door's own (Hearth's code): a sample of each labelled one
+    door.key_expiry.labels("k").set(0)
+    names |= _exported_text(generate_latest(door.registry).decode())
     names |= {"up", "ALERTS", "ALERTS_FOR_STATE", "scrape_duration_seconds"}
     return names
 
@@ -599,9 +607,7 @@ def test_metric_names_of_promql() -> None:
         "and on (host) up offset 1h or time() - foo_total unless ignoring (x) bar / 1e6"
     )
     assert metric_names(expr) == {"vllm:x_bucket", "up", "foo_total", "bar"}
-    assert promql_for_check('rate(x{h=~"$host"}[$__rate_interval])') == (
-        'rate(x{h=~".*"}[5m])'
-    )
+    assert promql_for_check('rate(x{h=~"$host"}[$__rate_interval])') == ('rate(x{h=~".*"}[5m])')
     assert promql_for_check('label_values(up{job="node"}, host)') == 'up{job="node"}'
 
 

@@ -68,6 +68,7 @@ def test_global_spec_is_shipped_as_package_data() -> None:
         "hearth_declared_gpus",
         "hearth_environment",
         "hearth_lab",
+        "hearth_model_aliases",
         "hearth_models",
         "hearth_operator",
         "hearth_site",

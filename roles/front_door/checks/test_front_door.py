@@ -2,7 +2,7 @@
 
 The front door's container runs (non-root, read-only root filesystem, on the host's network); its
 keys file holds only sha256 hashes, mode 0600, owned by the container's user, and exactly the
-declared keys' hashes (a key appended by hand fails); it answers /health, refuses an API request
+declared keys' hashes with their policies (a key appended by hand fails); it answers /health, refuses an API request
 without a key (401), and serves its Prometheus metrics. The keys and their hashes are never part
 of the declared state the audit sees: the audit passes a fingerprint of each declared key's hash
 (hearth.checklib.key_fingerprint), and a drift is reported by count, position and key name.
@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 from hearth.checklib import docker_inspect, http_get, keys_drift
+from hearth.frontdoor.policy import POLICY_FIELDS
 
 CONTAINER = "hearth-frontdoor"
 UID = 10003  # templates/images/frontdoor/recipe.yml
@@ -64,10 +65,12 @@ def test_keys_file_holds_exactly_the_declared_keys(host: Any, hearth_vars: dict[
     )
     entries = json.loads(keys.content_string).get("keys") or []
     assert entries, f"{keys.path}: expected at least one key, found none"
+    allowed = {"name", "sha256", "not_after", *POLICY_FIELDS}
     for entry in entries:
-        assert set(entry) == {"name", "sha256"} and re.fullmatch(
-            r"[0-9a-f]{64}", entry["sha256"]
-        ), f"{keys.path}: expected only names and sha256 hashes, found the fields {sorted(entry)}"
+        assert set(entry) <= allowed and re.fullmatch(r"[0-9a-f]{64}", entry["sha256"]), (
+            f"{keys.path}: expected only names, sha256 hashes and policies, found the fields "
+            f"{sorted(entry)}"
+        )
     drift = keys_drift(hearth_vars.get("front_door_key_fingerprints") or [], entries)
     assert not drift, f"{keys.path}: {drift} (a key added or changed by hand?)"
 

@@ -3,10 +3,15 @@
 - ``Authorization: Bearer <key>`` on every API route, checked against the sha256 hashes Ansible
   wrote (:func:`hearth.frontdoor.config.verify_key`); 401 without a key or with a wrong one. Keys
   are never logged, echoed or kept.
-- ``GET /v1/models`` lists the served models; ``POST /v1/chat/completions``, ``/v1/completions``
-  and ``/v1/embeddings`` are routed by the body's ``model`` to that model's engines (tried in
-  turn when one does not accept the connection), streamed back as they come (server-sent
-  events included). An unknown model is a 404 naming the served ones.
+- Per-key policies (:mod:`hearth.frontdoor.policy`): allowed models (403 naming them), requests
+  and tokens per minute, requests at once, tokens per day (429 with ``Retry-After``), an expiry
+  (401 "expired"). Aliases (``chat`` -> ``smollm2``) are routed as their model and listed.
+- ``GET /v1/models`` lists the served models and aliases, ``GET /v1/models/{id}`` one of them;
+  ``POST /v1/chat/completions``, ``/v1/completions`` and ``/v1/embeddings`` are routed by the
+  body's ``model`` to that model's engines (tried in turn when one does not accept the
+  connection), streamed back as they come (server-sent events included). An unknown model is a
+  404 naming the served ones; a body without ``model`` a 400; embeddings from a model not
+  declared ``embeddings: true`` a 400 naming those that are.
 - Triton models (KServe v2) are reached at ``/v2/models/<name>[/ready|/infer]``; a Triton model
   declared with a text input and output also answers ``/v1/chat/completions`` (the last user
   message in, the output text back).
@@ -21,7 +26,10 @@
   routes. A file that does not parse is refused, logged, and the routing in force stays.
 
 One JSON line per request goes to stdout (time, model, endpoint, status, seconds, key name,
-tokens): never the key, never the prompt.
+tokens): never the key, never the prompt. With a ``state_dir``, the same facts (and the model's
+version and the client's address) also go to the hash-chained request log
+(:mod:`hearth.frontdoor.reqlog`) that ``hearth logs verify`` checks and ``hearth keys usage``
+reads.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -59,6 +68,8 @@ from hearth.frontdoor.config import (
     ModelRoute,
     verify_key,
 )
+from hearth.frontdoor.policy import Limiter, Refusal, allowed
+from hearth.frontdoor.reqlog import RequestLog
 
 __all__ = ["FrontDoor", "create_app"]
 
@@ -130,6 +141,24 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.key_tokens = Counter(
+            "hearth_frontdoor_key_tokens",
+            "Tokens used, by API key name, model and kind (prompt, completion).",
+            ["key_name", "model", "kind"],
+            registry=r,
+        )
+        self.key_refusals = Counter(
+            "hearth_frontdoor_key_refusals",
+            "Requests refused by a key's policy, by key name and reason (the error code).",
+            ["key_name", "reason"],
+            registry=r,
+        )
+        self.key_expiry = Gauge(
+            "hearth_frontdoor_key_expiry_timestamp_seconds",
+            "When an API key expires (Unix time), for keys that declare `expires`.",
+            ["key_name"],
+            registry=r,
+        )
         self.models = Gauge(
             "hearth_frontdoor_model_info",
             "The models the front door routes (1 per model), with engine and version.",
@@ -138,10 +167,29 @@ class Metrics:
         )
 
 
-def _error(status: int, message: str, kind: str, code: str) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+def _error(
+    status: int, message: str, kind: str, code: str, retry_after: int | None = None
+) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     body = {"error": {"message": message, "type": kind, "code": code}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(body, status_code=status, headers=headers or None)
+
+
+@dataclass
+class Caller:
+    """One request's caller: its key, its address, the model name it asked for, and whether the
+    key's limits counted it in (then it is counted out once, when it is recorded)."""
+
+    key: ApiKey
+    client: str = ""
+    requested: str = ""
+    admitted: bool = False
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client is not None else ""
 
 
 def _usage(data: object) -> tuple[int, int]:
@@ -210,9 +258,19 @@ class FrontDoor:
         self._turn: dict[str, itertools.count[int]] = {}
         self._log = log or (lambda line: print(line, file=sys.stdout, flush=True))
         self.digests: Mapping[str, str] = {}
+        state = config.state_dir
+        self.limiter = Limiter(state / "quota.json" if state is not None else None)
+        self.request_log = RequestLog(state) if state is not None else None
         self._publish(config)
 
+    def _publish_keys(self) -> None:
+        self.metrics.key_expiry.clear()
+        for key in self.keys:
+            if key.expires is not None and key.not_after is None:
+                self.metrics.key_expiry.labels(key.name).set(key.expires)
+
     def _publish(self, config: FrontDoorConfig) -> None:
+        self._publish_keys()
         for name in config.models:
             self._turn.setdefault(name, itertools.count())
         self.metrics.models.clear()
@@ -256,6 +314,9 @@ class FrontDoor:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        self.limiter.save()
+        if self.request_log is not None:
+            self.request_log.close()
 
     def _backends(self, route: ModelRoute) -> list[str]:
         """The route's backends, starting with the next one in turn (round robin)."""
@@ -269,21 +330,47 @@ class FrontDoor:
         route: ModelRoute | None,
         endpoint: str,
         status: int,
-        key: ApiKey | None,
+        key: ApiKey | Caller | None,
         started: float,
         tokens: tuple[int, int] = (0, 0),
         unknown: bool = False,
+        client: str = "",
     ) -> None:
+        caller = key if isinstance(key, Caller) else None
+        if caller is not None:
+            key, client = caller.key, caller.client or client
+            if caller.admitted:
+                caller.admitted = False
+                self.limiter.finish(caller.key.name, caller.key.policy, sum(tokens))
         model = route.name if route is not None else (UNKNOWN if unknown else "")
         seconds = time.monotonic() - started
-        name = key.name if key is not None else ""
+        name = key.name if isinstance(key, ApiKey) else ""
         self.metrics.requests.labels(model, endpoint, str(status), name).inc()
         if route is not None:
             self.metrics.latency.labels(model, endpoint).observe(seconds)
-            if tokens[0]:
-                self.metrics.tokens.labels(model, "prompt").inc(tokens[0])
-            if tokens[1]:
-                self.metrics.tokens.labels(model, "completion").inc(tokens[1])
+            for kind, count in zip(("prompt", "completion"), tokens, strict=True):
+                if count:
+                    self.metrics.tokens.labels(model, kind).inc(count)
+                    if name:
+                        self.metrics.key_tokens.labels(name, model, kind).inc(count)
+        if self.request_log is not None:
+            entry: dict[str, Any] = {
+                "key": name,
+                "model": model,
+                "version": route.version if route is not None else "",
+                "endpoint": endpoint,
+                "status": status,
+                "prompt_tokens": tokens[0],
+                "completion_tokens": tokens[1],
+                "seconds": round(seconds, 4),
+                "client": client,
+            }
+            if caller is not None and caller.requested and caller.requested != model:
+                entry["alias"] = caller.requested
+            try:
+                self.request_log.write(entry)
+            except OSError as e:  # a full disk must not stop the answers; it is said loudly
+                print(f"hearth-frontdoor: request log: {e}", file=sys.stderr, flush=True)
         line = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "model": model,
@@ -297,6 +384,7 @@ class FrontDoor:
         self._log(json.dumps(line, sort_keys=True))
 
     def authenticate(self, request: Request) -> ApiKey | Response:
+        """The request's key, or the 401 to answer (missing, invalid, expired, rotated out)."""
         header = request.headers.get("authorization", "")
         scheme, _, presented = header.partition(" ")
         if scheme.lower() != "bearer" or not presented.strip():
@@ -311,7 +399,48 @@ class FrontDoor:
         if key is None:
             self.metrics.auth_failures.labels("invalid").inc()
             return _error(401, "invalid API key", "invalid_request_error", "invalid_api_key")
+        now = time.time()
+        if key.not_after is not None and now >= key.not_after:
+            self.metrics.auth_failures.labels("rotated").inc()
+            return _error(
+                401,
+                f"this API key of {key.name!r} was replaced and its overlap has ended: use the "
+                "new key",
+                "invalid_request_error",
+                "key_rotated",
+            )
+        if key.expires is not None and now >= key.expires:
+            self.metrics.auth_failures.labels("expired").inc()
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(key.expires))
+            return _error(
+                401,
+                f"the API key {key.name!r} expired at {when}",
+                "invalid_request_error",
+                "expired",
+            )
         return key
+
+    def _refuse(self, caller: Caller, refusal: Refusal) -> JSONResponse:
+        self.metrics.key_refusals.labels(caller.key.name, refusal.code).inc()
+        kind = "rate_limit_error" if refusal.status == 429 else "permission_error"
+        return _error(refusal.status, refusal.message, kind, refusal.code, refusal.retry_after)
+
+    def _check_policy(self, caller: Caller, route: ModelRoute) -> Refusal | None:
+        """The key may call this model (or alias), and its limits have room: counted in."""
+        key = caller.key
+        if not allowed(key.models, caller.requested, route.name):
+            names = ", ".join(key.models or ()) or "none"
+            return Refusal(
+                403,
+                f"the key {key.name!r} may not use the model {caller.requested!r} (allowed: "
+                f"{names})",
+                "model_not_allowed",
+            )
+        if not key.limited:
+            return None
+        refusal = self.limiter.admit(key.name, key.policy)
+        caller.admitted = refusal is None
+        return refusal
 
     async def _body(self, request: Request) -> bytes | Response:
         declared = request.headers.get("content-length")
@@ -337,6 +466,8 @@ class FrontDoor:
         body: dict[str, Any] = {"status": "ok", "models": len(self.config.models)}
         if self.digests:
             body["loaded"] = dict(self.digests)
+        if self.request_log is not None:
+            body["request_log"] = {"seq": self.request_log.seq, "head": self.request_log.head}
         return JSONResponse(body)
 
     async def metrics_endpoint(self, request: Request) -> Response:
@@ -348,46 +479,89 @@ class FrontDoor:
         if isinstance(key, Response):
             self._record(None, "/v1/models", 401, None, started)
             return key
-        data = [
-            {
-                "id": route.name,
-                "object": "model",
-                "created": 0,
-                "owned_by": "hearth",
-                "hearth": {"engine": route.engine, "version": route.version},
-            }
-            for route in self.config.models.values()
-        ]
-        self._record(None, "/v1/models", 200, key, started)
+        names = [*self.config.models, *self.config.aliases]
+        data = [self._model_entry(name) for name in names]
+        self._record(None, "/v1/models", 200, key, started, client=_client(request))
         return JSONResponse({"object": "list", "data": data})
+
+    def _model_entry(self, name: str) -> dict[str, Any]:
+        route = self.config.resolve(name)
+        assert route is not None
+        hearth: dict[str, Any] = {"engine": route.engine, "version": route.version}
+        if route.api == "openai":
+            hearth["embeddings"] = route.embeddings
+        if name in self.config.aliases:
+            hearth["alias_of"] = route.name
+        return {"id": name, "object": "model", "created": 0, "owned_by": "hearth", "hearth": hearth}
+
+    async def get_model(self, request: Request) -> Response:
+        started = time.monotonic()
+        endpoint = "/v1/models/{id}"
+        key = self.authenticate(request)
+        if isinstance(key, Response):
+            self._record(None, endpoint, 401, None, started, client=_client(request))
+            return key
+        name = request.path_params["id"]
+        if self.config.resolve(name) is None:
+            self._record(None, endpoint, 404, key, started, unknown=True, client=_client(request))
+            return self._unknown_model(name)
+        self._record(None, endpoint, 200, key, started, client=_client(request))
+        return JSONResponse(self._model_entry(name))
 
     async def openai(self, request: Request) -> Response:
         endpoint = request.url.path
         started = time.monotonic()
         key = self.authenticate(request)
         if isinstance(key, Response):
-            self._record(None, endpoint, 401, None, started)
+            self._record(None, endpoint, 401, None, started, client=_client(request))
             return key
+        caller = Caller(key, _client(request))
         body = await self._body(request)
         if isinstance(body, Response):
-            self._record(None, endpoint, body.status_code, key, started)
+            self._record(None, endpoint, body.status_code, caller, started)
             return body
         try:
             payload = json.loads(body)
         except ValueError:
             payload = None
         if not isinstance(payload, dict):
-            self._record(None, endpoint, 400, key, started)
+            self._record(None, endpoint, 400, caller, started)
             return _error(400, "the body must be a JSON object", "invalid_request_error", "bad")
-        route = self.config.models.get(str(payload.get("model")))
+        if not isinstance(payload.get("model"), str) or not payload["model"]:
+            self._record(None, endpoint, 400, caller, started)
+            return _error(
+                400,
+                "the body must name a model ('model': one of GET /v1/models)",
+                "invalid_request_error",
+                "model_required",
+            )
+        caller.requested = payload["model"]
+        route = self.config.resolve(caller.requested)
         if route is None:
-            self._record(None, endpoint, 404, key, started, unknown=True)
+            self._record(None, endpoint, 404, caller, started, unknown=True)
             return self._unknown_model(payload.get("model"))
+        if endpoint == "/v1/embeddings" and route.api == "openai" and not route.embeddings:
+            self._record(route, endpoint, 400, caller, started)
+            serving = [n for n, r in self.config.models.items() if r.embeddings]
+            return _error(
+                400,
+                f"the model {route.name!r} does not serve embeddings (models that do: "
+                f"{', '.join(serving) or 'none'})",
+                "invalid_request_error",
+                "embeddings_not_served",
+            )
+        refusal = self._check_policy(caller, route)
+        if refusal is not None:
+            self._record(route, endpoint, refusal.status, caller, started)
+            return self._refuse(caller, refusal)
+        if caller.requested != route.name:  # an alias: the engine knows the model's own name
+            payload["model"] = route.name
+            body = json.dumps(payload).encode("utf-8")
         if route.api == "kserve":
-            return await self._kserve_text(route, endpoint, payload, key, started)
+            return await self._kserve_text(route, endpoint, payload, caller, started)
         if payload.get("stream") is True:
-            return await self._stream(route, endpoint, body, key, started)
-        return await self._forward(route, "POST", endpoint, body, key, started, endpoint)
+            return await self._stream(route, endpoint, body, caller, started)
+        return await self._forward(route, "POST", endpoint, body, caller, started, endpoint)
 
     async def kserve(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -396,21 +570,26 @@ class FrontDoor:
         started = time.monotonic()
         key = self.authenticate(request)
         if isinstance(key, Response):
-            self._record(None, endpoint, 401, None, started)
+            self._record(None, endpoint, 401, None, started, client=_client(request))
             return key
-        route = self.config.models.get(name)
+        caller = Caller(key, _client(request), name)
+        route = self.config.resolve(name)
         if route is None or route.api != "kserve" or action not in ("", "ready", "infer"):
-            self._record(None, endpoint, 404, key, started, unknown=True)
+            self._record(None, endpoint, 404, caller, started, unknown=True)
             return self._unknown_model(name)
         body = b""
         if request.method == "POST":
             read = await self._body(request)
             if isinstance(read, Response):
-                self._record(route, endpoint, read.status_code, key, started)
+                self._record(route, endpoint, read.status_code, caller, started)
                 return read
             body = read
+        refusal = self._check_policy(caller, route)
+        if refusal is not None:
+            self._record(route, endpoint, refusal.status, caller, started)
+            return self._refuse(caller, refusal)
         path = f"/v2/models/{route.name}" + (f"/{action}" if action else "")
-        return await self._forward(route, request.method, path, body, key, started, endpoint)
+        return await self._forward(route, request.method, path, body, caller, started, endpoint)
 
     # ---------------------------------------------------------------------------- forwarding
     async def _send(
@@ -463,7 +642,7 @@ class FrontDoor:
         method: str,
         path: str,
         body: bytes,
-        key: ApiKey,
+        key: ApiKey | Caller,
         started: float,
         endpoint: str,
     ) -> Response:
@@ -493,7 +672,7 @@ class FrontDoor:
             self.metrics.in_flight.labels(route.name).dec()
 
     async def _stream(
-        self, route: ModelRoute, endpoint: str, body: bytes, key: ApiKey, started: float
+        self, route: ModelRoute, endpoint: str, body: bytes, key: ApiKey | Caller, started: float
     ) -> Response:
         self.metrics.in_flight.labels(route.name).inc()
         try:
@@ -542,7 +721,7 @@ class FrontDoor:
         route: ModelRoute,
         endpoint: str,
         payload: Mapping[str, Any],
-        key: ApiKey,
+        key: ApiKey | Caller,
         started: float,
     ) -> Response:
         """An OpenAI request for a Triton text model: the prompt in, the output text back."""
@@ -671,6 +850,7 @@ def create_app(
         Route("/health", door.health, methods=["GET"]),
         Route("/metrics", door.metrics_endpoint, methods=["GET"]),
         Route("/v1/models", door.list_models, methods=["GET"]),
+        Route("/v1/models/{id:path}", door.get_model, methods=["GET"]),
         *(post(door.openai, path) for path in OPENAI_ENDPOINTS),
         Route("/v2/models/{name}", door.kserve, methods=["GET"]),
         Route("/v2/models/{name}/{action:str}", door.kserve, methods=["GET", "POST"]),

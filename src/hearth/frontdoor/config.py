@@ -10,8 +10,10 @@ Ansible writes two JSON files on each front door host (``roles/front_door``):
          "keys_file": "/etc/hearth/frontdoor/keys.json",
          "timeouts": {"connect": 5, "read": 600},
          "max_body_bytes": 8388608,
+         "state_dir": "/var/lib/hearth/frontdoor",
+         "aliases": {"chat": "smollm2"},
          "models": {"smollm2": {"engine": "llamacpp", "version": "v1", "api": "openai",
-                                "backends": ["http://127.0.0.1:8080"]},
+                                "backends": ["http://127.0.0.1:8080"], "embeddings": false},
                     "upper": {"engine": "triton", "version": "1", "api": "kserve",
                               "backends": ["http://127.0.0.1:8000"],
                               "text": {"input": "TEXT", "output": "UPPER"}}}}
@@ -29,7 +31,9 @@ Ansible writes two JSON files on each front door host (``roles/front_door``):
 
 ``keys.json``
     the sha256 of every API key with a name for it (``{"keys": [{"name": "lab", "sha256": …}]}``),
-    mode 0600. The keys themselves live only in ansible-vault: a hash of a random key cannot be
+    mode 0600, each with its optional policy (``models``, ``rpm``, ``tpm``, ``max_concurrent``,
+    ``tokens_per_day``, ``expires``; see :mod:`hearth.frontdoor.policy`).
+    The keys themselves live only in ansible-vault: a hash of a random key cannot be
     turned back into the key, so neither this file nor the front door's memory holds one.
 
 :func:`verify_key` compares the sha256 of the presented key with every stored hash in constant
@@ -47,6 +51,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from hearth.frontdoor.policy import parse_expiry, policy_problems
 
 __all__ = [
     "ApiKey",
@@ -84,12 +90,35 @@ class ModelRoute:
     backends: tuple[str, ...]
     text_input: str | None = None
     text_output: str | None = None
+    embeddings: bool = False
 
 
 @dataclass(frozen=True)
 class ApiKey:
     name: str
     sha256: str
+    models: tuple[str, ...] | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrent: int | None = None
+    tokens_per_day: int | None = None
+    expires: float | None = None
+    """Epoch seconds from which the key is refused (401 "expired")."""
+    not_after: float | None = None
+    """A rotated key's previous value: epoch seconds at which its overlap ends."""
+
+    @property
+    def policy(self) -> dict[str, object]:
+        return {
+            "rpm": self.rpm,
+            "tpm": self.tpm,
+            "max_concurrent": self.max_concurrent,
+            "tokens_per_day": self.tokens_per_day,
+        }
+
+    @property
+    def limited(self) -> bool:
+        return any(v is not None for v in self.policy.values())
 
 
 @dataclass(frozen=True)
@@ -102,6 +131,14 @@ class FrontDoorConfig:
     max_body_bytes: int = 8 * 1024 * 1024
     models: Mapping[str, ModelRoute] = field(default_factory=dict)
     routing_file: Path | None = None
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    """Other names clients may call a model by (``chat`` -> ``smollm2``)."""
+    state_dir: Path | None = None
+    """Writable: the request log (hash-chained) and the daily quotas (``quota.json``)."""
+
+    def resolve(self, name: str) -> ModelRoute | None:
+        """The route of a model name or alias."""
+        return self.models.get(self.aliases.get(name, name))
 
 
 @dataclass(frozen=True)
@@ -166,6 +203,7 @@ def _route(name: str, raw: object) -> ModelRoute:
         backends=tuple(backends),
         text_input=str(text["input"]) if text.get("input") else None,
         text_output=str(text["output"]) if text.get("output") else None,
+        embeddings=raw.get("embeddings") is True,
     )
 
 
@@ -188,7 +226,19 @@ def parse_config(raw: object) -> FrontDoorConfig:
     if isinstance(body, bool) or not isinstance(body, int) or body <= 0:
         raise ConfigError(f"max_body_bytes: expected a positive integer, got {body!r}")
     routing = raw.get("routing_file")
+    routes = {str(name): _route(str(name), route) for name, route in models.items()}
+    aliases = raw.get("aliases") or {}
+    if not isinstance(aliases, Mapping):
+        raise ConfigError("aliases: expected a mapping of alias names to model names")
+    for alias, target in aliases.items():
+        if alias in routes:
+            raise ConfigError(f"aliases.{alias}: the name of a served model (an alias shadows it)")
+        if target not in routes:
+            raise ConfigError(f"aliases.{alias}: {target!r} is not a served model")
+    state = raw.get("state_dir")
     return FrontDoorConfig(
+        aliases={str(k): str(v) for k, v in aliases.items()},
+        state_dir=Path(str(state)) if state else None,
         routing_file=Path(str(routing)) if routing else None,
         host=str(listen.get("host", "0.0.0.0")),  # noqa: S104
         port=port,
@@ -196,7 +246,7 @@ def parse_config(raw: object) -> FrontDoorConfig:
         connect_timeout=_number(timeouts, "connect", 5.0, "timeouts"),
         read_timeout=_number(timeouts, "read", 600.0, "timeouts"),
         max_body_bytes=body,
-        models={str(name): _route(str(name), route) for name, route in models.items()},
+        models=routes,
     )
 
 
@@ -211,8 +261,30 @@ def parse_keys(raw: object) -> list[ApiKey]:
         digest = str(entry.get("sha256", "")).lower()
         if not _SHA256.match(digest):
             raise ConfigError(f"keys[{i}]: sha256: expected 64 hex digits")
-        keys.append(ApiKey(name=str(entry.get("name") or f"key{i}"), sha256=digest))
+        name = str(entry.get("name") or f"key{i}")
+        problems = policy_problems(entry)
+        if problems:
+            raise ConfigError(f"keys[{i}] ({name}): " + "; ".join(problems))
+        models = entry.get("models")
+        keys.append(
+            ApiKey(
+                name=name,
+                sha256=digest,
+                models=tuple(str(m) for m in models) if isinstance(models, list) else None,
+                rpm=_count(entry, "rpm"),
+                tpm=_count(entry, "tpm"),
+                max_concurrent=_count(entry, "max_concurrent"),
+                tokens_per_day=_count(entry, "tokens_per_day"),
+                expires=parse_expiry(entry.get("expires")),
+                not_after=parse_expiry(entry.get("not_after")),
+            )
+        )
     return keys
+
+
+def _count(entry: Mapping[str, Any], name: str) -> int | None:
+    value = entry.get(name)
+    return value if isinstance(value, int) else None
 
 
 def _read_json(path: Path, what: str) -> object:

@@ -28,6 +28,10 @@ def _regex_alternatives(values: Iterable[str]) -> str:
     return "|".join(re.escape(v) for v in values)
 
 
+KEY_EXPIRY_WARNING_DAYS = 7
+"""An API key's expiry is announced this many days before (FrontDoorKeyExpiring)."""
+
+
 def _alert(
     name: str,
     expr: str,
@@ -124,6 +128,17 @@ def alert_rules(
             f"({{{{ $labels.instance }}}}) for {s['frontdoor_down_for']}: users cannot reach "
             "any model through it.",
             s["frontdoor_down_for"],
+        ),
+        _alert(
+            "FrontDoorKeyExpiring",
+            f"hearth_frontdoor_key_expiry_timestamp_seconds - time() < {KEY_EXPIRY_WARNING_DAYS}"
+            " * 86400",
+            "warning",
+            "API key {{ $labels.key_name }} expires within "
+            f"{KEY_EXPIRY_WARNING_DAYS} days",
+            "The front door on {{ $labels.host }} will refuse the API key "
+            "{{ $labels.key_name }} (401 expired) from its `expires` on: rotate it "
+            "(hearth keys rotate) or move its expiry, then hearth up --tags front_door.",
         ),
         _alert(
             "TimeToFirstTokenSLO",

@@ -1,0 +1,141 @@
+"""The front door as OpenAI's own Python client sees it: a real uvicorn on a loopback port, the
+engine an in-process fake (answers shaped like llama.cpp's), ``openai.OpenAI`` pointed at it.
+Models (list and retrieve), chat, streaming, completions, aliases, and each refusal surfacing as
+the client's own exception class (401, 403, 404, 400, 429 with its Retry-After)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import uvicorn
+
+from hearth.frontdoor import config as fd_config
+from hearth.frontdoor.app import create_app
+
+KEY = "hearth-test-key-0123456789abcdef"
+WARD = "hearth-ward7-key-0123456789abcdef"
+
+CONFIG = {
+    "listen": {"host": "127.0.0.1", "port": 8090},
+    "keys_file": "/nonexistent/keys.json",
+    "aliases": {"chat": "smollm2"},
+    "models": {
+        "smollm2": {
+            "engine": "llamacpp", "version": "v1", "api": "openai",
+            "backends": ["http://engine:8080"],
+        },
+    },
+}  # fmt: skip
+
+
+def engine(request: httpx.Request) -> httpx.Response:
+    body = json.loads(request.content)
+    usage = {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}
+    if body.get("stream"):
+        chunks = [
+            {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": body["model"],
+             "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}
+            for word in ("Pa", "ris")
+        ]  # fmt: skip
+        text = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+        return httpx.Response(
+            200, content=text.encode(), headers={"content-type": "text/event-stream"}
+        )
+    if request.url.path == "/v1/completions":
+        return httpx.Response(200, json={
+            "id": "cmpl-1", "object": "text_completion", "created": 0, "model": body["model"],
+            "choices": [{"index": 0, "text": " Paris", "finish_reason": "stop", "logprobs": None}],
+            "usage": usage,
+        })  # fmt: skip
+    return httpx.Response(200, json={
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": "Paris"}}],
+        "usage": usage,
+    })  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    state = tmp_path_factory.mktemp("state")
+    keys = fd_config.parse_keys(
+        {
+            "keys": [
+                {"name": "lab", "sha256": fd_config.hash_key(KEY)},
+                {"name": "ward7", "sha256": fd_config.hash_key(WARD), "models": ["chat"],
+                 "rpm": 3},
+            ]
+        }
+    )  # fmt: skip
+    config = fd_config.parse_config({**CONFIG, "state_dir": str(state)})
+    app = create_app(config, keys, httpx.MockTransport(engine), log=lambda _line: None)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}/v1"
+    server.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+def client(base_url: str, key: str = KEY) -> Any:
+    return openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=10)
+
+
+def test_models_list_and_retrieve(base_url: str) -> None:
+    listed = sorted(m.id for m in client(base_url).models.list())
+    assert listed == ["chat", "smollm2"]
+    assert client(base_url).models.retrieve("smollm2").id == "smollm2"
+    with pytest.raises(openai.NotFoundError) as missing:
+        client(base_url).models.retrieve("gpt-4")
+    assert missing.value.status_code == 404
+    assert "not served here" in str(missing.value)
+
+
+def test_chat_completions_and_streaming(base_url: str) -> None:
+    messages = [{"role": "user", "content": "capital of France?"}]
+    answer = client(base_url).chat.completions.create(model="chat", messages=messages)
+    assert answer.choices[0].message.content == "Paris" and answer.model == "smollm2"
+    assert answer.usage is not None and answer.usage.completion_tokens == 2
+    stream = client(base_url).chat.completions.create(
+        model="smollm2", messages=messages, stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "Paris"
+    done = client(base_url).completions.create(model="smollm2", prompt="The capital is")
+    assert done.choices[0].text == " Paris"
+
+
+def test_refusals_are_the_clients_own_exceptions(base_url: str) -> None:
+    messages = [{"role": "user", "content": "hi"}]
+    with pytest.raises(openai.AuthenticationError):
+        client(base_url, "not-a-key-0123456789abcdef0123456").models.list()
+    with pytest.raises(openai.NotFoundError):
+        client(base_url).chat.completions.create(model="gpt-4", messages=messages)
+    with pytest.raises(openai.BadRequestError) as bad:
+        client(base_url).embeddings.create(model="smollm2", input="x")
+    assert "does not serve embeddings" in str(bad.value)
+    ward = client(base_url, WARD)
+    with pytest.raises(openai.PermissionDeniedError) as forbidden:
+        ward.chat.completions.create(model="smollm2", messages=messages)
+    assert "allowed: chat" in str(forbidden.value)
+    for _ in range(3):
+        ward.chat.completions.create(model="chat", messages=messages)
+    with pytest.raises(openai.RateLimitError) as limited:
+        ward.chat.completions.create(model="chat", messages=messages)
+    assert 1 <= int(limited.value.response.headers["retry-after"]) <= 60

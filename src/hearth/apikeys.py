@@ -132,7 +132,9 @@ class KeyFile:
                 f"{self.path}: a key named {name!r} exists (rotate it, or revoke it first)"
             )
         key = new_key()
-        self.keys.append({"name": name, "key": key, **{k: v for k, v in policy.items() if v}})
+        self.keys.append(
+            {"name": name, "key": key, **{k: v for k, v in policy.items() if v is not None}}
+        )
         return key
 
     def rotate(
@@ -190,7 +192,7 @@ def _read(path: Path, password_file: Path | None) -> tuple[dict[str, Any], bool,
 
         vault = _vault(password_file)
         try:
-            text = vault.decrypt(raw, filename=str(path))
+            text = vault.decrypt(raw)
         except AnsibleError as e:
             raise InvalidInputError(
                 f"{path}: cannot be decrypted with the vault password given ({e})"

@@ -423,6 +423,130 @@ def front_door_routes(host: HostView) -> Iterator[Finding]:
     )
 
 
+def _key_entries(host: HostView) -> list[tuple[str, Mapping[str, Any]]]:
+    """(label, entry) of each declared API key: ``key 'NAME'`` or its position."""
+    keys = host.get("front_door_api_keys") or []
+    found = []
+    for index, entry in enumerate(keys if isinstance(keys, list) else []):
+        if isinstance(entry, Mapping):
+            name = entry.get("name")
+            label = f"key {name!r}" if isinstance(name, str) and name else f"#{index}"
+            found.append((label, entry))
+    return found
+
+
+def _routed_models(host: HostView) -> set[str]:
+    """The models the front door routes: those declared on its inference group's hosts."""
+    group = str(host.get("front_door_inference_group") or "inference")
+    names: set[str] = set()
+    for peer in host.peers(group):
+        for model in peer.get("hearth_models") or []:
+            if isinstance(model, Mapping) and model.get("name"):
+                names.add(str(model["name"]))
+    return names
+
+
+def _aliases(host: HostView) -> Mapping[str, Any]:
+    aliases = host.get("hearth_model_aliases") or {}
+    return aliases if isinstance(aliases, Mapping) else {}
+
+
+@rule("front_door")
+def front_door_key_models(host: HostView) -> Iterator[Finding]:
+    """Each key's ``models`` names models the front door routes (or their aliases)."""
+    if not host.groups:
+        return
+    known = _routed_models(host) | {str(a) for a in _aliases(host)}
+    for label, entry in _key_entries(host):
+        models = entry.get("models")
+        if models is None:
+            continue
+        if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+            yield Finding("front_door_api_keys", MISSING, f"{label}: models: expected a list of "
+                          "model names")  # fmt: skip
+            continue
+        for model in models:
+            if model not in known and not _is_template(model):
+                yield Finding(
+                    "front_door_api_keys",
+                    MISSING,
+                    f"{label}: models: {model!r} is not a model the front door routes (known: "
+                    f"{', '.join(sorted(known)) or 'none'})",
+                )
+
+
+@rule("front_door")
+def front_door_key_limits(host: HostView) -> Iterator[Finding]:
+    """Each key's ``rpm``, ``tpm``, ``max_concurrent`` and ``tokens_per_day`` is a positive
+    integer."""
+    from hearth.frontdoor.policy import COUNTS
+
+    for label, entry in _key_entries(host):
+        for name in COUNTS:
+            value = entry.get(name)
+            if value is None or _is_template(value):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                yield Finding(
+                    "front_door_api_keys",
+                    MISSING,
+                    f"{label}: {name} = {value!r}: expected a positive integer (leave it out for "
+                    "no limit)",
+                )
+
+
+@rule("front_door")
+def front_door_key_expiry(host: HostView) -> Iterator[Finding]:
+    """Each key's ``expires`` (and a rotated value's ``until``) is a date or an ISO time."""
+    import datetime as dt
+
+    from hearth.frontdoor.policy import parse_expiry
+
+    def problem(value: object) -> str | None:
+        if value is None or _is_template(value):
+            return None
+        try:
+            parse_expiry(value.isoformat() if isinstance(value, dt.date) else value)
+        except ValueError as e:
+            return str(e)
+        return None
+
+    for label, entry in _key_entries(host):
+        said = problem(entry.get("expires"))
+        if said:
+            yield Finding("front_door_api_keys", MISSING, f"{label}: expires: {said}")
+        for index, old in enumerate(entry.get("previous") or []):
+            said = problem(old.get("until") if isinstance(old, Mapping) else "?")
+            if said:
+                yield Finding(
+                    "front_door_api_keys", MISSING, f"{label}: previous[{index}].until: {said}"
+                )
+
+
+@rule("front_door")
+def model_aliases(host: HostView) -> Iterator[Finding]:
+    """Each alias of ``hearth_model_aliases`` names a model the front door routes, and none
+    shadows a model's own name."""
+    if not host.groups:
+        return
+    raw = host.get("hearth_model_aliases")
+    if raw is not None and not isinstance(raw, Mapping):
+        yield Finding("hearth_model_aliases", raw, "expected a mapping {alias: model}")
+        return
+    routed = _routed_models(host)
+    for alias, target in _aliases(host).items():
+        if alias in routed:
+            yield Finding(
+                f"hearth_model_aliases.{alias}", target,
+                f"the alias {alias!r} is the name of a model: it would shadow that model",
+            )  # fmt: skip
+        elif target not in routed and not _is_template(target):
+            yield Finding(
+                f"hearth_model_aliases.{alias}", target,
+                f"no model {target!r} is routed (models: {', '.join(sorted(routed)) or 'none'})",
+            )  # fmt: skip
+
+
 # ----------------------------------------------------------------------------------- engines
 
 

@@ -360,3 +360,16 @@ def test_keys_file_entries_carry_policies_and_drop_a_rotated_value_after_its_ove
     ]  # fmt: skip
     assert WARD not in json.dumps(entries) and OLD not in json.dumps(entries)
     assert [k.name for k in fd_config.parse_keys({"keys": entries})] == ["ward7", "ward7"]
+
+
+def test_the_daily_counts_are_written_at_most_once_a_second_and_at_a_stop(tmp_path: Path) -> None:
+    state = tmp_path / "quota.json"
+    now = [dt.datetime(2026, 11, 28, 12, tzinfo=dt.UTC).timestamp()]
+    rules = {"tokens_per_day": 1000}
+    limiter = policy.Limiter(state, clock=lambda: now[0])
+    for tokens in (10, 20):
+        assert limiter.admit("k", rules) is None
+        limiter.finish("k", rules, tokens)
+    assert json.loads(state.read_text())["tokens"] == {"k": 10}  # the second within the second
+    limiter.save()  # what the front door's shutdown does
+    assert json.loads(state.read_text())["tokens"] == {"k": 30}

@@ -22,8 +22,9 @@ A key entry of ``keys.json`` may carry, beside ``name`` and ``sha256``:
 What survives a restart (documented in docs/frontdoor.md): the per-minute windows and the
 concurrency counts live in memory and start empty after a restart (at worst a key gets one more
 minute's worth); a reload (SIGHUP) keeps them. The daily token counts are kept in
-``quota.json`` in the state directory, written (atomically, by rename) after every request of a
-key that has a ``tokens_per_day``, read at start; the day's counts hold across restarts.
+``quota.json`` in the state directory, written (atomically, by rename) at most once a second
+after a request of a key that has a ``tokens_per_day`` and at a clean stop, read at start: the
+day's counts hold across restarts, and a crash (not a stop) may forget the last second's.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ __all__ = [
 ]
 
 WINDOW = 60.0
+SAVE_EVERY = 1.0
+"""Seconds between two writes of the daily counts (and one at shutdown)."""
 POLICY_FIELDS = ("models", "rpm", "tpm", "max_concurrent", "tokens_per_day", "expires")
 COUNTS = ("rpm", "tpm", "max_concurrent", "tokens_per_day")
 
@@ -171,6 +174,8 @@ class Limiter:
         self.state_file = state_file
         self._day = _day(self.now())
         self.daily: dict[str, int] = {}
+        self._saved = 0.0
+        self._dirty = False
         self._load()
 
     def now(self) -> float:
@@ -190,6 +195,7 @@ class Limiter:
                 self.daily = {str(k): int(v) for k, v in used.items() if isinstance(v, int)}
 
     def _save(self) -> None:
+        self._saved, self._dirty = self.now(), False
         if self.state_file is None:
             return
         body = json.dumps({"day": self._day, "tokens": self.daily}, sort_keys=True)
@@ -265,13 +271,17 @@ class Limiter:
         self._roll_day(now)
         self.daily[name] = self.daily.get(name, 0) + tokens
         if isinstance(policy.get("tokens_per_day"), int):
-            self._save()
+            self._dirty = True
+            if now - self._saved >= SAVE_EVERY:
+                self._save()
 
     def active(self, name: str) -> int:
         return self._active.get(name, 0)
 
     def save(self) -> None:
-        self._save()
+        """Write the day's counts now if they changed (at shutdown)."""
+        if self._dirty:
+            self._save()
 
 
 def allowed(models: Sequence[str] | None, requested: str, target: str) -> bool:

@@ -134,8 +134,7 @@ def alert_rules(
             f"hearth_frontdoor_key_expiry_timestamp_seconds - time() < {KEY_EXPIRY_WARNING_DAYS}"
             " * 86400",
             "warning",
-            "API key {{ $labels.key_name }} expires within "
-            f"{KEY_EXPIRY_WARNING_DAYS} days",
+            f"API key {{{{ $labels.key_name }}}} expires within {KEY_EXPIRY_WARNING_DAYS} days",
             "The front door on {{ $labels.host }} will refuse the API key "
             "{{ $labels.key_name }} (401 expired) from its `expires` on: rotate it "
             "(hearth keys rotate) or move its expiry, then hearth up --tags front_door.",

@@ -22,6 +22,11 @@ PASSWORD = b"correct horse battery staple"
 EXISTING = "e" * 64
 
 
+@pytest.fixture(autouse=True)
+def _wide(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "400")  # whole table rows
+
+
 def vault() -> VaultLib:
     return VaultLib([("default", VaultSecret(PASSWORD))])
 

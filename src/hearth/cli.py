@@ -1071,16 +1071,16 @@ def keys_revoke(
 def keys_list(inventory: Path | None, file: Path | None, vault_password_file: Path | None) -> None:
     """The keys' names and policies (never a key)."""
     kf = _key_file(inventory, file, vault_password_file)
-    table = Table(title=str(kf.path), title_justify="left")
-    columns = ("name", "models", "rpm", "tpm", "max_concurrent", "tokens_per_day", "expires",
-               "previous_until")  # fmt: skip
-    for column in columns:
-        table.add_column(column)
+    console.print(f"{kf.path}: {len(kf.keys)} key(s)", markup=False, highlight=False)
     for row in kf.listing():
-        cells = [row.get(c) for c in columns]
-        table.add_row(*(", ".join(map(str, c)) if isinstance(c, list) else str(c or "")
-                        for c in cells))  # fmt: skip
-    console.print(table)
+        said = " ".join(
+            f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
+            for k, v in row.items()
+            if k != "name"
+        )
+        console.print(
+            f"  {row.get('name')}  {said or '(no policy)'}", markup=False, highlight=False
+        )
 
 
 @keys.command("usage")

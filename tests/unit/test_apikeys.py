@@ -86,7 +86,7 @@ def test_add_prints_the_new_key_once_and_writes_only_ciphertext(
     ]  # fmt: skip
     code, listing = run(["keys", "list", "-f", str(path), "--vault-password-file", str(password)],
                         capsys)  # fmt: skip
-    assert code == 0 and "ward7" in listing and "chat, smollm2" in listing
+    assert code == 0 and "ward7  models=chat,smollm2 rpm=60 expires=2027-01-01" in listing
     assert new[0] not in listing and EXISTING not in listing
 
 

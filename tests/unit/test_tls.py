@@ -1,0 +1,73 @@
+"""`hearth tls`: a per-site CA and host certificates made with `cryptography`, checked by a real
+TLS handshake (Python's ssl, the CA as the only trust, the host's address as the name), and the
+preflight's certificate checks (key mismatch, expiry, SAN, issuer)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import ssl
+import threading
+from pathlib import Path
+
+from hearth import tls
+
+
+def test_a_host_certificate_passes_a_real_handshake_against_the_site_ca(tmp_path: Path) -> None:
+    issued = tls.init_site(tmp_path, "lab", {"gw01": ["127.0.0.1", "gw01.lab.example"]})
+    assert [(i.host, i.action) for i in issued] == [("gw01", "issued")]
+    assert (tmp_path / "ca.key").stat().st_mode & 0o777 == 0o600
+    assert issued[0].key.stat().st_mode & 0o777 == 0o600
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(issued[0].cert, issued[0].key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with server_context.wrap_socket(conn, server_side=True) as tls_conn:
+            tls_conn.sendall(b"hello")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    client_context = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+    with (
+        socket.create_connection(("127.0.0.1", port)) as raw,
+        client_context.wrap_socket(raw, server_hostname="127.0.0.1") as conn,
+    ):
+        assert conn.recv(5) == b"hello"
+    thread.join(5)
+    listener.close()
+
+
+def test_rerunning_keeps_what_is_valid_and_reissues_what_no_longer_covers(tmp_path: Path) -> None:
+    tls.init_site(tmp_path, "lab", {"gw01": ["10.0.0.9"]})
+    ca_before = (tmp_path / "ca.crt").read_bytes()
+    again = tls.init_site(tmp_path, "lab", {"gw01": ["10.0.0.9"], "gw02": ["10.0.0.10"]})
+    assert [(i.host, i.action) for i in again] == [("gw01", "kept"), ("gw02", "issued")]
+    moved = tls.init_site(tmp_path, "lab", {"gw01": ["10.0.0.19"]})
+    assert [(i.host, i.action) for i in moved] == [("gw01", "renewed")]
+    assert (tmp_path / "ca.crt").read_bytes() == ca_before
+
+
+def test_certificate_problems_name_mismatch_expiry_san_and_issuer(tmp_path: Path) -> None:
+    (one,) = tls.init_site(tmp_path / "a", "a", {"gw01": ["10.0.0.9"]})
+    (other,) = tls.init_site(tmp_path / "b", "b", {"gw01": ["10.0.0.9"]})
+    cert, key = one.cert.read_bytes(), one.key.read_bytes()
+    ca = (tmp_path / "a" / "ca.crt").read_bytes()
+    assert tls.certificate_problems(cert, key, ["10.0.0.9", "gw01"], ca) == []
+    assert tls.certificate_problems(cert, other.key.read_bytes(), ["10.0.0.9"]) == [
+        "the key does not match the certificate"
+    ]
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=400)
+    (expired,) = tls.certificate_problems(cert, key, ["10.0.0.9"], now=later)
+    assert expired.startswith("the certificate expires ")
+    assert tls.certificate_problems(cert, key, ["10.0.0.10", "gw01.example"]) == [
+        "the certificate's SAN does not cover '10.0.0.10'",
+        "the certificate's SAN does not cover 'gw01.example'",
+    ]
+    (foreign,) = tls.certificate_problems(
+        other.cert.read_bytes(), other.key.read_bytes(), ["10.0.0.9"], ca
+    )
+    assert foreign.startswith("the certificate is not issued by the given CA")
+    assert tls.certificate_problems(b"junk", key, [])[0].startswith("the certificate is not a PEM")

@@ -1130,6 +1130,34 @@ def keys_usage(
 
 
 @cli.group()
+def tls() -> None:
+    """A per-site certificate authority and front door certificates (docs/frontdoor.md)."""
+
+
+@tls.command("init")
+@inventory_option
+@vault_option
+def tls_init(inventory: Path, vault_password_file: Path | None) -> None:
+    """Create the site's CA (once) in $HEARTH_HOME/tls/SITE/ and a certificate for every front
+    door host, its SAN the host's name and address; re-running issues only what is missing,
+    due within 30 days or no longer covering the host. Contacts no host."""
+    from hearth import paths
+    from hearth import tls as tls_mod
+    from hearth.bench import front_doors
+
+    inv = _validated(inventory, vault_password_file)
+    doors = front_doors(inv)
+    if not doors:
+        raise InvalidInputError(f"{inventory}: no host gets the front_door role: nothing to issue")
+    site = str(inv.hostvars(doors[0]).get("hearth_site") or Path(inventory).resolve().parent.name)
+    directory = paths.hearth_home() / "tls" / site
+    names = {h: [str(inv.hostvars(h).get("ansible_host") or h)] for h in doors}
+    for issued in tls_mod.init_site(directory, site, names):
+        console.print(f"{issued.host}: {issued.action} {issued.cert}", highlight=False)
+    console.print(f"clients trust {directory / 'ca.crt'}", highlight=False)
+
+
+@cli.group()
 def logs() -> None:
     """The front doors' request logs (hash-chained; docs/frontdoor.md)."""
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,7 +158,7 @@ def issue_host(
     return Issued(host, cert_path, key_path, action)
 
 
-def init_site(directory: Path, site: str, hosts: dict[str, Sequence[str]]) -> list[Issued]:
+def init_site(directory: Path, site: str, hosts: Mapping[str, Sequence[str]]) -> list[Issued]:
     """The CA (created once) and a certificate for each of ``hosts`` (name -> its addresses)."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     directory.chmod(0o700)

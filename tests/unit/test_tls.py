@@ -10,7 +10,9 @@ import ssl
 import threading
 from pathlib import Path
 
-from hearth import tls
+import pytest
+
+from hearth import cli, lab, tls
 
 
 def test_a_host_certificate_passes_a_real_handshake_against_the_site_ca(tmp_path: Path) -> None:
@@ -71,3 +73,32 @@ def test_certificate_problems_name_mismatch_expiry_san_and_issuer(tmp_path: Path
     )
     assert foreign.startswith("the certificate is not issued by the given CA")
     assert tls.certificate_problems(b"junk", key, [])[0].startswith("the certificate is not a PEM")
+
+
+def test_tls_init_issues_for_every_front_door_host_and_contacts_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The lab's inventory at addresses nothing answers (TEST-NET-1): nothing is contacted."""
+    monkeypatch.setenv("HEARTH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("COLUMNS", "400")
+    state = lab.LabState(
+        hosts=[lab.LabHost("lab1", "c1", "192.0.2.11"), lab.LabHost("lab2", "c2", "192.0.2.12")],
+        private_key="/nonexistent/id_ed25519",
+        known_hosts="/nonexistent/known_hosts",
+    )
+    inventory = lab.write_inventory(state, tmp_path / "inv")
+    args = ["tls", "init", "-i", str(inventory), "--vault-password-file",
+            str(lab.vault_password_file())]  # fmt: skip
+    with pytest.raises(SystemExit) as done:
+        cli.main(args)
+    out = capsys.readouterr().out
+    assert done.value.code == 0, out
+    directory = tmp_path / "home" / "tls" / "lab"
+    assert "lab1: issued" in out and "lab2" not in out
+    cert = (directory / "hosts" / "lab1.crt").read_bytes()
+    key = (directory / "hosts" / "lab1.key").read_bytes()
+    ca = (directory / "ca.crt").read_bytes()
+    assert tls.certificate_problems(cert, key, ["192.0.2.11", "lab1"], ca) == []
+    with pytest.raises(SystemExit):
+        cli.main(args)
+    assert "lab1: kept" in capsys.readouterr().out

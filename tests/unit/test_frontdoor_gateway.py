@@ -373,3 +373,10 @@ def test_the_daily_counts_are_written_at_most_once_a_second_and_at_a_stop(tmp_pa
     assert json.loads(state.read_text())["tokens"] == {"k": 10}  # the second within the second
     limiter.save()  # what the front door's shutdown does
     assert json.loads(state.read_text())["tokens"] == {"k": 30}
+
+
+def test_tls_needs_both_a_certificate_and_a_key() -> None:
+    with pytest.raises(fd_config.ConfigError, match="tls: expected"):
+        fd_config.parse_config({**CONFIG, "tls": {"cert": "/etc/hearth/frontdoor/tls.crt"}})
+    both = fd_config.parse_config({**CONFIG, "tls": {"cert": "/c.pem", "key": "/k.pem"}})
+    assert (both.tls_cert, both.tls_key) == (Path("/c.pem"), Path("/k.pem"))

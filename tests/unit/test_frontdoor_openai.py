@@ -5,11 +5,14 @@ the client's own exception class (401, 403, 404, 400, 429 with its Retry-After).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,7 +20,9 @@ import openai
 import pytest
 import uvicorn
 
+from hearth import tls
 from hearth.frontdoor import config as fd_config
+from hearth.frontdoor.__main__ import server_options
 from hearth.frontdoor.app import create_app
 
 KEY = "hearth-test-key-0123456789abcdef"
@@ -63,6 +68,31 @@ def engine(request: httpx.Request) -> httpx.Response:
     })  # fmt: skip
 
 
+@contextlib.contextmanager
+def serve(config: fd_config.FrontDoorConfig, keys: list[fd_config.ApiKey]) -> Iterator[int]:
+    """The front door in a real uvicorn (the options ``python -m hearth.frontdoor`` uses) on a
+    loopback port of its own; the port."""
+    app = create_app(config, keys, httpx.MockTransport(engine), log=lambda _line: None)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    options = {k: v for k, v in server_options(config).items() if k not in ("host", "port")}
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", **options))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     state = tmp_path_factory.mktemp("state")
@@ -76,22 +106,8 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         }
     )  # fmt: skip
     config = fd_config.parse_config({**CONFIG, "state_dir": str(state)})
-    app = create_app(config, keys, httpx.MockTransport(engine), log=lambda _line: None)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}/v1"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    with serve(config, keys) as port:
+        yield f"http://127.0.0.1:{port}/v1"
 
 
 def client(base_url: str, key: str = KEY) -> Any:
@@ -139,3 +155,26 @@ def test_refusals_are_the_clients_own_exceptions(base_url: str) -> None:
     with pytest.raises(openai.RateLimitError) as limited:
         ward.chat.completions.create(model="chat", messages=messages)
     assert 1 <= int(limited.value.response.headers["retry-after"]) <= 60
+
+
+def test_https_with_the_site_ca_and_nothing_else(tmp_path: Path) -> None:
+    """With a certificate of `hearth tls init`, the client trusts only the site's CA."""
+    directory = tmp_path
+    (issued,) = tls.init_site(directory / "tls", "lab", {"gw01": ["127.0.0.1"]})
+    raw = {**CONFIG, "tls": {"cert": str(issued.cert), "key": str(issued.key)}}
+    keys = [fd_config.ApiKey("lab", fd_config.hash_key(KEY))]
+    with serve(fd_config.parse_config(raw), keys) as port:
+        trust = ssl.create_default_context(cafile=str(directory / "tls" / "ca.crt"))
+        secure = openai.OpenAI(
+            base_url=f"https://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0, timeout=10,
+            http_client=httpx.Client(verify=trust),
+        )  # fmt: skip
+        assert [m.id for m in secure.models.list()] == ["smollm2", "chat"]
+        untrusting = openai.OpenAI(
+            base_url=f"https://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0, timeout=10,
+            http_client=httpx.Client(verify=ssl.create_default_context()),
+        )  # fmt: skip
+        with pytest.raises(openai.APIConnectionError):
+            untrusting.models.list()
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)  # no plain HTTP beside it

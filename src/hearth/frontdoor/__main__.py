@@ -3,6 +3,7 @@
 Exits 2 naming the file when the configuration, the keys file or the routing file is unusable
 (the container then restarts and ``docker logs`` says why); refuses to start without any API key.
 ``SIGHUP`` (``docker kill --signal HUP hearth-frontdoor``) reloads the three files in place.
+With ``tls: {cert, key}`` in config.json it serves HTTPS only (a new certificate needs a restart).
 """
 
 from __future__ import annotations
@@ -10,10 +11,27 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from hearth.frontdoor.config import Loaded
+    from hearth.frontdoor.config import FrontDoorConfig, Loaded
+
+
+def server_options(config: FrontDoorConfig) -> dict[str, Any]:
+    """uvicorn's options for ``config``: where to listen, and HTTPS when it has a certificate."""
+    options: dict[str, Any] = {
+        "host": config.host,
+        "port": config.port,
+        "log_level": "warning",
+        "access_log": False,
+        "server_header": False,
+        "proxy_headers": False,
+        "timeout_graceful_shutdown": 30,
+    }
+    if config.tls_cert is not None and config.tls_key is not None:
+        options["ssl_certfile"] = str(config.tls_cert)
+        options["ssl_keyfile"] = str(config.tls_key)
+    return options
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -47,16 +65,7 @@ def run(argv: list[str] | None = None) -> int:
     from hearth.frontdoor.app import create_app
 
     app = create_app(config, keys, load=load, digests=loaded.digests)
-    uvicorn.run(
-        app,
-        host=config.host,
-        port=config.port,
-        log_level="warning",
-        access_log=False,
-        server_header=False,
-        proxy_headers=False,
-        timeout_graceful_shutdown=30,
-    )
+    uvicorn.run(app, **server_options(config))
     return 0
 
 

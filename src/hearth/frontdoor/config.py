@@ -11,6 +11,7 @@ Ansible writes two JSON files on each front door host (``roles/front_door``):
          "timeouts": {"connect": 5, "read": 600},
          "max_body_bytes": 8388608,
          "state_dir": "/var/lib/hearth/frontdoor",
+         "tls": {"cert": "/etc/hearth/frontdoor/tls.crt", "key": "/etc/hearth/frontdoor/tls.key"},
          "aliases": {"chat": "smollm2"},
          "models": {"smollm2": {"engine": "llamacpp", "version": "v1", "api": "openai",
                                 "backends": ["http://127.0.0.1:8080"], "embeddings": false},
@@ -135,6 +136,9 @@ class FrontDoorConfig:
     """Other names clients may call a model by (``chat`` -> ``smollm2``)."""
     state_dir: Path | None = None
     """Writable: the request log (hash-chained) and the daily quotas (``quota.json``)."""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    """With both: HTTPS only (PEM files; the certificate of ``hearth tls init`` or the site's)."""
 
     def resolve(self, name: str) -> ModelRoute | None:
         """The route of a model name or alias."""
@@ -236,7 +240,12 @@ def parse_config(raw: object) -> FrontDoorConfig:
         if target not in routes:
             raise ConfigError(f"aliases.{alias}: {target!r} is not a served model")
     state = raw.get("state_dir")
+    tls = raw.get("tls") or {}
+    if not isinstance(tls, Mapping) or bool(tls.get("cert")) != bool(tls.get("key")):
+        raise ConfigError("tls: expected {cert: PEM file, key: PEM file} (both, or no tls)")
     return FrontDoorConfig(
+        tls_cert=Path(str(tls["cert"])) if tls.get("cert") else None,
+        tls_key=Path(str(tls["key"])) if tls.get("key") else None,
         aliases={str(k): str(v) for k, v in aliases.items()},
         state_dir=Path(str(state)) if state else None,
         routing_file=Path(str(routing)) if routing else None,

@@ -11,10 +11,13 @@ in flight). For each concurrency (default 1, 8, 32) it runs, for --seconds each:
 - ``front door``: through the front door, a key with no policy;
 - ``front door + limits``: a key with models, rpm, tpm, max_concurrent and tokens_per_day set high
   enough never to refuse (the limiter's bookkeeping and the quota file's rewrites, at most once a
-  second, are measured, not refusals).
+  second, are measured, not refusals);
+- ``+ limits + TLS``: the same through a second front door serving HTTPS with a certificate of
+  ``hearth tls init`` (the client verifies it against the site CA; connections are kept alive, so
+  this is mostly the record layer, with a handshake per connection).
 
 Prints p50 and p99 latency, requests per second, and the front door's added p50/p99 (its figure
-minus the direct one at the same concurrency). Not measured: TLS (not implemented yet).
+minus the direct one at the same concurrency).
 
     python benchmarks/frontdoor.py [--concurrency 1,8,32] [--seconds 5]
 """
@@ -26,6 +29,7 @@ import asyncio
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -92,20 +96,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http(url: str, seconds: float = 20) -> None:
+def wait_http(url: str, seconds: float = 20, verify: ssl.SSLContext | bool = True) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
-            httpx.get(url, timeout=1)
+            httpx.get(url, timeout=1, verify=verify)
             return
         except httpx.HTTPError:
             time.sleep(0.1)
     raise SystemExit(f"{url} did not answer in {seconds} s")
 
 
-def start_front_door(directory: Path, engine: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_front_door(
+    directory: Path, engine: str, secure: bool = False
+) -> tuple[subprocess.Popen[bytes], str]:
+    from hearth import tls
     from hearth.frontdoor.config import hash_key
 
+    directory.mkdir()
     port = free_port()
     state = directory / "state"
     state.mkdir()
@@ -125,23 +133,34 @@ def start_front_door(directory: Path, engine: str) -> tuple[subprocess.Popen[byt
         "models": {"smollm2": {"engine": "llamacpp", "version": "v1", "api": "openai",
                                "backends": [engine]}},
     }  # fmt: skip
+    if secure:
+        (issued,) = tls.init_site(directory / "tls", "bench", {"bench": ["127.0.0.1"]})
+        config["tls"] = {"cert": str(issued.cert), "key": str(issued.key)}
     (directory / "config.json").write_text(json.dumps(config))
     process = subprocess.Popen(
         [sys.executable, "-m", "hearth.frontdoor", "--config", str(directory / "config.json")],
         stdout=subprocess.DEVNULL,
     )
-    url = f"http://127.0.0.1:{port}"
-    wait_http(url + "/health")
+    url = f"{'https' if secure else 'http'}://127.0.0.1:{port}"
+    wait_http(url + "/health", verify=trust(directory) if secure else True)
     return process, url
 
 
-async def load(url: str, key: str | None, concurrency: int, seconds: float) -> list[float]:
+def trust(directory: Path) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(directory / "tls" / "ca.crt"))
+
+
+async def load(
+    url: str, key: str | None, concurrency: int, seconds: float, verify: ssl.SSLContext | bool
+) -> list[float]:
     headers = {"content-type": "application/json"}
     if key:
         headers["authorization"] = f"Bearer {key}"
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     latencies: list[float] = []
-    async with httpx.AsyncClient(limits=limits, timeout=30, trust_env=False) as client:
+    async with httpx.AsyncClient(
+        limits=limits, timeout=30, trust_env=False, verify=verify
+    ) as client:
         for _ in range(min(concurrency, 4)):  # open connections before the clock starts
             await client.post(url + "/v1/chat/completions", content=BODY, headers=headers)
         deadline = time.perf_counter() + seconds
@@ -183,7 +202,9 @@ def main() -> None:
     engine.stdout.readline()
     engine_url = f"http://127.0.0.1:{engine_port}"
     with tempfile.TemporaryDirectory(prefix="hearth-bench-frontdoor-") as tmp:
-        door, door_url = start_front_door(Path(tmp), engine_url)
+        door, door_url = start_front_door(Path(tmp) / "plain", engine_url)
+        secure_door, secure_url = start_front_door(Path(tmp) / "tls", engine_url, secure=True)
+        verify = trust(Path(tmp) / "tls")
         try:
             print(f"cores: {os.cpu_count()}; {args.seconds:.0f} s per run; the fake engine, the "
                   "front door and this load generator share them")  # fmt: skip
@@ -197,8 +218,10 @@ def main() -> None:
                     ("direct", engine_url, None),
                     ("front door", door_url, KEY),
                     ("front door + limits", door_url, LIMITED),
+                    ("+ limits + TLS", secure_url, LIMITED),
                 ):
-                    latencies = asyncio.run(load(url, key, level, args.seconds))
+                    check = verify if url.startswith("https") else True
+                    latencies = asyncio.run(load(url, key, level, args.seconds, check))
                     p50, p99 = quantile(latencies, 0.5) * 1e3, quantile(latencies, 0.99) * 1e3
                     added = "" if base is None else f"{p50 - base[0]:>10.2f} {p99 - base[1]:>10.2f}"
                     if base is None:
@@ -206,13 +229,12 @@ def main() -> None:
                     rate = len(latencies) / args.seconds
                     print(f"{level:>11}  {label:<20} {len(latencies):>8} {rate:>8.0f} "
                           f"{p50:>8.2f} {p99:>8.2f} {added}")  # fmt: skip
-            logged = sum(
-                p.read_bytes().count(b"\n") for p in (Path(tmp) / "state").glob("requests-*")
-            )
+            logged = sum(p.read_bytes().count(b"\n") for p in Path(tmp).glob("*/state/requests-*"))
             print(f"request log: {logged} chained lines written")
         finally:
-            door.terminate()
-            door.wait(10)
+            for process in (door, secure_door):
+                process.terminate()
+                process.wait(10)
             engine.terminate()
             engine.wait(10)
 

@@ -11,7 +11,8 @@ One scenario, in order (each test builds on the ones before):
 3. `hearth keys usage` counts exactly the requests and tokens sent per key and model;
 4. `hearth keys rotate --overlap 24h` + `hearth up --tags front_door`: old and new key both work;
    a rotation with no overlap: the old key is refused;
-5. `hearth logs verify` passes, then names the line edited on the host.
+5. `hearth audit`'s front door checks pass (policies in keys.json, a rotated key's two hashes);
+6. `hearth logs verify` passes, then names the line edited on the host.
 """
 
 from __future__ import annotations
@@ -214,6 +215,34 @@ def test_rotation_overlap_then_the_old_key_is_refused(gateway: Gateway) -> None:
     with pytest.raises(openai.AuthenticationError):
         gateway.client(ward_old).models.list()
     assert gateway.client(gateway.keys["ward7"]).models.retrieve("chat").id == "chat"
+
+
+def test_audit_passes_with_policies_and_a_rotated_keys_two_hashes(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    keys = json.loads(gateway.sh("cat /etc/hearth/frontdoor/keys.json"))["keys"]
+    assert [k["name"] for k in keys] == ["admin", "admin", "ward7", "gone"]
+    assert "not_after" in keys[1] and "not_after" not in keys[0]
+    report = tmp_path / "audit.json"
+    done = gateway.hearth(
+        "audit", "-i", str(gateway.inventory), "--limit", HOST, "--check", "front_door",
+        "--format", "json", "-o", str(report),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr
+    outcomes = {
+        c["check"]: c["outcome"]
+        for h in json.loads(report.read_text())["hosts"].values()
+        for c in h["checks"]
+        if c["role"] == "front_door"
+    }
+    assert outcomes == {
+        "test_front_door_container_runs_confined": "passed",
+        "test_front_door_healthy_and_refuses_requests_without_a_key": "passed",
+        "test_front_door_metrics_are_up": "passed",
+        "test_keys_file_holds_exactly_the_declared_keys": "passed",
+    }
+    said = done.stdout + done.stderr + report.read_text()
+    assert not any(key in said for key in gateway.keys.values())
 
 
 def test_logs_verify_names_the_edited_line(gateway: Gateway) -> None:

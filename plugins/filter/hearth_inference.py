@@ -160,6 +160,7 @@ def hearth_frontdoor_routes(
     local,
     ports_var="inference_engine_ports",
     bind_var="inference_engine_bind_address",
+    overrides=None,
 ):
     """The front door's routes: every model declared on the inference hosts, with its engines."""
     hearth = _hearth()
@@ -170,7 +171,9 @@ def hearth_frontdoor_routes(
             hearth.engines.ServingHost(
                 name=str(name),
                 address=str(hv.get("ansible_host") or name),
-                models=tuple(_models(hearth, hv.get("hearth_models") or [])),
+                models=tuple(
+                    _models(hearth, hearth_model_overrides(hv.get("hearth_models"), overrides))
+                ),
                 ports=_ports(hv.get(ports_var) or {}),
                 bind_address=str(hv.get(bind_var) or "0.0.0.0"),  # noqa: S104 - the default
             )
@@ -189,6 +192,17 @@ def hearth_engine_candidate(spec):
 def hearth_kept_engine(model, version):
     """The name a replaced version's engine container is kept under."""
     return _hearth().engines.kept_container_name(str(model), str(version))
+
+
+def hearth_model_overrides(models, overrides=None):
+    """C(models) with each model named in C(overrides) updated from it (`hearth models rollout`
+    and `rollback` pass a kept version and its files this way)."""
+    overrides = _plain(overrides or {})
+    result = []
+    for model in _plain(models or []):
+        name = model.get("name") if isinstance(model, dict) else None
+        result.append({**model, **overrides[name]} if name in overrides else model)
+    return result
 
 
 def hearth_kept_engine_of(version, model):
@@ -256,6 +270,7 @@ class FilterModule(object):
             "hearth_kept_engine": hearth_kept_engine,
             "hearth_routing_swap": hearth_routing_swap,
             "hearth_kept_engine_of": hearth_kept_engine_of,
+            "hearth_model_overrides": hearth_model_overrides,
             "hearth_gate_failure": hearth_gate_failure,
             "hearth_image_tag": hearth_image_tag,
             "hearth_triton_config": hearth_triton_config,

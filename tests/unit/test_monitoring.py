@@ -599,9 +599,7 @@ def test_metric_names_of_promql() -> None:
         "and on (host) up offset 1h or time() - foo_total unless ignoring (x) bar / 1e6"
     )
     assert metric_names(expr) == {"vllm:x_bucket", "up", "foo_total", "bar"}
-    assert promql_for_check('rate(x{h=~"$host"}[$__rate_interval])') == (
-        'rate(x{h=~".*"}[5m])'
-    )
+    assert promql_for_check('rate(x{h=~"$host"}[$__rate_interval])') == ('rate(x{h=~".*"}[5m])')
     assert promql_for_check('label_values(up{job="node"}, host)') == 'up{job="node"}'
 
 

@@ -36,7 +36,6 @@ def question_set(name: str) -> list[dict[str, Any]]:
     return sets[name]
 
 
-
 def canary_targets(
     hosts: Sequence[InventoryHost],
     *,

@@ -53,7 +53,6 @@ DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
 _DURATION_KEYS = {k for k in ALERT_DEFAULTS if k.endswith("_for")} | {"canary_stale_after"}
 
 
-
 def settings_with_defaults(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
     """``ALERT_DEFAULTS`` with the inventory's overrides; unknown keys and bad values raise."""
     problems: list[str] = []

@@ -13,7 +13,9 @@ In order (each test builds on the ones before):
    host untouched; the refusal is in the changelog; 0 failed requests.
 4. `hearth models rollback --to v1` from the kept container: 0 failed requests, v1 live on both
    hosts; with the inventory set back to v1 as the command says, a run changes nothing.
-5. Refusals before any change: an unknown model, a version that is not kept (exit 2).
+5. The first host's new engine is killed while it is gated: the run stops (exit 3, the health
+   gate), the second host is not touched, v1 serves on both, 0 failed requests.
+6. Refusals before any change: an unknown model, a version that is not kept (exit 2).
 """
 
 from __future__ import annotations
@@ -313,6 +315,43 @@ def test_rollback_to_v1_from_the_kept_engine(fleet: Fleet) -> None:
     )
     result.raise_for_status()
     assert all(result.hosts[h].changed == 0 for h in HOSTS), result.artifacts
+
+
+def test_an_engine_killed_mid_rollout_stops_the_run_before_the_next_host(fleet: Fleet) -> None:
+    site = fleet.directory / "group_vars" / "all" / "site.yml"
+    settings = yaml.safe_load(site.read_text())
+    site.write_text(yaml.safe_dump({**settings, "inference_engine_health_timeout": 20}))
+    before = {h: len(fleet.events(h)) for h in HOSTS}
+    killed: list[str] = []
+
+    def kill_the_candidate() -> None:
+        for _ in range(1200):
+            state = fleet.sh(
+                "lab1", f"docker inspect --format '{{{{.State.Status}}}}' {ENGINE}--next"
+            )
+            if state == "running":
+                fleet.sh("lab1", f"docker kill {ENGINE}--next")
+                killed.append(time.strftime("%H:%M:%S"))
+                return
+            time.sleep(0.1)
+
+    fleet.declare("v2")
+    killer = threading.Thread(target=kill_the_candidate, daemon=True)
+    with Load(fleet.door) as load:
+        killer.start()
+        done = fleet.hearth("killed", "up", "--playbook", "inference.yml")
+        killer.join(timeout=10)
+    output = done.stdout + done.stderr
+    assert killed, "the candidate never ran"
+    assert done.returncode == 3, output[-5000:]
+    assert "refused on lab1 at the health gate" in output, output[-5000:]
+    assert load.failures == [] and load.covered, load.failures[:10]
+    assert fleet.live_version("lab1") == "v1 running"
+    assert fleet.live_version("lab2") == "v1 running"
+    assert len(fleet.events("lab2")) == before["lab2"], "lab2 was touched"
+    assert [e["event"] for e in fleet.events("lab1")[before["lab1"] :]] == ["refused"]
+    site.write_text(yaml.safe_dump(settings))
+    fleet.declare("v1")
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,11 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
-from hearth import audit, report
+import pytest
+
+from hearth import audit, paths, report
 from hearth.evidence import REPORT_FORMAT
 from hearth.evidence.header import checks_digest, declared_digest, header
 
@@ -133,3 +136,239 @@ def test_header_names_hearth_the_inventory_and_its_declared_state(tmp_path: Path
     assert got["hearth"]["checks_sha256"] == checks_digest() and len(checks_digest()) == 64
     assert got["operator"] and got["control_node"] and got["hosts"]["lab1"]["machine_id"] == "x"
     assert got["id"].startswith(got["started"][:4])
+
+
+# ------------------------------------------------------------------------------ save and diff
+def _hearth(args: list[str]) -> tuple[int, str]:
+    from click.testing import CliRunner
+
+    from hearth import cli
+
+    done = CliRunner().invoke(cli.cli, args)
+    code = done.exit_code
+    if done.exception is not None and not isinstance(done.exception, SystemExit):
+        from hearth.errors import HearthError
+
+        assert isinstance(done.exception, HearthError), done.exception
+        return done.exception.exit_code, done.exception.message
+    return code, done.output
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("HEARTH_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def _write(path: Path, result: audit.AuditResult) -> Path:
+    path.write_text(report.to_json(result))
+    return path
+
+
+def test_diff_names_the_check_that_started_failing_and_the_value_that_moved(
+    tmp_path: Path,
+) -> None:
+    good = _write(tmp_path / "a.json", _result("10", "passed"))
+    bad = _write(tmp_path / "b.json", _result("60", "failed"))
+    code, out = _hearth(["audit", "diff", str(good), str(bad), "--json"])
+    assert code == 0, out
+    changes = json.loads(out)["hosts"]
+    assert list(changes) == ["lab1"]
+    assert len(changes["lab1"]["started_failing"]) == 1
+    assert changes["lab1"]["started_failing"][0].startswith("common/test_sysctl (passed → failed)")
+    assert changes["lab1"]["values_moved"] == [
+        "common/test_sysctl: vm.swappiness: 10 → 60 (declared 10)"
+    ]
+    assert not changes["lab1"]["stopped_failing"] and not changes["lab1"]["other"]
+    code, out = _hearth(["audit", "diff", str(bad), str(good)])
+    assert "stopped failing: common/test_sysctl (failed → passed)" in out
+
+
+def test_diff_refuses_two_inventories_and_files_that_are_not_reports(tmp_path: Path) -> None:
+    one = _write(tmp_path / "a.json", _result())
+    other = _result()
+    other.header["inventory"] = {"path": "/elsewhere/inv", "declared_sha256": "2" * 64}
+    two = _write(tmp_path / "b.json", other)
+    code, out = _hearth(["audit", "diff", str(one), str(two)])
+    assert code == 2 and "different inventories (/site/inv and /elsewhere/inv)" in out
+    junk = tmp_path / "junit.xml"
+    junk.write_text(report.to_junit(_result()))
+    code, out = _hearth(["audit", "diff", str(one), str(junk)])
+    assert code == 2 and f"{junk}: not a Hearth audit report" in out
+    (tmp_path / "other.json").write_text('{"hosts": {}}')
+    code, out = _hearth(["audit", "diff", str(one), str(tmp_path / "other.json")])
+    assert code == 2 and "not a Hearth audit report (expected format" in out
+
+
+def test_saved_reports_are_pruned_after_the_retention_and_diffed_since(
+    home: Path, tmp_path: Path
+) -> None:
+    import datetime as dt
+
+    from hearth.evidence import store
+    from hearth.evidence.diff import diff
+
+    now = dt.datetime.now(dt.UTC)
+    for days, swappiness in ((500, "1"), (20, "10"), (1, "60")):
+        r = _result(swappiness, "passed" if swappiness != "60" else "failed")
+        when = (now - dt.timedelta(days=days)).isoformat(timespec="seconds")
+        r.header = {**r.header, "started": when, "id": f"r{days}"}
+        path = store.save_path(report.to_dict(r))
+        path.write_text(report.to_json(r))
+    assert [p.name for p, _ in store.saved()] == ["r500.json", "r20.json", "r1.json"]
+    assert [p.name for p in store.prune(400)] == ["r500.json"]
+    assert [p.name for p, _ in store.saved()] == ["r20.json", "r1.json"]
+    code, out = _hearth(["audit", "diff", "--since", "30d", "--json"])
+    assert code == 0, out
+    assert json.loads(out)["hosts"]["lab1"]["values_moved"][0].endswith("10 → 60 (declared 10)")
+    code, out = _hearth(["audit", "diff", "--since", "2d"])
+    assert code == 2 and "1 saved report(s)" in out
+    code, out = _hearth(["audit", "diff", "--since", "a month"])
+    assert code == 2 and "--since 'a month'" in out
+    assert diff(store.saved()[0][1], store.saved()[0][1]).lines()[-1].startswith("no change")
+
+
+# ------------------------------------------------------------------------------ sign and verify
+needs_ssh_keygen = pytest.mark.skipif(
+    __import__("shutil").which("ssh-keygen") is None, reason="ssh-keygen (openssh-client) absent"
+)
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Any:
+    from hearth.bundle import sign
+
+    return sign.keygen(tmp_path / "keys", principal="site-auditor")
+
+
+@needs_ssh_keygen
+def test_signed_report_verifies_and_an_edited_one_is_refused_naming_the_change(
+    tmp_path: Path, keys: Any, home: Path
+) -> None:
+    from hearth.commands.audit import keep
+
+    out = tmp_path / "out" / "audit.json"
+    written = keep(_result(), None, output=out, sign=True, key=keys.private, save=False,
+                   retention_days=None)  # fmt: skip
+    assert written == [out, out.with_name("audit.json.sig"), out.with_suffix(".html")]
+    assert "Signature: the JSON report is signed" in out.with_suffix(".html").read_text()
+    code, text = _hearth(["audit", "verify", str(out), "--signers", str(keys.allowed_signers)])
+    assert code == 0 and "signed by site-auditor" in text and "audit.html matches" in text
+
+    # one observed value edited, the signature kept: refused, the change named
+    data = json.loads(out.read_text())
+    data["hosts"]["lab1"]["checks"][0]["observed"][0]["value"] = "10"
+    out.write_text(report.dumps(data))
+    code, text = _hearth(["audit", "verify", str(out), "--signers", str(keys.allowed_signers)])
+    assert code == 2, text
+    assert "edited after it was signed" in text
+    assert "hosts.lab1.checks.common/test_sysctl.observed[vm.swappiness].value: signed " in text
+    assert '"60", now "10"' in text
+
+
+@needs_ssh_keygen
+def test_verify_refuses_an_untrusted_key_an_unsigned_report_and_an_edited_page(
+    tmp_path: Path, keys: Any, home: Path
+) -> None:
+    from hearth.bundle import sign
+    from hearth.commands.audit import keep
+
+    out = tmp_path / "audit.json"
+    keep(_result(), None, output=out, sign=True, key=keys.private, save=False,
+         retention_days=None)  # fmt: skip
+    stranger = sign.keygen(tmp_path / "stranger", principal="someone-else")
+    code, text = _hearth(["audit", "verify", str(out), "--signers", str(stranger.allowed_signers)])
+    assert code == 2 and f"signed by key {keys.fingerprint}" in text and "does not trust" in text
+
+    page = out.with_suffix(".html")
+    page.write_text(page.read_text().replace("found 60", "found 10"))
+    code, text = _hearth(["audit", "verify", str(out), "--signers", str(keys.allowed_signers)])
+    assert code == 2 and "audit.html: is not the rendering of audit.json" in text
+
+    plain = tmp_path / "plain.json"
+    plain.write_text(report.to_json(_result()))
+    code, text = _hearth(["audit", "verify", str(plain), "--signers", str(keys.allowed_signers)])
+    assert code == 2 and "plain.json.sig: missing" in text
+    # a bundle signature is no report signature (namespaces), even by the same key
+    sign.sign(plain, keys.private)  # bundle namespace
+    code, text = _hearth(["audit", "verify", str(plain), "--signers", str(keys.allowed_signers)])
+    assert code == 2 and "signature does not match" in text
+
+
+@needs_ssh_keygen
+def test_save_keeps_the_signed_set_under_hearth_home(tmp_path: Path, keys: Any, home: Path) -> None:
+    from hearth.commands.audit import keep
+
+    written = keep(_result(), None, output=None, sign=True, key=keys.private, save=True,
+                   retention_days=30)  # fmt: skip
+    assert written[0] == home / "audits" / "20261128T040000Z-abcdef.json"
+    assert all(p.is_file() for p in written[:3])
+    code, text = _hearth(["audit", "verify", str(written[0]), "--signers",
+                          str(keys.allowed_signers)])  # fmt: skip
+    assert code == 0, text
+
+
+def test_sign_without_a_file_is_refused_before_any_host(tmp_path: Path) -> None:
+    code, text = _hearth(["audit", "-i", str(tmp_path / "nowhere.yml"), "--sign"])
+    assert code == 2 and "--sign: signs the JSON report, which needs a file" in text
+    code, text = _hearth(["audit", "-i", "x", "--sign", "-o", str(tmp_path / "r.html")])
+    assert code == 2 and "name it *.json" in text
+
+
+# ------------------------------------------------------------------------------------ controls
+def test_controls_group_the_report_and_the_sample_names_only_real_checks(tmp_path: Path) -> None:
+    from hearth.evidence import controls
+
+    sample = controls.load(ROOT / "inventories" / "sample" / "hosts.yml")
+    assert sample is not None and len(sample.controls) >= 5
+    (tmp_path / "hosts.yml").write_text("all: {}\n")
+    (tmp_path / "audit_controls.yml").write_text(
+        "controls:\n  A.8.9:\n    title: Configuration management\n"
+        "    checks: [common/test_sysctl, prometheus]\n  LOG-1: [common/test_time_sync]\n"
+    )
+    mine = controls.load(tmp_path / "hosts.yml")
+    assert mine is not None
+    data = report.to_dict(_result(), mine)
+    grouped = {c["id"]: c for c in data["controls"]}
+    assert grouped["A.8.9"]["failed"] == 1 and grouped["A.8.9"]["passed"] == 1
+    assert grouped["A.8.9"]["failing"] == ["lab1: common/test_sysctl"]
+    assert grouped["LOG-1"] == {**grouped["LOG-1"], "passed": 0, "failed": 0, "skipped": 1}
+    page = report.html_from_dict(data)
+    assert 'id="summary-controls"' in page and "Configuration management" in page
+
+
+@pytest.mark.parametrize(
+    ("checks", "says"),
+    [
+        ("[common/test_sysctls]", "role common has no check 'test_sysctls'"),
+        ("[kubernetes]", "no role 'kubernetes' has checks"),
+    ],
+)
+def test_a_controls_file_naming_an_unknown_check_is_refused_naming_it(
+    tmp_path: Path, checks: str, says: str
+) -> None:
+    from hearth.errors import InvalidInputError
+    from hearth.evidence import controls
+
+    (tmp_path / "audit_controls.yml").write_text(f"controls:\n  C-7:\n    checks: {checks}\n")
+    with pytest.raises(InvalidInputError) as err:
+        controls.load(tmp_path)
+    assert err.value.exit_code == 2
+    assert f"{tmp_path / 'audit_controls.yml'}: controls.C-7:" in err.value.message
+    assert says in err.value.message
+
+
+def test_html_is_self_contained_printable_and_shows_failures_first() -> None:
+    import re
+
+    page = report.html_from_dict(report.to_dict(_result()))
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # no external asset
+    assert "<link" not in page and "@import" not in page and "@media print" in page
+    failed = page.index("FAILED</span> — Every declared kernel setting")
+    passed = page.index("PASSED</span> — Prometheus")
+    assert failed < passed
+    row = re.search(r'<tr class="differs"><td>vm.swappiness</td><td class="mono found">60</td>'
+                    r'<td class="mono">10</td></tr>', page)  # fmt: skip
+    assert row, "the failed check's observed and declared values"
+    assert "Signature: not signed" in page
+    assert paths.templates_dir().joinpath("reports", "audit.html.j2").is_file()

@@ -25,6 +25,7 @@ VARS = Path(__file__).resolve().parent.parent / "vars"
 
 
 def test_package_pinned_and_held(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """Alertmanager's package is installed at the pinned version and held."""
     wanted = pinned_version(
         host, hearth_vars["alertmanager_version"], VARS, "_alertmanager_pinned_version"
     )
@@ -32,6 +33,7 @@ def test_package_pinned_and_held(host: Any, hearth_vars: dict[str, Any]) -> None
 
 
 def test_service_ready(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """Alertmanager runs, starts at boot and answers /-/ready on its declared port."""
     assert_service_running(host, SERVICE)
     port = hearth_vars["alertmanager_port"]
     status, _ = http_get(host, f"http://127.0.0.1:{port}/-/ready")
@@ -39,6 +41,8 @@ def test_service_ready(host: Any, hearth_vars: dict[str, Any]) -> None:
 
 
 def test_config_valid_and_private(host: Any) -> None:
+    """amtool accepts the configuration, and the file (it holds receivers' secrets) is
+    root:prometheus, mode 0640."""
     check = host.run("amtool check-config %s", CONFIG)
     assert check.rc == 0, (
         f"{CONFIG}: expected valid (amtool check-config), found: {check.stdout.strip()[-300:]}"
@@ -52,6 +56,7 @@ def test_config_valid_and_private(host: Any) -> None:
 
 
 def test_receivers_loaded(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """Alertmanager has loaded exactly the declared receivers."""
     port = hearth_vars["alertmanager_port"]
     status = fetch_json(host, f"http://127.0.0.1:{port}/api/v2/status", "Alertmanager API")
     loaded = yaml.safe_load(status["config"]["original"])  # Alertmanager masks secrets here

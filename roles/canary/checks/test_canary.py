@@ -20,6 +20,7 @@ SHIPPED = Path(canary.__file__)
 
 
 def test_program_is_the_shipped_one(host: Any) -> None:
+    """The canary program on the host is byte for byte the one Hearth ships (sha256)."""
     program = host.file(PROGRAM)
     assert program.exists, f"{PROGRAM}: expected the canary program, found nothing"
     want = hashlib.sha256(SHIPPED.read_bytes()).hexdigest()
@@ -29,6 +30,8 @@ def test_program_is_the_shipped_one(host: Any) -> None:
 
 
 def test_config_valid_and_private(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """The canary accepts its configuration, and the file (it holds the API key) is root:canary
+    group, mode 0640."""
     check = host.run("python3 %s --check-config --config %s", PROGRAM, CONFIG)
     assert check.rc == 0, (
         f"{CONFIG}: expected a valid canary configuration, found: {check.stderr.strip()[-300:]}"
@@ -43,6 +46,8 @@ def test_config_valid_and_private(host: Any, hearth_vars: dict[str, Any]) -> Non
 
 
 def test_timer_scheduled(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """The canary's systemd timer is enabled, waiting, and has a calendar (where the canary is
+    enabled)."""
     if not hearth_vars["canary_enabled"]:
         pytest.skip("canary_enabled is false")
     timer = host.service("hearth-canary.timer")
@@ -55,6 +60,8 @@ def test_timer_scheduled(host: Any, hearth_vars: dict[str, Any]) -> None:
 
 
 def test_results_recorded(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """The canary's results file has the expected columns and its success metric is exported to
+    node_exporter's textfile directory (skipped until it first runs)."""
     results = host.file(f"{hearth_vars['canary_data_dir']}/results.csv")
     if not results.exists:
         pytest.skip("the canary has not run yet (its timer fires at the next scheduled time)")

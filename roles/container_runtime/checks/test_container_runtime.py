@@ -48,6 +48,8 @@ def _daemon_json(host: Any) -> dict[str, Any]:
 
 
 def test_docker_running_pinned_and_held(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """Docker runs, starts at boot, and its packages are installed at the declared version and
+    held."""
     docker = host.service("docker")
     assert docker.is_running, "docker: expected running, found stopped"
     assert docker.is_enabled, "docker: expected enabled at boot, found disabled"
@@ -64,6 +66,7 @@ def test_docker_running_pinned_and_held(host: Any, hearth_vars: dict[str, Any]) 
 
 
 def test_daemon_json_keys(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """/etc/docker/daemon.json sets the declared cgroup driver and Hearth's settings."""
     data = _daemon_json(host)
     driver = f"native.cgroupdriver={hearth_vars['container_runtime_cgroup_driver']}"
     assert driver in data.get("exec-opts", []), (
@@ -77,12 +80,14 @@ def test_daemon_json_keys(host: Any, hearth_vars: dict[str, Any]) -> None:
 
 
 def test_cgroup_driver_in_effect(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """The cgroup driver Docker reports in use is the declared one."""
     found = host.check_output("docker info --format %s", "{{.CgroupDriver}}")
     expected = hearth_vars["container_runtime_cgroup_driver"]
     assert found == expected, f"docker cgroup driver: expected {expected}, found {found}"
 
 
 def test_container_gets_cuda_environment(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """A container started with Hearth's CUDA environment file sees the CUDA paths."""
     env_file = hearth_vars.get("cuda_container_env_file")
     if not env_file:
         pytest.skip("the cuda role is not applied to this host")
@@ -96,6 +101,7 @@ def test_container_gets_cuda_environment(host: Any, hearth_vars: dict[str, Any])
 
 
 def test_nvidia_runtime_registered(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """The NVIDIA container runtime is registered in daemon.json and known to the running Docker."""
     _toolkit(host, hearth_vars)
     runtime = _daemon_json(host).get("runtimes", {}).get("nvidia", {})
     assert runtime.get("path") == "nvidia-container-runtime", (
@@ -106,6 +112,7 @@ def test_nvidia_runtime_registered(host: Any, hearth_vars: dict[str, Any]) -> No
 
 
 def test_toolkit_pinned_and_held(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """The NVIDIA container toolkit is installed at the declared version and held."""
     _toolkit(host, hearth_vars)
     version = hearth_vars["container_runtime_toolkit_version"]
     for name in hearth_vars["container_runtime_toolkit_packages"]:
@@ -117,6 +124,7 @@ def test_toolkit_pinned_and_held(host: Any, hearth_vars: dict[str, Any]) -> None
 
 
 def test_container_sees_gpu(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """A container run with the NVIDIA runtime sees the host's GPU."""
     device = nvidia_device(host)
     if device is None:
         pytest.skip("no NVIDIA device on this host: no container can be shown a GPU here")

@@ -16,6 +16,7 @@ from hearth.checklib import (
     assert_service_running,
     fetch_json,
     http_get,
+    observe,
     pinned_version,
 )
 
@@ -49,6 +50,7 @@ def test_config_valid_and_private(host: Any) -> None:
     )
     config = host.file(CONFIG)
     found = (config.user, config.group, oct(config.mode))
+    observe(CONFIG, f"{found[0]}:{found[1]} {found[2]}", "root:prometheus 0o640")
     assert found == ("root", "prometheus", "0o640"), (
         f"{CONFIG} holds receivers' secrets: expected root:prometheus mode 0640, "
         f"found {found[0]}:{found[1]} mode {found[2]}"
@@ -62,6 +64,7 @@ def test_receivers_loaded(host: Any, hearth_vars: dict[str, Any]) -> None:
     loaded = yaml.safe_load(status["config"]["original"])  # Alertmanager masks secrets here
     names = sorted(r["name"] for r in loaded.get("receivers", []))
     wanted = sorted(["hearth-null"] + [r["name"] for r in hearth_vars["alertmanager_receivers"]])
+    observe("receivers loaded", names, wanted)
     assert names == wanted, (
         f"Alertmanager receivers: expected {wanted}, found {names} (not reloaded?)"
     )

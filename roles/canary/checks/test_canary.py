@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from hearth import canary
+from hearth.checklib import observe
 
 PROGRAM = "/usr/local/lib/hearth/hearth_canary.py"
 CONFIG = "/etc/hearth/canary.json"
@@ -24,6 +25,7 @@ def test_program_is_the_shipped_one(host: Any) -> None:
     program = host.file(PROGRAM)
     assert program.exists, f"{PROGRAM}: expected the canary program, found nothing"
     want = hashlib.sha256(SHIPPED.read_bytes()).hexdigest()
+    observe(f"{PROGRAM} sha256", program.sha256sum, want)
     assert program.sha256sum == want, (
         f"{PROGRAM}: expected Hearth's canary (sha256 {want[:12]}…), found another file"
     )
@@ -39,6 +41,7 @@ def test_config_valid_and_private(host: Any, hearth_vars: dict[str, Any]) -> Non
     config = host.file(CONFIG)
     group = hearth_vars["canary_group"]
     found = (config.user, config.group, oct(config.mode))
+    observe(CONFIG, f"{found[0]}:{found[1]} {found[2]}", f"root:{group} 0o640")
     assert found == ("root", group, "0o640"), (
         f"{CONFIG} holds the API key: expected root:{group} mode 0640, "
         f"found {found[0]}:{found[1]} mode {found[2]}"

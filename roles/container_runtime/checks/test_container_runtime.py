@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from hearth.checklib import nvidia_device
+from hearth.checklib import nvidia_device, observe
 
 PROBE_IMAGE = "hearth/gpu-probe:1"
 
@@ -56,12 +56,14 @@ def test_docker_running_pinned_and_held(host: Any, hearth_vars: dict[str, Any]) 
     pattern = hearth_vars["container_runtime_docker_version"]
     for name in hearth_vars["container_runtime_docker_packages"]:
         package = host.package(name)
+        observe(f"{name} version", package.version if package.is_installed else "absent", pattern)
         assert package.is_installed, f"{name}: expected installed, found absent"
         assert fnmatch.fnmatch(package.version, pattern), (
             f"{name}: expected version {pattern}, found {package.version}"
         )
         if hearth_vars["container_runtime_hold"] and host.exists("dpkg-query"):
             want = host.check_output("dpkg-query -W -f '${db:Status-Want}' %s", name)
+            observe(f"{name} selection", want, "hold")
             assert want == "hold", f"{name}: expected held, found {want}"
 
 
@@ -83,6 +85,7 @@ def test_cgroup_driver_in_effect(host: Any, hearth_vars: dict[str, Any]) -> None
     """The cgroup driver Docker reports in use is the declared one."""
     found = host.check_output("docker info --format %s", "{{.CgroupDriver}}")
     expected = hearth_vars["container_runtime_cgroup_driver"]
+    observe("cgroup driver in use", found, expected)
     assert found == expected, f"docker cgroup driver: expected {expected}, found {found}"
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from hearth.checklib import observe
+
 _PROBE = 'printf "%s|%s|%s" "$CUDA_HOME" "$PATH" "$LD_LIBRARY_PATH"'
 
 
@@ -37,6 +39,8 @@ def test_toolkit_pinned_and_held(host: Any, hearth_vars: dict[str, Any]) -> None
             out = host.run("rpm -q --qf '%%{VERSION}-%%{RELEASE}' %s", name)
             version = out.stdout if out.rc == 0 else ""
             want = "hold" if name in host.run("dnf versionlock list").stdout else "install"
+        held = " (hold)" if hearth_vars["cuda_hold"] else ""
+        observe(name, f"{version or 'not installed'} ({want or '-'})", f"{pattern}{held}")
         if not version:
             problems.append(f"{name} not installed")
         elif not fnmatch.fnmatch(version, pattern):

@@ -70,6 +70,35 @@ if _PASSWORDS:
     _install_sudo_password()
 
 
+def _record_file_digests() -> None:
+    """Every sha256 a check reads on a host (testinfra's ``host.file(p).sha256sum``) is recorded
+    as an observation ``<path> sha256``: the digest of a model file, a program, a rule file as
+    the host holds it, whichever check reads it (a check's own ``observe`` of the same name,
+    with the declared value, replaces it)."""
+    from testinfra.modules import file as testinfra_file
+
+    def wrap(prop: property) -> property:
+        def sha256sum(self: Any) -> Any:
+            value = prop.fget(self) if prop.fget is not None else None
+            from hearth.checklib import observe
+
+            observe(f"{self.path} sha256", value)
+            return value
+
+        return property(sha256sum)
+
+    todo: list[type] = [testinfra_file.File]
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        found = cls.__dict__.get("sha256sum")
+        if isinstance(found, property):
+            setattr(cls, "sha256sum", wrap(found))  # noqa: B010
+
+
+_record_file_digests()
+
+
 def _audit_vars() -> dict[str, Any]:
     path = os.environ.get("HEARTH_AUDIT_VARS")
     if not path:

@@ -77,10 +77,12 @@ def observe(name: str, value: Any, declared: Any = _UNSET) -> Any:
     HTML tables), whether the check passes or not: evidence, not only a verdict. Values must be
     plain data (str, int, float, bool, lists, dicts) and never a secret. Returns ``value``, so a
     probe can be recorded where it is read: ``found = observe("timezone", host.check_output(...))``.
+    A second observation of the same name replaces the first.
     """
     entry: dict[str, Any] = {"name": str(name), "value": _plain(value)}
     if declared is not _UNSET:
         entry["declared"] = _plain(declared)
+    _OBSERVED[:] = [e for e in _OBSERVED if e["name"] != entry["name"]]  # the last word counts
     _OBSERVED.append(entry)
     return value
 

@@ -4,6 +4,7 @@ by the site's controls. The lab proof is tests/integration/test_audit_evidence.p
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -61,6 +62,7 @@ def test_the_plugin_records_descriptions_and_observations_passed_or_not(tmp_path
         "    found = observe('kernel', host.check_output('uname -s'), hearth_vars['kernel'])\n"
         "    assert found == hearth_vars['kernel']\n\n\n"
         "def test_fails(host, hearth_vars):\n"
+        f"    host.file('{tmp_path / 'vars.json'}').sha256sum\n"
         "    observe('answer', 41, 42)\n"
         "    assert 41 == 42, 'answer: expected 42, found 41'\n"
     )
@@ -85,7 +87,11 @@ def test_the_plugin_records_descriptions_and_observations_passed_or_not(tmp_path
     ]
     assert found["test_fails"]["outcome"] == "failed"
     assert found["test_fails"]["description"] == "Fails."  # no docstring: a sentence, no name
-    assert found["test_fails"]["observed"] == [{"name": "answer", "value": 41, "declared": 42}]
+    digest = hashlib.sha256((tmp_path / "vars.json").read_bytes()).hexdigest()
+    assert found["test_fails"]["observed"] == [
+        {"name": f"{tmp_path / 'vars.json'} sha256", "value": digest},  # any sha256 a check reads
+        {"name": "answer", "value": 41, "declared": 42},
+    ]
 
 
 def test_checks_of_the_roles_hearth_owns_here_say_what_they_prove() -> None:

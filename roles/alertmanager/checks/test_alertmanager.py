@@ -17,6 +17,7 @@ from hearth.checklib import (
     fetch_json,
     http_get,
     observe,
+    observe_listeners,
     pinned_version,
 )
 
@@ -37,6 +38,7 @@ def test_service_ready(host: Any, hearth_vars: dict[str, Any]) -> None:
     """Alertmanager runs, starts at boot and answers /-/ready on its declared port."""
     assert_service_running(host, SERVICE)
     port = hearth_vars["alertmanager_port"]
+    observe_listeners(host, port)
     status, _ = http_get(host, f"http://127.0.0.1:{port}/-/ready")
     assert status == 200, f"Alertmanager on port {port}: expected /-/ready, found status {status}"
 

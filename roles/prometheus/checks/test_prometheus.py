@@ -90,8 +90,7 @@ def test_rule_file_is_the_rendered_one(host: Any, hearth_vars: dict[str, Any]) -
     state (its sha256 compared with the rendered rules' sha256)."""
     wanted = _rendered(hearth_vars)
     found_file = host.file(RULES_FILE)
-    observe(f"{RULES_FILE} sha256 of the file",
-            found_file.sha256sum if found_file.is_file else "absent")  # fmt: skip
+    observe(f"{RULES_FILE} sha256", found_file.sha256sum if found_file.is_file else "absent")
     assert found_file.is_file, f"{RULES_FILE}: expected Hearth's alert rules, found nothing"
     found = yaml.safe_load(found_file.content_string) or {}
     expected, digest = rules_digest(wanted), rules_digest(found)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -237,7 +238,7 @@ def test_saved_reports_are_pruned_after_the_retention_and_diffed_since(
 
 # ------------------------------------------------------------------------------ sign and verify
 needs_ssh_keygen = pytest.mark.skipif(
-    __import__("shutil").which("ssh-keygen") is None, reason="ssh-keygen (openssh-client) absent"
+    shutil.which("ssh-keygen") is None, reason="ssh-keygen (openssh-client) absent"
 )
 
 
@@ -379,3 +380,41 @@ def test_html_is_self_contained_printable_and_shows_failures_first() -> None:
     assert row, "the failed check's observed and declared values"
     assert "Signature: not signed" in page
     assert paths.templates_dir().joinpath("reports", "audit.html.j2").is_file()
+
+
+# ---------------------------------------------------------------------- shared probes record
+def test_shared_probes_record_gpu_uuids_key_counts_and_listeners() -> None:
+    import socket
+
+    import testinfra
+
+    from hearth import checklib, gpu
+
+    fixture = ROOT / "tests" / "fixtures" / "nvidia-smi"
+    gpus = gpu.parse_xml((fixture / "2x-geforce-rtx-2080_driver-590.44.01_q-x.xml").read_text())
+    uuids = sorted(str(g["uuid"]) for g in gpus["gpus"])
+    checklib.observed()
+    checklib.observe_gpus(checklib.GpuReport(list(gpus["gpus"]), 2), [{"uuid": uuids[0]}])
+    found = {o["name"]: o for o in checklib.observed()}
+    assert found["GPU UUIDs"] == {"name": "GPU UUIDs", "value": uuids, "declared": uuids[:1]}
+    assert found["GPU count"]["value"] == 2 and found["NVIDIA PCI devices"]["value"] == 2
+
+    declared = [{"name": "ops", "fingerprint": checklib.key_fingerprint("a" * 64)}]
+    checklib.keys_drift(declared, [{"name": "ops", "sha256": "a" * 64},
+                                   {"name": "rogue", "sha256": "b" * 64}])  # fmt: skip
+    found = {o["name"]: o for o in checklib.observed()}
+    assert found["key hash entries"] == {"name": "key hash entries", "value": 2, "declared": 1}
+    assert "a" * 64 not in json.dumps(found) and "b" * 64 not in json.dumps(found)
+
+    if shutil.which("ss") is None:
+        pytest.skip("ss (iproute2) is not installed here")
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        assert checklib.observe_listeners(testinfra.get_host("local://"), port) == [
+            f"127.0.0.1:{port}"
+        ]
+    assert checklib.observed() == [
+        {"name": f"listening on port {port}", "value": [f"127.0.0.1:{port}"]}
+    ]

@@ -84,6 +84,8 @@ def test_signed_saved_audits_diff_verify_and_show_the_change(
         _sh(lab, HOST, f"sysctl -qw {KEY}={GOOD}")
     assert second.returncode == 5, second.stdout[-4000:] + second.stderr[-2000:]
     [after] = sorted(set((home / "audits").glob("*.json")) - {before})
+    # read again through a fresh connection while the first audit's master may still be there
+    assert json.loads(after.read_text())["hosts"][HOST]["identity"] == identity
 
     # the diff names exactly that change, by the two files and by --since
     for args in ([str(before), str(after)], ["--since", "1d"]):

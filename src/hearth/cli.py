@@ -312,8 +312,11 @@ def _say(message: str) -> None:
 
 
 # --------------------------------------------------------------------------------------- audit
-@cli.command()
-@inventory_option
+@cli.group(invoke_without_command=True)
+@click.option(
+    "-i", "--inventory", "inventory", type=click.Path(path_type=Path),
+    help="Ansible inventory: a hosts.yml file or a directory (group_vars/host_vars beside).",
+)  # fmt: skip
 @click.option(
     "--format",
     "fmt",
@@ -338,33 +341,72 @@ def _say(message: str) -> None:
     metavar="ROLE[/CHECK]",
     help="Only this role's checks, or one check (prometheus/test_rules_loaded); repeatable.",
 )
+@click.option("--sign", is_flag=True, help="Sign the JSON report (--output REPORT.json or --save) "
+              "with the bundles' OpenSSH key; its HTML page is written beside it.")  # fmt: skip
+@click.option("--key", type=click.Path(dir_okay=False, path_type=Path),
+              help="Signing key [default: the one `hearth bundle keygen` made].")  # fmt: skip
+@click.option("--save", is_flag=True, help="Keep the report under $HEARTH_HOME/audits/.")
+@click.option(
+    "--retention-days", type=click.IntRange(1),
+    help="With --save: remove saved reports older than this [default: "
+    "$HEARTH_AUDIT_RETENTION_DAYS, else 400].",
+)  # fmt: skip
 @vault_option
+@click.pass_context
 def audit(
-    inventory: Path,
+    ctx: click.Context,
+    inventory: Path | None,
     fmt: str,
     output: Path | None,
     limit: str | None,
     workers: int | None,
     checks: tuple[str, ...],
+    sign: bool,
+    key: Path | None,
+    save: bool,
+    retention_days: int | None,
     vault_password_file: Path | None,
 ) -> None:
-    """Check every host against the inventory with testinfra, and report."""
+    """Check every host against the inventory with testinfra, and report; `verify` and `diff`
+    check a signed report and compare two."""
     from hearth import audit as audit_mod
     from hearth import report
+    from hearth.commands import audit as evidence
+    from hearth.evidence import controls as controls_mod
 
+    if ctx.invoked_subcommand is not None:
+        return
+    if inventory is None:
+        raise InvalidInputError("hearth audit: -i/--inventory is required (or: verify, diff)")
+    evidence.refuse_bad_options(sign, save, output)
     inv = _validated(inventory, vault_password_file)
+    controls = controls_mod.load(inventory)
     result = audit_mod.run_audit(inv, limit=limit, workers=workers, checks=list(checks))
     if output is None and fmt != "table":
         # standard output carries only the report (`hearth audit --format json | jq`)
         report.print_table(result, err_console)
-        click.echo(report.render(result, fmt))
+        click.echo(report.render(result, fmt, controls))
     else:
         report.print_table(result, console)
-    if output is not None:
+    if output is not None and not sign:
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(report.render(result, fmt))
+        output.write_text(report.render(result, fmt, controls))
         console.print(f"report written to {output}")
+    kept = evidence.keep(result, controls, output=output, sign=sign, key=key, save=save,
+                         retention_days=retention_days)  # fmt: skip
+    for path in kept:
+        err_console.print(f"report written to {path}")
     result.raise_for_status()
+
+
+def _audit_subcommands() -> None:
+    from hearth.commands.audit import diff_command, verify_command
+
+    audit.add_command(verify_command)
+    audit.add_command(diff_command)
+
+
+_audit_subcommands()
 
 
 # ---------------------------------------------------------------------------------------- plan

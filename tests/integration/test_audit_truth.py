@@ -416,6 +416,11 @@ def test_converged_lab_passes_and_skips_only_what_it_cannot_check(site: Lab) -> 
         key = f"{r.role}/{r.check}"
         assert key in CANNOT_BREAK_HERE or key in SPECIAL, f"{r.host}: {key} skipped: {r.message}"
         assert CANNOT_BREAK_HERE.get(key, "") in r.message, f"{key}: {r.message}"
+    # evidence, passed or not: the sha256 of each model file as read on the host
+    digests = [o for r in result.results if r.check == "test_files_match_their_sha256"
+               for o in r.observed]  # fmt: skip
+    assert digests and all(o["name"].endswith(".gguf sha256") for o in digests), digests
+    assert all(re.fullmatch(r"[0-9a-f]{64}", str(o["value"])) for o in digests), digests
 
 
 @pytest.mark.parametrize("case", BREAKS, ids=lambda b: b.id)

@@ -118,8 +118,10 @@ def test_signed_saved_audits_diff_verify_and_show_the_change(
     done = hearth("audit", "verify", str(copy), *signers, env=env)
     assert done.returncode == 2, done.stdout + done.stderr
     said = " ".join((done.stdout + done.stderr).split())
-    assert f"hosts.{HOST}.checks.common/test_sysctl.observed[{KEY}].value: signed \"{BAD}\", " \
-        f"now \"{GOOD}\"" in said, said
+    assert (
+        f'hosts.{HOST}.checks.common/test_sysctl.observed[{KEY}].value: signed "{BAD}", '
+        f'now "{GOOD}"' in said
+    ), said
 
     # the page, in a real browser: the failed check with the value found and the declared one
     browser = shutil.which("chromium")

@@ -75,8 +75,7 @@ def test_a_screenshot_shows_the_failed_check_in_red_and_the_page_prints(
     assert image.size == (1200, 1600)
     colours = image.getcolors(maxcolors=1 << 20) or []
     red = sum(
-        n for n, rgb in colours
-        if all(abs(a - b) < 24 for a, b in zip(rgb, RED, strict=True))
+        n for n, rgb in colours if all(abs(a - b) < 24 for a, b in zip(rgb, RED, strict=True))
     )
     assert red > 500, f"expected the failed check drawn in red, found {red} red pixels"
     dark = sum(n for n, rgb in colours if max(rgb) < 80)

@@ -23,6 +23,8 @@ new_monitoring_services=()
 command -v promtool >/dev/null || { need_pkgs+=(prometheus); new_monitoring_services+=(prometheus); }
 command -v amtool >/dev/null || { need_pkgs+=(prometheus-alertmanager); new_monitoring_services+=(prometheus-alertmanager); }
 command -v npm >/dev/null || need_pkgs+=(npm)
+# The audit's HTML report is checked in a real headless browser (tests/unit/test_audit_html.py).
+command -v chromium >/dev/null || need_pkgs+=(chromium)
 if ! command -v dockerd >/dev/null && ! docker info >/dev/null 2>&1; then
   need_pkgs+=(docker.io)
 fi

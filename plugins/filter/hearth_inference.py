@@ -28,7 +28,8 @@ description:
     the health path and warm-up request the role gates the start on.
   - Other filters in this file are C(hearth_engine_ports), C(hearth_engine_port_problems),
     C(hearth_engine_recipes), C(hearth_engine_image), C(hearth_image_tag),
-    C(hearth_triton_config), C(hearth_frontdoor_routes), C(hearth_stale_engines) and
+    C(hearth_triton_config), C(hearth_frontdoor_routes), C(hearth_stale_engines),
+    C(hearth_engine_candidate), C(hearth_kept_engine), C(hearth_routing_swap) and
     C(hearth_env_file).
 positional: _input
 options:
@@ -159,6 +160,7 @@ def hearth_frontdoor_routes(
     local,
     ports_var="inference_engine_ports",
     bind_var="inference_engine_bind_address",
+    overrides=None,
 ):
     """The front door's routes: every model declared on the inference hosts, with its engines."""
     hearth = _hearth()
@@ -169,13 +171,64 @@ def hearth_frontdoor_routes(
             hearth.engines.ServingHost(
                 name=str(name),
                 address=str(hv.get("ansible_host") or name),
-                models=tuple(_models(hearth, hv.get("hearth_models") or [])),
+                models=tuple(
+                    _models(hearth, hearth_model_overrides(hv.get("hearth_models"), overrides))
+                ),
                 ports=_ports(hv.get(ports_var) or {}),
                 bind_address=str(hv.get(bind_var) or "0.0.0.0"),  # noqa: S104 - the default
             )
         )
     try:
         return _unsafe(hearth.engines.frontdoor_routes(hosts, str(local)))
+    except hearth.errors.HearthError as exc:
+        raise AnsibleFilterError(str(exc)) from exc
+
+
+def hearth_engine_candidate(spec):
+    """The candidate slot of a live engine's container spec (a gated rollout's new version)."""
+    return _unsafe(_hearth().engines.candidate_of(_plain(spec)))
+
+
+def hearth_kept_engine(model, version):
+    """The name a replaced version's engine container is kept under."""
+    return _hearth().engines.kept_container_name(str(model), str(version))
+
+
+def hearth_model_overrides(models, overrides=None):
+    """C(models) with each model named in C(overrides) updated from it (`hearth models rollout`
+    and `rollback` pass a kept version and its files this way)."""
+    overrides = _plain(overrides or {})
+    result = []
+    for model in _plain(models or []):
+        name = model.get("name") if isinstance(model, dict) else None
+        result.append({**model, **overrides[name]} if name in overrides else model)
+    return result
+
+
+def hearth_kept_engine_of(version, model):
+    """C(hearth_kept_engine) with the version first (for map over a list of versions)."""
+    return hearth_kept_engine(model, version)
+
+
+def hearth_gate_failure(entry):
+    """One failed golden question of a gate's report, in words."""
+    entry = _plain(entry or {})
+    checks = ", ".join(entry.get("checks") or []) or entry.get("error") or "no answer"
+    answer = str(entry.get("answer") or "")[:200]
+    return f"question {entry.get('question')!r} failed ({checks}); the answer: {answer!r}"
+
+
+def hearth_routing_swap(routing, routes, model, host, from_port, to_port, reason=""):
+    """{routing, from, to}: the front door's routing.json with C(host)'s engine of C(model)
+    moved from one port to the other."""
+    hearth = _hearth()
+    try:
+        return _unsafe(
+            hearth.engines.swap_backend(
+                _plain(routing or {}), _plain(routes or {}), str(model), str(host),
+                int(from_port), int(to_port), str(reason),
+            )
+        )  # fmt: skip
     except hearth.errors.HearthError as exc:
         raise AnsibleFilterError(str(exc)) from exc
 
@@ -213,6 +266,12 @@ class FilterModule(object):
             "hearth_engine_recipes": hearth_engine_recipes,
             "hearth_engine_container": hearth_engine_container,
             "hearth_engine_image": hearth_engine_image,
+            "hearth_engine_candidate": hearth_engine_candidate,
+            "hearth_kept_engine": hearth_kept_engine,
+            "hearth_routing_swap": hearth_routing_swap,
+            "hearth_kept_engine_of": hearth_kept_engine_of,
+            "hearth_model_overrides": hearth_model_overrides,
+            "hearth_gate_failure": hearth_gate_failure,
             "hearth_image_tag": hearth_image_tag,
             "hearth_triton_config": hearth_triton_config,
             "hearth_frontdoor_routes": hearth_frontdoor_routes,

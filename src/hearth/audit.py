@@ -43,6 +43,8 @@ class CheckResult:
     outcome: str  # one of OUTCOMES
     message: str = ""
     duration: float = 0.0
+    description: str = ""  # what the check proves, in words (its docstring)
+    observed: list[dict[str, Any]] = field(default_factory=list)  # [{name, value, declared?}]
 
 
 @dataclass
@@ -50,6 +52,7 @@ class AuditResult:
     results: list[CheckResult] = field(default_factory=list)
     roles: dict[str, list[str]] = field(default_factory=dict)  # host → roles audited
     unreachable: dict[str, str] = field(default_factory=dict)  # host → reason
+    header: dict[str, Any] = field(default_factory=dict)  # hearth.evidence.header.header()
 
     def count(self, outcome: str) -> int:
         return sum(1 for r in self.results if r.outcome == outcome)
@@ -192,6 +195,19 @@ def ssh_args_options(host: str, var: str, text: str) -> list[tuple[str, str]]:
             )  # fmt: skip
         i += 1
     return options
+
+
+def known_checks() -> dict[str, set[str]]:
+    """Every role that has checks → the names of its checks (``test_*`` functions)."""
+    found: dict[str, set[str]] = {}
+    for f in sorted(paths.roles_dir().glob("*/checks/test_*.py")):
+        names = {
+            line.split("(", 1)[0].removeprefix("def ").strip()
+            for line in f.read_text().splitlines()
+            if line.startswith("def test_")
+        }
+        found.setdefault(_role_of(f), set()).update(names)
+    return found
 
 
 def _role_of(check_file: Path) -> str:
@@ -341,16 +357,26 @@ def write_ssh_config(
     return config
 
 
-def _probe(host: str, config: Path) -> tuple[str, str | None]:
-    cmd = ["ssh", "-F", str(config), host, "true"]
+def _probe(host: str, config: Path) -> tuple[str, str | None, dict[str, str]]:
+    """Can the host be reached, and who is it: its machine-id and the fingerprint of the SSH host
+    key it presented, read from ssh's own log of this connection, made without a shared master
+    (never through an earlier audit's master: the key exchange happens here), so evidence cannot
+    be moved between hosts. (Tried in the lab: with ``ControlMaster=yes`` the probe timed out,
+    the persisting master keeping ssh's output open; the checks' connections make their own.)"""
+    cmd = ["ssh", "-v", "-o", "ControlMaster=no", "-o", "ControlPath=none", "-F", str(config),
+           host, "cat /etc/machine-id 2>/dev/null || true"]  # fmt: skip
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=40, check=False)
     except subprocess.TimeoutExpired:
-        return host, "SSH timed out"
+        return host, "SSH timed out", {}
+    log = done.stderr.splitlines()
+    key = next((ln.split("Server host key:", 1)[1].strip() for ln in log
+                if "Server host key:" in ln), "")  # fmt: skip
+    identity = {"machine_id": done.stdout.strip(), "ssh_host_key": key}
     if done.returncode == 0:
-        return host, None
-    lines = done.stderr.strip().splitlines()
-    return host, (lines[-1] if lines else f"ssh exited {done.returncode}")
+        return host, None, identity
+    lines = [ln for ln in log if ln.strip() and not ln.startswith(("debug", "OpenSSH_"))]
+    return host, (lines[-1] if lines else f"ssh exited {done.returncode}"), {}
 
 
 def connections(inventory: Any, hosts: list[str]) -> dict[str, Connection]:
@@ -385,7 +411,10 @@ def run_audit(
         if not matched:
             raise InvalidInputError(f"--limit {limit!r} matches no host in {inventory.path}")
         selected = [h for h in selected if h in matched]
+    from hearth.evidence.header import header
+
     result = AuditResult(roles={h: roles_by_host[h] for h in selected})
+    result.header = header(inventory, {}, {})
     if not selected:
         return result
 
@@ -394,16 +423,20 @@ def run_audit(
     work.mkdir(parents=True, exist_ok=True)
     try:
         config = write_ssh_config(conns, work)
+        identities: dict[str, dict[str, str]] = {}
         with ThreadPoolExecutor(max_workers=min(16, len(selected))) as pool:
-            for host, why in pool.map(lambda h: _probe(h, config), selected):
+            for host, why, identity in pool.map(lambda h: _probe(h, config), selected):
                 if why is not None:
                     result.unreachable[host] = why
+                else:
+                    identities[host] = identity
         reachable = [h for h in selected if h not in result.unreachable]
 
         audit_vars = {
             h: {"roles": roles_by_host[h], "vars": declared_state(inventory, h, roles_by_host[h])}
             for h in reachable
         }
+        result.header = header(inventory, audit_vars, identities, result.header["started"])
         files = sorted(
             {
                 f
@@ -468,10 +501,17 @@ def run_audit(
         for raw in raws:
             result.results.append(CheckResult(**raw))
         result.results.sort(key=lambda r: (r.host, r.role, r.check))
+        result.header["finished"] = _now()
         return result
     finally:
         if keep_dir is None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 BECOME_ENV = "HEARTH_AUDIT_BECOME"

@@ -2,7 +2,9 @@
 
 - keeps only the checks of the roles each host is meant to have (others are deselected);
 - gives checks the host's declared state as the ``hearth_vars`` fixture;
-- records every outcome with host and role, and writes them as JSON for the reports;
+- records every outcome with host and role, the check's description (its docstring) and what it
+  observed (:func:`hearth.checklib.observe`, collected per check, passed or not), and writes them
+  as JSON for the reports;
 - becomes with sudo and a password where the inventory gives one (``ansible_become_password``):
   the password comes in the environment of these processes only, is dropped from it as soon as
   the workers have started, and reaches sudo on its standard input, never a command line or file.
@@ -12,6 +14,7 @@ Runs in the pytest controller and in each xdist worker; only the controller writ
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from pathlib import Path
@@ -67,6 +70,35 @@ if _PASSWORDS:
     _install_sudo_password()
 
 
+def _record_file_digests() -> None:
+    """Every sha256 a check reads on a host (testinfra's ``host.file(p).sha256sum``) is recorded
+    as an observation ``<path> sha256``: the digest of a model file, a program, a rule file as
+    the host holds it, whichever check reads it (a check's own ``observe`` of the same name,
+    with the declared value, replaces it)."""
+    from testinfra.modules import file as testinfra_file
+
+    def wrap(prop: property) -> property:
+        def sha256sum(self: Any) -> Any:
+            value = prop.fget(self) if prop.fget is not None else None
+            from hearth.checklib import observe
+
+            observe(f"{self.path} sha256", value)
+            return value
+
+        return property(sha256sum)
+
+    todo: list[type] = [testinfra_file.File]
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        found = cls.__dict__.get("sha256sum")
+        if isinstance(found, property):
+            setattr(cls, "sha256sum", wrap(found))  # noqa: B010
+
+
+_record_file_digests()
+
+
 def _audit_vars() -> dict[str, Any]:
     path = os.environ.get("HEARTH_AUDIT_VARS")
     if not path:
@@ -100,13 +132,35 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         host, role = _host_of(item), _role_of(Path(str(item.path)))
         if host in audit and role in audit[host]["roles"]:
-            item.user_properties += [("hearth_host", host), ("hearth_role", role)]
+            item.user_properties += [("hearth_host", host), ("hearth_role", role),
+                                     ("hearth_description", describe(item))]  # fmt: skip
             keep.append(item)
         else:
             drop.append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+def describe(item: pytest.Item) -> str:
+    """What a check proves, in words: its docstring; a check without one is described by its
+    name made into a sentence (``test_time_sync`` → "Time sync"), never shown as a function."""
+    function = getattr(item, "function", None)
+    doc = inspect.getdoc(function) if function is not None else None
+    if doc:
+        return " ".join(doc.split())
+    name = item.name.split("[")[0].removeprefix("test_").replace("_", " ").strip()
+    return name[:1].upper() + name[1:] + "."
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """Collect what the check observed, whether it passes, fails or skips."""
+    from hearth.checklib import observed
+
+    observed()  # nothing from an earlier check
+    yield
+    item.user_properties.append(("hearth_observed", json.dumps(observed())))
 
 
 @pytest.fixture
@@ -148,6 +202,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
                 "outcome": outcome,
                 "message": _message(report),
                 "duration": round(report.duration, 3),
+                "description": str(props.get("hearth_description") or ""),
+                "observed": json.loads(str(props.get("hearth_observed") or "[]")),
             }
         )
 

@@ -31,9 +31,14 @@ __all__ = [
     "http_get",
     "key_fingerprint",
     "keys_drift",
+    "listeners",
     "models_or_skip",
     "nvidia_device",
     "nvidia_pci_devices",
+    "observe",
+    "observe_gpus",
+    "observe_listeners",
+    "observed",
     "pinned_version",
     "present_gpus",
     "rules_digest",
@@ -57,6 +62,41 @@ _PCI_PROBE = (
     '[ "$(cat $d/vendor 2>/dev/null)" = 0x10de ] && '
     'case "$(cat $d/class 2>/dev/null)" in 0x03*) echo "${d##*/}";; esac; done; true'
 )
+
+
+# ---------------------------------------------------------------------------- evidence
+_OBSERVED: list[dict[str, Any]] = []
+_UNSET: Any = object()
+
+
+def observe(name: str, value: Any, declared: Any = _UNSET) -> Any:
+    """Record what the running check looked at and found (``value``, as read on the host) next to
+    what the inventory declared (``declared``, when there is a declared value to compare with).
+
+    The audit's pytest plugin collects these per check into the report (JSON, JUnit properties,
+    HTML tables), whether the check passes or not: evidence, not only a verdict. Values must be
+    plain data (str, int, float, bool, lists, dicts) and never a secret. Returns ``value``, so a
+    probe can be recorded where it is read: ``found = observe("timezone", host.check_output(...))``.
+    A second observation of the same name replaces the first.
+    """
+    entry: dict[str, Any] = {"name": str(name), "value": _plain(value)}
+    if declared is not _UNSET:
+        entry["declared"] = _plain(declared)
+    _OBSERVED[:] = [e for e in _OBSERVED if e["name"] != entry["name"]]  # the last word counts
+    _OBSERVED.append(entry)
+    return value
+
+
+def observed(reset: bool = True) -> list[dict[str, Any]]:
+    """The observations recorded since the last reset (by the audit plugin, per check)."""
+    found = list(_OBSERVED)
+    if reset:
+        _OBSERVED.clear()
+    return found
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
 
 
 # ------------------------------------------------------------------------------ probes
@@ -87,20 +127,45 @@ def pinned_version(host: Any, declared: str, role_vars: Path, key: str) -> str:
 
 
 def assert_package_pinned_and_held(host: Any, name: str, wanted: str) -> None:
+    """The package is installed at ``wanted`` (when a version is declared) and held; records the
+    version and the dpkg selection found."""
     package = host.package(name)
-    assert package.is_installed, f"{name}: expected installed, found absent"
+    installed = package.is_installed
+    observe(f"{name} version", package.version if installed else "not installed", wanted or None)
+    assert installed, f"{name}: expected installed, found absent"
     if wanted:
         assert package.version == wanted, (
             f"{name}: expected version {wanted}, found {package.version}"
         )
-    selection = host.check_output("dpkg --get-selections %s", name).split()[-1]
+    selection = observe(
+        f"{name} selection",
+        host.check_output("dpkg --get-selections %s", name).split()[-1],
+        "hold",
+    )
     assert selection == "hold", f"{name}: expected held at its version, found '{selection}'"
 
 
 def assert_service_running(host: Any, name: str) -> None:
+    """The systemd unit runs and starts at boot; records both states."""
     service = host.service(name)
+    observe(f"{name} running", service.is_running, True)
+    observe(f"{name} enabled", service.is_enabled, True)
     assert service.is_running, f"{name}: expected running, found stopped"
     assert service.is_enabled, f"{name}: expected enabled at boot, found disabled"
+
+
+def listeners(host: Any, port: int | str) -> list[str]:
+    """The TCP sockets listening on ``port`` on the host (``address:port``, as ``ss`` prints
+    them), sorted; [] when none (or ``ss`` is missing)."""
+    out = host.run("ss -Htln sport = :%s", str(port)).stdout
+    return sorted({line.split()[3] for line in out.splitlines() if len(line.split()) >= 4})
+
+
+def observe_listeners(host: Any, port: int | str) -> list[str]:
+    """Record (and return) the listening sockets on ``port``."""
+    found = listeners(host, port)
+    observe(f"listening on port {port}", found)
+    return found
 
 
 def docker_inspect(host: Any, name: str) -> dict[str, Any] | None:
@@ -170,6 +235,16 @@ def present_gpus(host: Any) -> GpuReport:
     return GpuReport(list(parsed["gpus"]), pci, None)
 
 
+def observe_gpus(report: GpuReport, declared: Sequence[Mapping[str, Any]]) -> None:
+    """Record the GPUs found (UUIDs as nvidia-smi lists them, the NVIDIA PCI device count)."""
+    observe("GPU UUIDs", sorted(str(g.get("uuid")) for g in report.gpus),
+            sorted(str(g.get("uuid")) for g in declared if g.get("uuid")) or None)  # fmt: skip
+    observe("GPU count", len(report.gpus), len(declared) if declared else None)
+    observe("NVIDIA PCI devices", report.pci_devices)
+    if report.problem:
+        observe("nvidia-smi", report.problem)
+
+
 def _gpu_label(gpu: Mapping[str, Any]) -> str:
     uuid = gpu.get("uuid")
     return f"GPU {gpu.get('index')}" + (f" ({uuid})" if uuid else "")
@@ -232,6 +307,8 @@ def keys_drift(declared: Sequence[Mapping[str, str]], found: Sequence[Mapping[st
     host's keys.json (``{name, sha256}``)."""
     want = [(str(d["name"]), str(d["fingerprint"])) for d in declared]
     have = [(str(e.get("name")), key_fingerprint(str(e.get("sha256", "")))) for e in found]
+    observe("key hash entries", len(have), len(want))
+    observe("key names", [n for n, _ in have], [n for n, _ in want])
     extra = [f"entry {i + 1} (name {name!r})" for i, (name, fp) in enumerate(have)
              if (name, fp) not in want]  # fmt: skip
     missing = [f"key {name!r}" for name, fp in want if (name, fp) not in have]

@@ -144,6 +144,9 @@ def _bin(name: str) -> Path:
     type=click.Path(dir_okay=False, path_type=Path),
     help="allowed_signers file for --bundle [default: as `hearth bundle verify`].",
 )
+@click.option(
+    "--batch", help="Inference hosts rolled out at a time: N or P% [default: 1] (docs/models.md)."
+)
 def up(
     inventory: Path,
     limit: str | None,
@@ -157,13 +160,19 @@ def up(
     verbose: bool,
     bundle_dir: Path | None,
     signers: Path | None,
+    batch: str | None,
 ) -> None:
     """Converge the hosts of an inventory to its declared state (playbooks/site.yml)."""
     from hearth import runner
 
     extravars: dict[str, Any] | None = None
+    if batch is not None:
+        extravars = {"hearth_rollout_batch": _batch(batch)}
     if bundle_dir is not None:  # verified before anything else; refused before any host changes
-        extravars = _bundle_for_up(bundle_dir, signers, inventory, vault_password_file)
+        extravars = {
+            **(extravars or {}),
+            **_bundle_for_up(bundle_dir, signers, inventory, vault_password_file),
+        }
         playbook = "bundle.yml" if playbook == "site.yml" else playbook
     _validated(inventory, vault_password_file)  # before anything else: exit 2 touches nothing
     _ensure_collections()
@@ -303,8 +312,11 @@ def _say(message: str) -> None:
 
 
 # --------------------------------------------------------------------------------------- audit
-@cli.command()
-@inventory_option
+@cli.group(invoke_without_command=True)
+@click.option(
+    "-i", "--inventory", "inventory", type=click.Path(path_type=Path),
+    help="Ansible inventory: a hosts.yml file or a directory (group_vars/host_vars beside).",
+)  # fmt: skip
 @click.option(
     "--format",
     "fmt",
@@ -329,33 +341,72 @@ def _say(message: str) -> None:
     metavar="ROLE[/CHECK]",
     help="Only this role's checks, or one check (prometheus/test_rules_loaded); repeatable.",
 )
+@click.option("--sign", is_flag=True, help="Sign the JSON report (--output REPORT.json or --save) "
+              "with the bundles' OpenSSH key; its HTML page is written beside it.")  # fmt: skip
+@click.option("--key", type=click.Path(dir_okay=False, path_type=Path),
+              help="Signing key [default: the one `hearth bundle keygen` made].")  # fmt: skip
+@click.option("--save", is_flag=True, help="Keep the report under $HEARTH_HOME/audits/.")
+@click.option(
+    "--retention-days", type=click.IntRange(1),
+    help="With --save: remove saved reports older than this [default: "
+    "$HEARTH_AUDIT_RETENTION_DAYS, else 400].",
+)  # fmt: skip
 @vault_option
+@click.pass_context
 def audit(
-    inventory: Path,
+    ctx: click.Context,
+    inventory: Path | None,
     fmt: str,
     output: Path | None,
     limit: str | None,
     workers: int | None,
     checks: tuple[str, ...],
+    sign: bool,
+    key: Path | None,
+    save: bool,
+    retention_days: int | None,
     vault_password_file: Path | None,
 ) -> None:
-    """Check every host against the inventory with testinfra, and report."""
+    """Check every host against the inventory with testinfra, and report; `verify` and `diff`
+    check a signed report and compare two."""
     from hearth import audit as audit_mod
     from hearth import report
+    from hearth.commands import audit as evidence
+    from hearth.evidence import controls as controls_mod
 
+    if ctx.invoked_subcommand is not None:
+        return
+    if inventory is None:
+        raise InvalidInputError("hearth audit: -i/--inventory is required (or: verify, diff)")
+    evidence.refuse_bad_options(sign, save, output)
     inv = _validated(inventory, vault_password_file)
+    controls = controls_mod.load(inventory)
     result = audit_mod.run_audit(inv, limit=limit, workers=workers, checks=list(checks))
     if output is None and fmt != "table":
         # standard output carries only the report (`hearth audit --format json | jq`)
         report.print_table(result, err_console)
-        click.echo(report.render(result, fmt))
+        click.echo(report.render(result, fmt, controls))
     else:
         report.print_table(result, console)
-    if output is not None:
+    if output is not None and not sign:
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(report.render(result, fmt))
+        output.write_text(report.render(result, fmt, controls))
         console.print(f"report written to {output}")
+    kept = evidence.keep(result, controls, output=output, sign=sign, key=key, save=save,
+                         retention_days=retention_days)  # fmt: skip
+    for path in kept:
+        err_console.print(f"report written to {path}")
     result.raise_for_status()
+
+
+def _audit_subcommands() -> None:
+    from hearth.commands.audit import diff_command, verify_command
+
+    audit.add_command(verify_command)
+    audit.add_command(diff_command)
+
+
+_audit_subcommands()
 
 
 # ---------------------------------------------------------------------------------------- plan
@@ -750,7 +801,171 @@ def images_list() -> None:
 # -------------------------------------------------------------------------------------- models
 @cli.group()
 def models() -> None:
-    """Model files: the lab's small real models, GGUF inspection."""
+    """Model versions on the hosts (status, log, rollout, rollback); the lab's models; GGUF."""
+
+
+def _models_read(inventory: Path, model: str, limit: str | None, vault: Path | None) -> Any:
+    from hearth.commands import models as cmd
+
+    inv = _validated(inventory, vault)
+    serving = cmd.serving_hosts(inv, model, limit)
+    return inv, serving, cmd.read_hosts(inv, model, serving)
+
+
+@models.command("status")
+@inventory_option
+@click.argument("model")
+@click.option("--limit", "-l", help="Only these hosts or groups (Ansible pattern).")
+@vault_option
+def models_status(
+    inventory: Path, model: str, limit: str | None, vault_password_file: Path | None
+) -> None:
+    """Per host: the live version and its container, the kept versions, the last events."""
+    _, _, states = _models_read(inventory, model, limit, vault_password_file)
+    table = Table(title=f"model {model}", title_justify="left")
+    for column in ("host", "declared", "live", "state", "kept", "last event"):
+        table.add_column(column)
+    for state in states:
+        if state.error:
+            table.add_row(state.host, str(state.declared.get("version")), "?", state.error, "", "")
+            continue
+        live = state.live or {}
+        last = state.events[-1] if state.events else {}
+        event = (
+            f"{last.get('time', '')} {last.get('event') or 'staged'} "
+            f"{last.get('from_version') or ''}→{last.get('to_version') or ''}"
+            + (f" at the {last['gate']} gate" if last.get("gate") else "")
+        )
+        table.add_row(
+            state.host, str(state.declared.get("version")), live.get("version", "none"),
+            live.get("state", "absent"), ", ".join(state.kept) or "none", event if last else "",
+        )  # fmt: skip
+    console.print(table)
+
+
+@models.command("log")
+@inventory_option
+@click.argument("model")
+@click.option("--limit", "-l", help="Only these hosts or groups (Ansible pattern).")
+@vault_option
+def models_log(
+    inventory: Path, model: str, limit: str | None, vault_password_file: Path | None
+) -> None:
+    """The model's changelog across its hosts: when, who, what, why, and the outcome."""
+    _, _, states = _models_read(inventory, model, limit, vault_password_file)
+    rows = sorted(
+        ((e.get("time", ""), s.host, e) for s in states for e in s.events), key=lambda r: r[:2]
+    )
+    for when, host, event in rows:
+        what = event.get("event") or "staged " + ",".join(event.get("changes") or [])
+        weights = ((event.get("fingerprints") or {}).get("weights") or "")[:12]
+        line = (
+            f"{when}  {host:<10} {what:<12} {event.get('from_version') or '-'} → "
+            f"{event.get('to_version')}  by {event.get('operator', '?')}"
+            + (f"  weights {weights}" if weights else "")
+            + (
+                f"  at the {event['gate']} gate: {event.get('detail', '')}"
+                if event.get("gate")
+                else ""
+            )
+            + (f"  ({event['reason']})" if event.get("reason") else "")
+        )
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    for state in states:
+        if state.error:
+            console.print(f"{state.host}: unreadable: {state.error}", style="red")
+
+
+def _models_switch(
+    inventory: Path, model: str, version: str | None, reason: str, limit: str | None,
+    vault: Path | None, batch: str | None, rollback: bool,
+) -> None:  # fmt: skip
+    from hearth import runner
+    from hearth.commands import models as cmd
+
+    batch_value = _batch(batch)  # before any host is read
+    _ensure_collections()
+    inv, serving, states = _models_read(inventory, model, limit, vault)
+    declared = str(serving[0][1].get("version"))
+    if rollback:
+        version = cmd.target_version(states, model, version)
+    elif version != declared:
+        cmd.target_version(states, model, version)  # kept on every host, else exit 2
+    assert version is not None
+    extravars: dict[str, Any] = {
+        "hearth_rollout_reason": reason or ("rollback" if rollback else "rollout"),
+        "hearth_rollout_batch": batch_value,
+    }
+    if version != declared:
+        extravars["hearth_model_overrides"] = cmd.overrides_for(states, model, version)
+    word = "rollback" if rollback else "rollout"
+    console.print(
+        f"[bold]hearth models {word}[/] {model} → {version} on {', '.join(dict(serving))}"
+    )
+    result = runner.run_playbook(
+        "inference.yml", inventory, limit=limit, vault_password_file=vault,
+        on_event=_progress_printer(False), extravars=extravars,
+        label=f"models-{word}",
+    )  # fmt: skip
+    print_recap(result)
+    result.raise_for_status()
+    console.print(f"[green]✓[/] {model} {version} serves on {', '.join(dict(serving))}")
+    if version != declared:
+        console.print(
+            f"  The inventory still declares {declared}: the next `hearth up` goes back to it. "
+            f"To keep {version}: {cmd.inventory_hint(inv, model, version)}"
+        )
+
+
+def _batch(value: str | None) -> str | int:
+    """``--batch N`` or ``P%`` (1-100%), else exit 2 naming it."""
+    if value is None:
+        return 1
+    text = value.strip()
+    number = text[:-1] if text.endswith("%") else text
+    if not number.isdigit() or int(number) < 1 or (text.endswith("%") and int(number) > 100):
+        raise InvalidInputError(
+            f"--batch {value!r}: expected a number of hosts (1 or more) or a percentage (1%-100%)"
+        )
+    return text if text.endswith("%") else int(text)
+
+
+_reason_option = click.option("--reason", default="", help="Why (recorded in the changelog).")
+_batch_option = click.option("--batch", help="Hosts at a time: N or P% [default: 1].")
+
+
+@models.command("rollout")
+@inventory_option
+@click.argument("model")
+@click.argument("version")
+@_reason_option
+@click.option("--limit", "-l", help="Only these hosts or groups (Ansible pattern).")
+@_batch_option
+@vault_option
+def models_rollout(
+    inventory: Path, model: str, version: str, reason: str, limit: str | None,
+    batch: str | None, vault_password_file: Path | None,
+) -> None:  # fmt: skip
+    """Roll MODEL out to VERSION (the inventory's, or one every host keeps): beside the live
+    engine, gated (health, warm-up, golden questions), switched at the front door, in batches."""
+    _models_switch(inventory, model, version, reason, limit, vault_password_file, batch, False)
+
+
+@models.command("rollback")
+@inventory_option
+@click.argument("model")
+@click.option("--to", "to", help="The kept version to go back to [default: the previous one].")
+@_reason_option
+@click.option("--limit", "-l", help="Only these hosts or groups (Ansible pattern).")
+@_batch_option
+@vault_option
+def models_rollback(
+    inventory: Path, model: str, to: str | None, reason: str, limit: str | None,
+    batch: str | None, vault_password_file: Path | None,
+) -> None:  # fmt: skip
+    """Go back to the previous (or --to) version from the kept container and files: no download,
+    no rebuild; gated and switched like a rollout."""
+    _models_switch(inventory, model, to, reason, limit, vault_password_file, batch, True)
 
 
 @models.command("fetch-lab")

@@ -572,6 +572,58 @@ def candidate_port(port: int) -> int:
     return port + CANDIDATE_OFFSET
 
 
+def swap_backend(
+    routing: Mapping[str, Any],
+    routes: Mapping[str, Mapping[str, Any]],
+    model: str,
+    host: str,
+    from_port: int,
+    to_port: int,
+    reason: str = "",
+) -> dict[str, Any]:
+    """The front door's ``routing.json`` after ``host``'s engine of ``model`` moves from
+    ``from_port`` to ``to_port`` (a rollout's switch to the candidate slot and back).
+
+    ``routes`` are the front door's routes from the inventory (:func:`frontdoor_routes`, as that
+    front door sees the hosts); the model's backends in force are ``routing``'s override when it
+    has one. An override equal to the inventory's routes is dropped, so a finished rollout
+    leaves ``routing.json`` as it found it. Returns ``{routing, from, to}`` (the base URLs)."""
+    route = routes.get(model)
+    if route is None or host not in route.get("hosts", []):
+        raise InvalidInputError(f"the front door does not route model {model!r} to {host}")
+    home = str(route["backends"][list(route["hosts"]).index(host)])
+    base, _, port = home.rpartition(":")
+    if int(port) not in (from_port, to_port):
+        raise InvalidInputError(f"{home}: expected port {from_port} or {to_port}")
+    old, new = f"{base}:{from_port}", f"{base}:{to_port}"
+    overrides = dict((routing or {}).get("models") or {})
+    current = list((overrides.get(model) or {}).get("backends") or route["backends"])
+    backends = [new if b == old else b for b in current]
+    if new not in backends:
+        backends.append(new)
+    if backends == list(route["backends"]):
+        overrides.pop(model, None)
+    else:
+        overrides[model] = {"backends": backends, "reason": reason}
+    return {"routing": {"models": overrides}, "from": old, "to": new}
+
+
+def candidate_of(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The candidate slot of a live engine's container spec (:func:`container_spec`): the same
+    engine, image, mounts and command, under its own name and on the port + CANDIDATE_OFFSET."""
+    candidate = dict(spec)
+    candidate["name"] = str(spec["name"]) + CANDIDATE_SUFFIX
+    candidate["port"] = candidate_port(int(spec["port"]))
+    candidate["metrics_port"] = candidate_port(int(spec["metrics_port"]))
+    published = []
+    for mapping in spec["published_ports"]:
+        address, host_port, internal = str(mapping).rsplit(":", 2)
+        published.append(f"{address}:{candidate_port(int(host_port))}:{internal}")
+    candidate["published_ports"] = published
+    candidate["labels"] = {**spec["labels"], f"{LABEL_PREFIX}slot": "candidate"}
+    return candidate
+
+
 def kept_container_name(model: str, version: str) -> str:
     """The name a replaced version's container is kept under (Docker's name characters)."""
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", version)
@@ -615,8 +667,6 @@ def container_spec(
     same engine in the candidate slot (its own name and port) for a gated rollout."""
     if slot not in ("live", "candidate"):
         raise ValueError(f"slot: expected live or candidate, got {slot!r}")
-    if slot == "candidate":
-        port = candidate_port(port)
     internal = PORTS[model.engine]
     version_dir = f"{store_dir}/{model.name}/{model.version}"
     mounts: list[dict[str, Any]] = []
@@ -656,10 +706,8 @@ def container_spec(
         digest = hashlib.sha256(triton_config_text(model).encode()).hexdigest()
         labels[f"{LABEL_PREFIX}triton-config"] = digest[:16]
     health = f"http://127.0.0.1:{internal}{health_path(model)}"
-    if slot == "candidate":
-        labels[f"{LABEL_PREFIX}slot"] = slot
     spec: dict[str, Any] = {
-        "name": container_name(model) + (CANDIDATE_SUFFIX if slot == "candidate" else ""),
+        "name": container_name(model),
         "image": image,
         "command": render_command(model),
         "published_ports": ports,
@@ -692,7 +740,7 @@ def container_spec(
                 "capabilities": [["gpu"]],
             }
         ]
-    return spec
+    return candidate_of(spec) if slot == "candidate" else spec
 
 
 @dataclass(frozen=True)

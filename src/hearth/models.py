@@ -982,7 +982,8 @@ def last_record(lines: Iterable[str], name: str) -> dict[str, Any] | None:
             record = json.loads(line)
         except ValueError:
             continue
-        if isinstance(record, dict) and record.get("model") == name:
+        # a rollout's outcome (promoted, refused, rolled back) is an event, not a deployed state
+        if isinstance(record, dict) and record.get("model") == name and not record.get("event"):
             found = record
     return found
 

@@ -178,6 +178,9 @@ def check(inventory: Path | str, vault_password_file: Path | None = None) -> Che
     problems, warnings = _rule_problems(inv)
     if problems:
         raise InventoryInvalid(problems, inventory)
+    from hearth.evidence import controls
+
+    controls.load(inventory)  # audit_controls.yml names only checks Hearth has
     return Checked(inv, warnings)
 
 

@@ -230,6 +230,12 @@ BREAKS = [
     _case("inference_engine", "test_engine_metrics_are_up", "lab1",
           (f"docker stop {ENGINE} >/dev/null", f"docker start {ENGINE} >/dev/null"),
           "smollm2: http://127.0.0.1:8080/metrics: expected 200 with llamacpp:*, found 0"),
+    # a model file replaced under the running engine (same bytes, new inode): the engine still
+    # maps the old one, the store verifies the new one
+    _case("inference_engine", "test_engines_serve_the_verified_files", "lab1",
+          (f"f=$(ls {STORE}/0.1.2-q4_1/*.gguf) && cp -p $f $f.new && mv $f.new $f",
+           f"docker restart {ENGINE} >/dev/null"),
+          "smollm2: the engine serves a deleted or replaced file: /models/smollm2/"),
     _case("inference_engine", "test_models_are_recorded_live", "lab1",
           jq_edit("/etc/hearth/live/smollm2.json", '.version = "0.0.9"'),
           "expected version 0.1.2-q4_1 of container"),
@@ -410,6 +416,11 @@ def test_converged_lab_passes_and_skips_only_what_it_cannot_check(site: Lab) -> 
         key = f"{r.role}/{r.check}"
         assert key in CANNOT_BREAK_HERE or key in SPECIAL, f"{r.host}: {key} skipped: {r.message}"
         assert CANNOT_BREAK_HERE.get(key, "") in r.message, f"{key}: {r.message}"
+    # evidence, passed or not: the sha256 of each model file as read on the host
+    digests = [o for r in result.results if r.check == "test_files_match_their_sha256"
+               for o in r.observed]  # fmt: skip
+    assert digests and all(o["name"].endswith(".gguf sha256") for o in digests), digests
+    assert all(re.fullmatch(r"[0-9a-f]{64}", str(o["value"])) for o in digests), digests
 
 
 @pytest.mark.parametrize("case", BREAKS, ids=lambda b: b.id)

@@ -277,7 +277,7 @@ def test_a_bundle_signed_by_another_key_is_refused(tmp_path: Path, keys: sign.Ke
 @needs_ssh_keygen
 def test_keygen_never_overwrites_a_key(keys: sign.KeyPair) -> None:
     assert keys.private.stat().st_mode & 0o077 == 0
-    expected = f'hearth-bundle namespaces="{sign.NAMESPACE}" ssh-ed25519 '
+    expected = f'hearth-bundle namespaces="{sign.NAMESPACE},{sign.AUDIT_NAMESPACE}" ssh-ed25519 '
     assert keys.allowed_signers.read_text().startswith(expected)
     with pytest.raises(InvalidInputError, match="exists"):
         sign.keygen(keys.private.parent)

@@ -514,3 +514,35 @@ class _VaultLoader(yaml.SafeLoader):
 
 
 _VaultLoader.add_constructor("!vault", lambda loader, node: loader.construct_scalar(node))
+
+
+ROUTES = {
+    "smollm2": {
+        "engine": "llamacpp",
+        "version": "v1",
+        "api": "openai",
+        "backends": ["http://127.0.0.1:8080", "http://10.0.0.12:8080"],
+        "hosts": ["lab1", "lab2"],
+    }
+}
+
+
+def test_a_rollout_switch_moves_one_hosts_backend_and_back() -> None:
+    there = engines.swap_backend({"models": {}}, ROUTES, "smollm2", "lab2", 8080, 8085, "v2")
+    assert there["from"] == "http://10.0.0.12:8080" and there["to"] == "http://10.0.0.12:8085"
+    assert there["routing"] == {
+        "models": {
+            "smollm2": {
+                "backends": ["http://127.0.0.1:8080", "http://10.0.0.12:8085"],
+                "reason": "v2",
+            }
+        }
+    }
+    back = engines.swap_backend(there["routing"], ROUTES, "smollm2", "lab2", 8085, 8080)
+    assert back["routing"] == {"models": {}}, "a finished rollout leaves no override"
+    # another host's override in force is kept as it is (lab1 drained by an upgrade)
+    drained = {"models": {"smollm2": {"backends": ["http://10.0.0.12:8080"], "reason": "drain"}}}
+    moved = engines.swap_backend(drained, ROUTES, "smollm2", "lab2", 8080, 8085)
+    assert moved["routing"]["models"]["smollm2"]["backends"] == ["http://10.0.0.12:8085"]
+    with pytest.raises(InvalidInputError, match="does not route model 'smollm2' to lab3"):
+        engines.swap_backend({}, ROUTES, "smollm2", "lab3", 8080, 8085)

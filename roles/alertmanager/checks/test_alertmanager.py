@@ -16,6 +16,8 @@ from hearth.checklib import (
     assert_service_running,
     fetch_json,
     http_get,
+    observe,
+    observe_listeners,
     pinned_version,
 )
 
@@ -25,6 +27,7 @@ VARS = Path(__file__).resolve().parent.parent / "vars"
 
 
 def test_package_pinned_and_held(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """Alertmanager's package is installed at the pinned version and held."""
     wanted = pinned_version(
         host, hearth_vars["alertmanager_version"], VARS, "_alertmanager_pinned_version"
     )
@@ -32,19 +35,24 @@ def test_package_pinned_and_held(host: Any, hearth_vars: dict[str, Any]) -> None
 
 
 def test_service_ready(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """Alertmanager runs, starts at boot and answers /-/ready on its declared port."""
     assert_service_running(host, SERVICE)
     port = hearth_vars["alertmanager_port"]
+    observe_listeners(host, port)
     status, _ = http_get(host, f"http://127.0.0.1:{port}/-/ready")
     assert status == 200, f"Alertmanager on port {port}: expected /-/ready, found status {status}"
 
 
 def test_config_valid_and_private(host: Any) -> None:
+    """amtool accepts the configuration, and the file (it holds receivers' secrets) is
+    root:prometheus, mode 0640."""
     check = host.run("amtool check-config %s", CONFIG)
     assert check.rc == 0, (
         f"{CONFIG}: expected valid (amtool check-config), found: {check.stdout.strip()[-300:]}"
     )
     config = host.file(CONFIG)
     found = (config.user, config.group, oct(config.mode))
+    observe(CONFIG, f"{found[0]}:{found[1]} {found[2]}", "root:prometheus 0o640")
     assert found == ("root", "prometheus", "0o640"), (
         f"{CONFIG} holds receivers' secrets: expected root:prometheus mode 0640, "
         f"found {found[0]}:{found[1]} mode {found[2]}"
@@ -52,11 +60,13 @@ def test_config_valid_and_private(host: Any) -> None:
 
 
 def test_receivers_loaded(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """Alertmanager has loaded exactly the declared receivers."""
     port = hearth_vars["alertmanager_port"]
     status = fetch_json(host, f"http://127.0.0.1:{port}/api/v2/status", "Alertmanager API")
     loaded = yaml.safe_load(status["config"]["original"])  # Alertmanager masks secrets here
     names = sorted(r["name"] for r in loaded.get("receivers", []))
     wanted = sorted(["hearth-null"] + [r["name"] for r in hearth_vars["alertmanager_receivers"]])
+    observe("receivers loaded", names, wanted)
     assert names == wanted, (
         f"Alertmanager receivers: expected {wanted}, found {names} (not reloaded?)"
     )

@@ -8,6 +8,7 @@ from typing import Any
 
 
 def test_no_backup_left_on_the_host(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """No backup staging directory or archive is left on the host after a backup."""
     stage = hearth_vars.get("backup_stage_dir") or "/var/tmp/hearth-backup"
     archive = f"/var/tmp/hearth-backup-{hearth_vars['inventory_hostname']}.tar.gz"
     left = [p for p in (stage, archive) if host.file(p).exists]

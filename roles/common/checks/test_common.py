@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from hearth.checklib import observe
+
 
 def _chrony_service(host: Any) -> str:
     return (
@@ -20,8 +22,14 @@ def _chrony_service(host: Any) -> str:
 
 
 def test_hearth_user(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """Hearth's service account exists as a system account with its group and no login shell."""
     name, group = hearth_vars["common_user"], hearth_vars["common_group"]
     user = host.user(name)
+    if user.exists:
+        observe(f"user {name}", {"group": user.group, "uid": user.uid, "shell": user.shell},
+                {"group": group, "uid": "< 1000", "shell": "/usr/sbin/nologin"})  # fmt: skip
+    else:
+        observe(f"user {name}", "absent", "present")
     assert user.exists, f"user {name}: expected to exist, found absent"
     assert user.group == group, f"user {name}: expected primary group {group}, found {user.group}"
     assert user.uid < 1000, (
@@ -33,6 +41,8 @@ def test_hearth_user(host: Any, hearth_vars: dict[str, Any]) -> None:
 
 
 def test_directories(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """Hearth's configuration, data, model and log directories exist with their owner, group and
+    mode 0750."""
     owner, group = hearth_vars["common_user"], hearth_vars["common_group"]
     expected = [
         (hearth_vars["common_config_dir"], "root"),
@@ -46,6 +56,7 @@ def test_directories(host: Any, hearth_vars: dict[str, Any]) -> None:
             f"{path}: expected a directory, found {'a file' if d.exists else 'nothing'}"
         )
         found = (d.user, d.group, oct(d.mode))
+        observe(path, f"{found[0]}:{found[1]} {found[2]}", f"{user}:{group} 0o750")
         assert found == (user, group, "0o750"), (
             f"{path}: expected owner {user}:{group} mode 0750, "
             f"found {found[0]}:{found[1]} mode {found[2]}"
@@ -53,21 +64,29 @@ def test_directories(host: Any, hearth_vars: dict[str, Any]) -> None:
 
 
 def test_base_packages(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """Every base package the inventory declares (common_packages, common_extra_packages) is
+    installed."""
     wanted = list(hearth_vars["common_packages"]) + list(hearth_vars["common_extra_packages"])
     missing = [p for p in wanted if not host.package(p).is_installed]
+    observe("packages installed", sorted(set(wanted) - set(missing)), sorted(wanted))
     assert not missing, f"packages: expected installed {wanted}, found missing {missing}"
 
 
 def test_timezone(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """The system timezone is the declared one (common_timezone)."""
     expected = hearth_vars["common_timezone"]
     found = host.check_output("timedatectl show --property=Timezone --value")
+    observe("timezone", found, expected)
     assert found == expected, f"timezone: expected {expected}, found {found}"
 
 
 def test_time_sync(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """Time is synchronised: chrony runs, starts at boot and uses the declared pools and servers."""
     if not hearth_vars["common_time_sync_enabled"]:
         pytest.skip("common_time_sync_enabled is false: time is not synchronised by Hearth")
     service = host.service(_chrony_service(host))
+    observe(f"{service.name} running", service.is_running, True)
+    observe(f"{service.name} enabled", service.is_enabled, True)
     assert service.is_running, f"{service.name}: expected running, found stopped"
     assert service.is_enabled, f"{service.name}: expected enabled at boot, found disabled"
     conf = host.file("/etc/chrony/chrony.conf" if service.name == "chrony" else "/etc/chrony.conf")
@@ -82,10 +101,13 @@ def test_time_sync(host: Any, hearth_vars: dict[str, Any]) -> None:
 
 
 def test_sysctl(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """Every declared kernel setting (common_sysctl, common_sysctl_extra) has its value now and is
+    persisted in /etc/sysctl.d/90-hearth.conf for the next boot."""
     wanted = {**hearth_vars["common_sysctl"], **hearth_vars["common_sysctl_extra"]}
     drift = {}
     for key, value in wanted.items():
         found = " ".join(host.check_output("sysctl -n %s", key).split())
+        observe(key, found, " ".join(str(value).split()))
         if found != " ".join(str(value).split()):
             drift[key] = f"expected {value}, found {found}"
     assert not drift, f"kernel settings drifted: {drift}"
@@ -97,6 +119,8 @@ def test_sysctl(host: Any, hearth_vars: dict[str, Any]) -> None:
 
 
 def test_limits(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """The open-file and locked-memory limits are set for Hearth's user and as systemd's
+    defaults."""
     user, nofile = hearth_vars["common_user"], hearth_vars["common_limit_nofile"]
     memlock = hearth_vars["common_limit_memlock"]
     limits = host.file("/etc/security/limits.d/90-hearth.conf")
@@ -107,6 +131,8 @@ def test_limits(host: Any, hearth_vars: dict[str, Any]) -> None:
     )
     found = dict(line.split("=", 1) for line in shown.splitlines())
     expected_memlock = "infinity" if memlock == "unlimited" else str(int(memlock) * 1024)
+    observe("systemd DefaultLimitNOFILE", found.get("DefaultLimitNOFILE"), str(nofile))
+    observe("systemd DefaultLimitMEMLOCK", found.get("DefaultLimitMEMLOCK"), expected_memlock)
     assert found.get("DefaultLimitNOFILE") == str(nofile), (
         f"systemd DefaultLimitNOFILE: expected {nofile}, found {found.get('DefaultLimitNOFILE')}"
     )
@@ -117,7 +143,10 @@ def test_limits(host: Any, hearth_vars: dict[str, Any]) -> None:
 
 
 def test_journal(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """journald runs and, where declared (common_journal_persistent), keeps the journal on disk
+    across reboots."""
     journald = host.service("systemd-journald")
+    observe("systemd-journald running", journald.is_running, True)
     assert journald.is_running, "systemd-journald: expected running, found stopped"
     if not hearth_vars["common_journal_persistent"]:
         pytest.skip("common_journal_persistent is false: the journal stays in /run")
@@ -127,6 +156,7 @@ def test_journal(host: Any, hearth_vars: dict[str, Any]) -> None:
     )
     machine_id = host.file("/etc/machine-id").content_string.strip()
     journal = host.file(f"/var/log/journal/{machine_id}")
+    observe("persistent journal", journal.is_directory, True)
     assert journal.is_directory, (
         f"/var/log/journal/{machine_id}: expected the persistent journal, found none "
         "(journald is writing to /run only)"

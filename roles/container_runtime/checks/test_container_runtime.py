@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from hearth.checklib import nvidia_device
+from hearth.checklib import nvidia_device, observe
 
 PROBE_IMAGE = "hearth/gpu-probe:1"
 
@@ -48,22 +48,27 @@ def _daemon_json(host: Any) -> dict[str, Any]:
 
 
 def test_docker_running_pinned_and_held(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """Docker runs, starts at boot, and its packages are installed at the declared version and
+    held."""
     docker = host.service("docker")
     assert docker.is_running, "docker: expected running, found stopped"
     assert docker.is_enabled, "docker: expected enabled at boot, found disabled"
     pattern = hearth_vars["container_runtime_docker_version"]
     for name in hearth_vars["container_runtime_docker_packages"]:
         package = host.package(name)
+        observe(f"{name} version", package.version if package.is_installed else "absent", pattern)
         assert package.is_installed, f"{name}: expected installed, found absent"
         assert fnmatch.fnmatch(package.version, pattern), (
             f"{name}: expected version {pattern}, found {package.version}"
         )
         if hearth_vars["container_runtime_hold"] and host.exists("dpkg-query"):
             want = host.check_output("dpkg-query -W -f '${db:Status-Want}' %s", name)
+            observe(f"{name} selection", want, "hold")
             assert want == "hold", f"{name}: expected held, found {want}"
 
 
 def test_daemon_json_keys(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """/etc/docker/daemon.json sets the declared cgroup driver and Hearth's settings."""
     data = _daemon_json(host)
     driver = f"native.cgroupdriver={hearth_vars['container_runtime_cgroup_driver']}"
     assert driver in data.get("exec-opts", []), (
@@ -77,12 +82,15 @@ def test_daemon_json_keys(host: Any, hearth_vars: dict[str, Any]) -> None:
 
 
 def test_cgroup_driver_in_effect(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """The cgroup driver Docker reports in use is the declared one."""
     found = host.check_output("docker info --format %s", "{{.CgroupDriver}}")
     expected = hearth_vars["container_runtime_cgroup_driver"]
+    observe("cgroup driver in use", found, expected)
     assert found == expected, f"docker cgroup driver: expected {expected}, found {found}"
 
 
 def test_container_gets_cuda_environment(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """A container started with Hearth's CUDA environment file sees the CUDA paths."""
     env_file = hearth_vars.get("cuda_container_env_file")
     if not env_file:
         pytest.skip("the cuda role is not applied to this host")
@@ -96,6 +104,7 @@ def test_container_gets_cuda_environment(host: Any, hearth_vars: dict[str, Any])
 
 
 def test_nvidia_runtime_registered(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """The NVIDIA container runtime is registered in daemon.json and known to the running Docker."""
     _toolkit(host, hearth_vars)
     runtime = _daemon_json(host).get("runtimes", {}).get("nvidia", {})
     assert runtime.get("path") == "nvidia-container-runtime", (
@@ -106,6 +115,7 @@ def test_nvidia_runtime_registered(host: Any, hearth_vars: dict[str, Any]) -> No
 
 
 def test_toolkit_pinned_and_held(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """The NVIDIA container toolkit is installed at the declared version and held."""
     _toolkit(host, hearth_vars)
     version = hearth_vars["container_runtime_toolkit_version"]
     for name in hearth_vars["container_runtime_toolkit_packages"]:
@@ -117,6 +127,7 @@ def test_toolkit_pinned_and_held(host: Any, hearth_vars: dict[str, Any]) -> None
 
 
 def test_container_sees_gpu(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """A container run with the NVIDIA runtime sees the host's GPU."""
     device = nvidia_device(host)
     if device is None:
         pytest.skip("no NVIDIA device on this host: no container can be shown a GPU here")

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from hearth.checklib import observe
+
 _PROBE = 'printf "%s|%s|%s" "$CUDA_HOME" "$PATH" "$LD_LIBRARY_PATH"'
 
 
@@ -26,6 +28,7 @@ def _expect(found: str, hearth_vars: dict[str, Any], context: str) -> None:
 
 
 def test_toolkit_pinned_and_held(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """Every CUDA package is installed at the declared version and held."""
     pattern = hearth_vars["cuda_package_version"]
     problems = []
     for name in hearth_vars["cuda_packages"]:
@@ -36,6 +39,8 @@ def test_toolkit_pinned_and_held(host: Any, hearth_vars: dict[str, Any]) -> None
             out = host.run("rpm -q --qf '%%{VERSION}-%%{RELEASE}' %s", name)
             version = out.stdout if out.rc == 0 else ""
             want = "hold" if name in host.run("dnf versionlock list").stdout else "install"
+        held = " (hold)" if hearth_vars["cuda_hold"] else ""
+        observe(name, f"{version or 'not installed'} ({want or '-'})", f"{pattern}{held}")
         if not version:
             problems.append(f"{name} not installed")
         elif not fnmatch.fnmatch(version, pattern):
@@ -49,17 +54,21 @@ def test_toolkit_pinned_and_held(host: Any, hearth_vars: dict[str, Any]) -> None
 
 
 def test_login_shell_environment(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """A login shell gets CUDA_HOME, the CUDA bin directory on PATH and its lib64 on
+    LD_LIBRARY_PATH."""
     found = host.check_output("env -i HOME=/root bash -lc %s", _PROBE)
     _expect(found, hearth_vars, "login shell")
 
 
 def test_non_login_shell_environment(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """An interactive non-login shell gets the same CUDA environment."""
     _expect(host.check_output(_PROBE), hearth_vars, "non-login shell (ssh command)")
     found = host.check_output("env -i HOME=/root TERM=dumb bash -ic %s 2>/dev/null", _PROBE)
     _expect(found, hearth_vars, "interactive non-login bash")
 
 
 def test_systemd_service_environment(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """systemd services get the CUDA environment from Hearth's environment file."""
     env_file = hearth_vars["cuda_env_file"]
     assert host.file(env_file).is_file, (
         f"{env_file}: expected the services' environment file, found none"
@@ -71,6 +80,7 @@ def test_systemd_service_environment(host: Any, hearth_vars: dict[str, Any]) -> 
 
 
 def test_container_environment_file(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """The environment file for containers carries the CUDA paths."""
     env_file = host.file(hearth_vars["cuda_container_env_file"])
     assert env_file.contains(f"^CUDA_HOME={hearth_vars['cuda_home']}$"), (
         f"{env_file.path}: expected CUDA_HOME={hearth_vars['cuda_home']}, not found"
@@ -81,6 +91,7 @@ def test_container_environment_file(host: Any, hearth_vars: dict[str, Any]) -> N
 
 
 def test_linker_path(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """The dynamic linker finds the CUDA libraries (ld.so.conf.d entry, ldconfig cache)."""
     conf = host.file("/etc/ld.so.conf.d/hearth-cuda.conf")
     lib64 = f"{hearth_vars['cuda_home']}/lib64"
     assert conf.contains(f"^{lib64}$"), f"{conf.path}: expected {lib64}, not found"
@@ -89,6 +100,7 @@ def test_linker_path(host: Any, hearth_vars: dict[str, Any]) -> None:
 
 
 def test_nvcc_is_the_pinned_release(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """nvcc reports the declared CUDA release."""
     nvcc = f"{hearth_vars['cuda_home']}/bin/nvcc"
     if not host.file(nvcc).exists:
         pytest.skip(

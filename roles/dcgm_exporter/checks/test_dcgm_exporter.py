@@ -20,6 +20,7 @@ def _need_exporter(host: Any, hearth_vars: dict[str, Any]) -> None:
 
 
 def test_exporter_running(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """The DCGM exporter container runs on a host with an NVIDIA GPU."""
     _need_exporter(host, hearth_vars)
     state = host.run(
         "docker inspect --format '{{.State.Status}} {{.Config.Image}}' hearth-dcgm-exporter"
@@ -33,6 +34,7 @@ def test_exporter_running(host: Any, hearth_vars: dict[str, Any]) -> None:
 
 
 def test_exporter_reports_gpus(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """The DCGM exporter's metrics report the host's GPUs."""
     _need_exporter(host, hearth_vars)
     port = hearth_vars["dcgm_exporter_port"]
     status, metrics = http_get(host, f"http://127.0.0.1:{port}/metrics")

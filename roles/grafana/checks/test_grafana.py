@@ -19,6 +19,7 @@ SHIPPED = Path(__file__).resolve().parent.parent / "files" / "dashboards"
 
 
 def test_dashboards_provisioned(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """Hearth's dashboards are provisioned on the host as Hearth renders them."""
     directory = hearth_vars["grafana_dashboards_dir"]
     drift = {}
     for shipped in sorted(SHIPPED.glob("*.json")):
@@ -36,6 +37,7 @@ def test_dashboards_provisioned(host: Any, hearth_vars: dict[str, Any]) -> None:
 
 
 def test_provisioning_files(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """Grafana's provisioning points at the declared Prometheus and at the dashboards directory."""
     base = hearth_vars["grafana_provisioning_dir"]
     datasource = yaml.safe_load(host.file(f"{base}/datasources/hearth.yml").content_string)
     urls = [d.get("url") for d in datasource.get("datasources", [])]
@@ -49,6 +51,7 @@ def test_provisioning_files(host: Any, hearth_vars: dict[str, Any]) -> None:
 
 
 def test_grafana_serves_the_dashboards(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """Grafana answers its health check and serves Hearth's dashboards."""
     if not hearth_vars["grafana_image"]:
         pytest.skip("grafana_image is not set: the dashboards are provisioned, no server runs")
     port = hearth_vars["grafana_port"]

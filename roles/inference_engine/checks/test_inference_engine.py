@@ -128,3 +128,36 @@ def test_models_are_recorded_live(host: Any, hearth_vars: dict[str, Any]) -> Non
                 f"found {found}"
             )
     assert not bad, "; ".join(bad)
+
+
+def test_engines_serve_the_verified_files(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """Each engine serves the model files that are in the store now: no model file its process
+    has mapped was deleted or replaced since it started (an engine keeps serving a replaced
+    file from memory until it is restarted: the store would then verify one file while the
+    engine answers from another)."""
+    from hearth.engines import container_name, model_dir
+
+    bad = []
+    for model in models_or_skip(hearth_vars):
+        data = docker_inspect(host, container_name(model)) or {}
+        pid = (data.get("State") or {}).get("Pid") or 0
+        if not pid:
+            continue  # not running: the containers check says so
+        inside = model_dir(model)
+        maps = host.run("cat /proc/%s/maps", str(pid))
+        if maps.rc != 0:
+            bad.append(f"{model.name}: cannot read the engine's memory map (pid {pid})")
+            continue
+        stale = sorted(
+            {
+                line.split(None, 5)[-1]
+                for line in maps.stdout.splitlines()
+                if inside in line and line.endswith("(deleted)")
+            }
+        )
+        if stale:
+            bad.append(
+                f"{model.name}: the engine serves a deleted or replaced file: {', '.join(stale)}; "
+                "roll it out again (hearth up) so it loads the verified files"
+            )
+    assert not bad, "; ".join(bad)

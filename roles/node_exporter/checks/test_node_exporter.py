@@ -12,6 +12,8 @@ from hearth.checklib import (
     assert_package_pinned_and_held,
     assert_service_running,
     http_get,
+    observe,
+    observe_listeners,
     pinned_version,
 )
 
@@ -20,6 +22,7 @@ VARS = Path(__file__).resolve().parent.parent / "vars"
 
 
 def test_package_pinned_and_held(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """node_exporter's package is installed at the pinned version and held."""
     wanted = pinned_version(
         host, hearth_vars["node_exporter_version"], VARS, "_node_exporter_pinned_version"
     )
@@ -27,9 +30,13 @@ def test_package_pinned_and_held(host: Any, hearth_vars: dict[str, Any]) -> None
 
 
 def test_service_answers(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """node_exporter runs, starts at boot, answers /metrics on its declared port and reads its
+    textfile directory without error."""
     assert_service_running(host, SERVICE)
     port = hearth_vars["node_exporter_port"]
+    observe_listeners(host, port)
     status, metrics = http_get(host, f"http://127.0.0.1:{port}/metrics")
+    observe("/metrics status", status, 200)
     assert status == 200, f"node_exporter on port {port}: expected /metrics, found status {status}"
     assert "node_textfile_scrape_error 0" in metrics, (
         "node_exporter's textfile collector: expected node_textfile_scrape_error 0, found "
@@ -41,11 +48,15 @@ def test_service_answers(host: Any, hearth_vars: dict[str, Any]) -> None:
 
 
 def test_textfile_directory(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """The textfile collector's directory exists (group-writable, setgid) and node_exporter is
+    started with it."""
     path, group = (
         hearth_vars["node_exporter_textfile_dir"],
         hearth_vars["node_exporter_textfile_group"],
     )
     d = host.file(path)
+    if d.exists:
+        observe(path, f"group {d.group} mode {oct(d.mode)}", f"group {group} mode 0o2775")
     assert d.is_directory, (
         f"{path}: expected a directory, found {'a file' if d.exists else 'nothing'}"
     )

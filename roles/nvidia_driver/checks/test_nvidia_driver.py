@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from hearth.checklib import gpu_problems, nvidia_device, present_gpus
+from hearth.checklib import gpu_problems, nvidia_device, observe, observe_gpus, present_gpus
 
 # Packages versioned on their own, not with the driver (Debian and NVIDIA's repositories).
 _OWN_VERSION = re.compile(
@@ -65,8 +65,11 @@ def _driver_packages(host: Any) -> dict[str, tuple[str, str]]:
 
 
 def test_driver_installed_at_the_pin(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """Every installed NVIDIA driver package (driver and its libraries together) is at the
+    declared version (nvidia_driver_version)."""
     pin = hearth_vars["nvidia_driver_version"]
     driver = _driver_packages(host)
+    observe("driver packages", {n: v for n, (v, _) in sorted(driver.items())}, pin)
     assert driver, f"NVIDIA driver {pin}: expected installed, found no driver package"
     other = {n: v for n, (v, _) in driver.items() if not re.match(re.escape(pin) + r"([-~+]|$)", v)}
     assert not other, (
@@ -77,9 +80,13 @@ def test_driver_installed_at_the_pin(host: Any, hearth_vars: dict[str, Any]) -> 
 
 
 def test_driver_held(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """The driver packages are held (apt-mark hold / dnf versionlock) and apt pins them to the
+    declared version, so no unattended upgrade moves them away from the kernel module."""
     if not hearth_vars["nvidia_driver_hold"]:
         pytest.skip("nvidia_driver_hold is false: the driver is not held on purpose")
-    loose = sorted(n for n, (_, want) in _driver_packages(host).items() if want != "hold")
+    selections = {n: want for n, (_, want) in sorted(_driver_packages(host).items())}
+    observe("driver package selections", selections, "hold")
+    loose = sorted(n for n, want in selections.items() if want != "hold")
     assert not loose, (
         "driver packages: expected held (apt-mark hold / dnf versionlock), found not held "
         f"{loose}; an unattended upgrade could move them away from the kernel module"
@@ -94,6 +101,7 @@ def test_driver_held(host: Any, hearth_vars: dict[str, Any]) -> None:
 
 
 def test_nouveau_blacklisted(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """The nouveau driver is blacklisted with modeset=0, so it cannot hold the GPU."""
     if not hearth_vars["nvidia_driver_blacklist_nouveau"]:
         pytest.skip("nvidia_driver_blacklist_nouveau is false")
     conf = host.file("/etc/modprobe.d/hearth-blacklist-nouveau.conf")
@@ -106,15 +114,19 @@ def test_nouveau_blacklisted(host: Any, hearth_vars: dict[str, Any]) -> None:
 
 
 def test_persistence_daemon_enabled(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """nvidia-persistenced starts at boot (where nvidia_driver_persistence is declared)."""
     if not hearth_vars["nvidia_driver_persistence"]:
         pytest.skip("nvidia_driver_persistence is false")
     service = host.service("nvidia-persistenced")
+    observe("nvidia-persistenced enabled", service.is_enabled, True)
     assert service.is_enabled, "nvidia-persistenced: expected enabled at boot, found disabled"
 
 
 def test_nvidia_smi_healthy(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """nvidia-smi lists the host's GPUs (the driver and the device talk to each other)."""
     device = _need_device(host)
     result = host.run("nvidia-smi -L")
+    observe("nvidia-smi -L", (result.stdout + result.stderr).strip()[:500])
     assert result.rc == 0 and "GPU " in result.stdout, (
         f"nvidia-smi ({device}): expected a list of GPUs, found rc={result.rc}: "
         f"{(result.stdout + result.stderr).strip()[:300]}"
@@ -122,10 +134,12 @@ def test_nvidia_smi_healthy(host: Any, hearth_vars: dict[str, Any]) -> None:
 
 
 def test_running_driver_matches_pin(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """The loaded kernel module and nvidia-smi both report the declared driver version."""
     _need_device(host)
     pin = hearth_vars["nvidia_driver_version"]
     loaded = host.file("/sys/module/nvidia/version")
     found = loaded.content_string.strip() if loaded.exists else "no nvidia module loaded"
+    observe("loaded nvidia module", found, pin)
     assert found == pin, f"loaded nvidia module: expected {pin}, found {found} (a reboot loads it)"
     reported = set(
         host.check_output("nvidia-smi --query-gpu=driver_version --format=csv,noheader").split()
@@ -134,6 +148,7 @@ def test_running_driver_matches_pin(host: Any, hearth_vars: dict[str, Any]) -> N
 
 
 def test_persistence_mode_on(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """Persistence mode is on for every GPU (no re-initialisation delay on each request)."""
     _need_device(host)
     if not hearth_vars["nvidia_driver_persistence"]:
         pytest.skip("nvidia_driver_persistence is false")
@@ -143,11 +158,13 @@ def test_persistence_mode_on(host: Any, hearth_vars: dict[str, Any]) -> None:
     modes = host.check_output(
         "nvidia-smi --query-gpu=index,persistence_mode --format=csv,noheader"
     ).splitlines()
+    observe("persistence mode", [m.strip() for m in modes], "Enabled")
     off = [m for m in modes if not m.strip().endswith("Enabled")]
     assert not off, f"persistence mode: expected Enabled on every GPU, found {off}"
 
 
 def test_nouveau_not_loaded(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """The nouveau module is not loaded on a host with an NVIDIA device."""
     _need_device(host)
     assert not host.file("/sys/module/nouveau").exists, (
         "nouveau: expected not loaded, found loaded (it holds the GPU; reboot after the blacklist)"
@@ -164,6 +181,7 @@ def test_gpus_present_as_declared(host: Any, hearth_vars: dict[str, Any]) -> Non
     recorded = list(hearth_vars.get("hearth_recorded_gpus") or [])
     models = [m for m in parse_models(hearth_vars.get("hearth_models") or []) if m.gpus]
     report = present_gpus(host)
+    observe_gpus(report, declared or recorded)
     if not (declared or recorded or models or report.gpus or report.pci_devices):
         pytest.skip(
             "no GPU declared (hearth_declared_gpus), none recorded in the facts, none named by a "

@@ -14,6 +14,7 @@ def _apt(host: Any) -> bool:
 
 
 def test_only_the_bundle_is_a_package_source(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """The package manager's only sources are the bundle's local repository."""
     if not _apt(host):
         listing = host.check_output("dnf repolist --enabled -q")
         others = [line for line in listing.splitlines()[1:] if not line.startswith("hearth-bundle")]
@@ -30,6 +31,7 @@ def test_only_the_bundle_is_a_package_source(host: Any, hearth_vars: dict[str, A
 
 
 def test_repository_and_backup_in_place(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """The bundle's repository is in place and the original package sources are kept aside."""
     root = hearth_vars["offline_repo_dir"]
     releases = host.check_output("find %s/repo -mindepth 2 -maxdepth 2 -name Release", root)
     assert len(releases.split()) == 1, (

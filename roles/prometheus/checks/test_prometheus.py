@@ -20,6 +20,8 @@ from hearth.checklib import (
     assert_service_running,
     fetch_json,
     http_get,
+    observe,
+    observe_listeners,
     pinned_version,
     rules_digest,
     rules_drift,
@@ -56,6 +58,7 @@ def _tokens(expr: Any) -> Counter[str]:
 
 
 def test_package_pinned_and_held(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """Prometheus' package is installed at the pinned version and held."""
     wanted = pinned_version(
         host, hearth_vars["prometheus_version"], VARS, "_prometheus_pinned_version"
     )
@@ -63,14 +66,19 @@ def test_package_pinned_and_held(host: Any, hearth_vars: dict[str, Any]) -> None
 
 
 def test_service_ready(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """Prometheus runs, starts at boot and answers /-/ready on its declared port."""
     assert_service_running(host, SERVICE)
     port = hearth_vars["prometheus_port"]
+    observe_listeners(host, port)
     status, _ = http_get(host, f"http://127.0.0.1:{port}/-/ready")
+    observe("/-/ready status", status, 200)
     assert status == 200, f"Prometheus on port {port}: expected /-/ready, found status {status}"
 
 
 def test_config_valid(host: Any) -> None:
+    """promtool accepts the configuration Prometheus runs with."""
     check = host.run("promtool check config %s", "/etc/prometheus/prometheus.yml")
+    observe("promtool check config exit status", check.rc, 0)
     assert check.rc == 0, (
         "/etc/prometheus/prometheus.yml: expected valid (promtool check config), found: "
         f"{(check.stdout + check.stderr).strip()[-300:]}"
@@ -78,11 +86,15 @@ def test_config_valid(host: Any) -> None:
 
 
 def test_rule_file_is_the_rendered_one(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """The alert rule file on the host is, as data, the one Hearth renders from the declared
+    state (its sha256 compared with the rendered rules' sha256)."""
     wanted = _rendered(hearth_vars)
     found_file = host.file(RULES_FILE)
+    observe(f"{RULES_FILE} sha256", found_file.sha256sum if found_file.is_file else "absent")
     assert found_file.is_file, f"{RULES_FILE}: expected Hearth's alert rules, found nothing"
     found = yaml.safe_load(found_file.content_string) or {}
     expected, digest = rules_digest(wanted), rules_digest(found)
+    observe(f"{RULES_FILE} sha256 of the rules (as data)", digest, expected)
     assert digest == expected, (
         f"{RULES_FILE}: expected the rules Hearth renders (sha256 {expected[:12]}…), found "
         f"sha256 {digest[:12]}…, edited by hand: {'; '.join(rules_drift(wanted, found))}"
@@ -90,10 +102,13 @@ def test_rule_file_is_the_rendered_one(host: Any, hearth_vars: dict[str, Any]) -
 
 
 def test_rules_loaded(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """Prometheus has loaded exactly Hearth's alert rules (names, durations and expressions) and
+    none fails to evaluate."""
     wanted = _rendered(hearth_vars)
     expected = {r["alert"]: r for g in wanted["groups"] for r in g["rules"]}
     groups = _api(host, hearth_vars["prometheus_port"], "/api/v1/rules")["groups"]
     loaded = {r["name"]: r for g in groups for r in g["rules"] if r.get("type") == "alerting"}
+    observe("alert rules loaded", len(loaded), len(expected))
     missing = sorted(set(expected) - set(loaded))
     assert not missing, f"alert rules: expected {len(expected)} loaded, missing {missing}"
     drift = {}
@@ -109,8 +124,12 @@ def test_rules_loaded(host: Any, hearth_vars: dict[str, Any]) -> None:
 
 
 def test_targets_up(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """Prometheus scrapes node_exporter and every one of its active targets is up."""
     targets = _api(host, hearth_vars["prometheus_port"], "/api/v1/targets?state=active")
     active = targets["activeTargets"]
+    observe("scrape targets", sorted(
+        f"{t['labels'].get('job')}@{t['labels'].get('host')}: {t.get('health')}" for t in active
+    ))  # fmt: skip
     jobs = {t["labels"].get("job") for t in active}
     assert "node" in jobs, (
         f"scrape targets: expected node_exporter targets, found jobs {sorted(jobs)}"
@@ -125,8 +144,10 @@ def test_targets_up(host: Any, hearth_vars: dict[str, Any]) -> None:
 
 
 def test_alertmanager_connected(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """Prometheus sends alerts to at least one Alertmanager, and each one it lists is ready."""
     found = _api(host, hearth_vars["prometheus_port"], "/api/v1/alertmanagers")
     active = [a["url"] for a in found.get("activeAlertmanagers", [])]
+    observe("Alertmanagers", active)
     assert active, "Prometheus: expected an Alertmanager to send alerts to, found none"
     silent = []
     for url in active:  # http://host:9093/api/v2/alerts: the same Alertmanager's readiness
@@ -144,6 +165,7 @@ def test_admin_api_only_on_loopback(host: Any) -> None:
     """No unauthenticated admin API (snapshots, series deletion) is reachable from the network:
     the API is off, or Prometheus listens on loopback only."""
     flags = host.file("/etc/default/prometheus").content_string
+    observe("admin API enabled", "--web.enable-admin-api" in flags)
     if "--web.enable-admin-api" not in flags:
         return  # off: nothing to reach
     listen = next(

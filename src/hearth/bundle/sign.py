@@ -5,6 +5,10 @@ format (SSHSIG) binds a namespace, so a bundle signature can never be replayed a
 commit signature. ``hearth bundle keygen`` writes an Ed25519 key pair and an ``allowed_signers``
 file; the private key stays where it was made (never inside a bundle); sites receive the
 ``allowed_signers`` file (the public key with its principal) by their own channel.
+
+The same key signs audit reports (``hearth audit --sign``) in their own namespace
+(:data:`AUDIT_NAMESPACE`), so a report's signature can never pass for a bundle's, nor the reverse;
+the ``allowed_signers`` line that ``keygen`` writes trusts the key for both.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from hearth.bundle.manifest import BundleInvalid
 from hearth.errors import EnvironmentProblem, InvalidInputError
 
 __all__ = [
+    "AUDIT_NAMESPACE",
     "NAMESPACE",
     "KeyPair",
     "default_key_dir",
@@ -31,6 +36,7 @@ __all__ = [
 ]
 
 NAMESPACE = "hearth-bundle@hearth"
+AUDIT_NAMESPACE = "hearth-audit@hearth"
 KEY_NAME = "bundle_signing_key"
 SIGNERS_NAME = "allowed_signers"
 _PRINCIPAL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]*$")
@@ -100,27 +106,30 @@ def keygen(directory: Path | None = None, principal: str = "hearth-bundle") -> K
     public = private.with_suffix(".pub")
     key_type, key_data = public.read_text().split()[:2]
     signers = directory / SIGNERS_NAME
-    signers.write_text(f'{principal} namespaces="{NAMESPACE}" {key_type} {key_data}\n')
+    namespaces = f"{NAMESPACE},{AUDIT_NAMESPACE}"
+    signers.write_text(f'{principal} namespaces="{namespaces}" {key_type} {key_data}\n')
     return KeyPair(private, public, signers, principal, fingerprint(public))
 
 
-def sign(document: Path, key: Path) -> Path:
+def sign(document: Path, key: Path, namespace: str = NAMESPACE) -> Path:
     """Write ``document``.sig, an SSHSIG signature of ``document`` by ``key`` in Hearth's
-    namespace."""
+    ``namespace`` (bundles' by default)."""
     if not key.is_file():
         raise InvalidInputError(
             f"signing key {key} not found: create one with `hearth bundle keygen` (or pass --key)"
         )
     signature = document.with_name(document.name + ".sig")
     signature.unlink(missing_ok=True)
-    done = _run(["-Y", "sign", "-f", str(key), "-n", NAMESPACE, str(document)])
+    done = _run(["-Y", "sign", "-f", str(key), "-n", namespace, str(document)])
     if done.returncode != 0 or not signature.is_file():
         raise InvalidInputError(f"could not sign {document} with {key}: {_tail(done)}")
     return signature
 
 
-def verify_signature(document: Path, signature: Path, allowed_signers: Path) -> str:
-    """The principal whose key made ``signature`` over ``document``; raises
+def verify_signature(
+    document: Path, signature: Path, allowed_signers: Path, namespace: str = NAMESPACE
+) -> str:
+    """The principal whose key made ``signature`` over ``document`` in ``namespace``; raises
     :class:`BundleInvalid` naming what is wrong (no signature, unknown key, altered document)."""
     if not allowed_signers.is_file():
         raise InvalidInputError(
@@ -139,7 +148,7 @@ def verify_signature(document: Path, signature: Path, allowed_signers: Path) -> 
     data = document.read_bytes()
     for principal in principals:
         done = _run(
-            ["-Y", "verify", "-f", str(allowed_signers), "-I", principal, "-n", NAMESPACE,
+            ["-Y", "verify", "-f", str(allowed_signers), "-I", principal, "-n", namespace,
              "-s", str(signature)],
             stdin=data,
         )  # fmt: skip
@@ -149,6 +158,17 @@ def verify_signature(document: Path, signature: Path, allowed_signers: Path) -> 
         f"{document.name}: the signature does not match its content — the manifest was altered "
         f"after it was signed (signer {', '.join(principals)})"
     )
+
+
+def signing_key(document: Path, signature: Path, namespace: str = NAMESPACE) -> str | None:
+    """The fingerprint of the key that made ``signature`` over ``document`` (whether or not that
+    key is trusted: ``ssh-keygen -Y check-novalidate``); None when it does not match."""
+    done = _run(["-Y", "check-novalidate", "-n", namespace, "-s", str(signature)],
+                stdin=document.read_bytes())  # fmt: skip
+    found = re.search(r"key (SHA256:\S+)", done.stdout.decode(errors="replace"))
+    if done.returncode != 0 or found is None:
+        return None
+    return found.group(1)
 
 
 def _tail(done: subprocess.CompletedProcess[bytes]) -> str:

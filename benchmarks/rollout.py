@@ -1,0 +1,170 @@
+"""Rollout benchmark: how long a gated model rollout takes per host, how many requests fail
+during a rollout and a rollback (must be 0), and how soon a rollback has the old version answering.
+
+On the lab: it takes the lab's hosts 1 and 2 as two replicas of SmolLM2 behind the front door on
+host 1 (a fresh inventory of its own, as tests/integration/test_rollout.py builds), converges
+v1, then measures while a load loop (2 clients, half of the requests streamed) runs through the
+front door:
+
+1. v1 → v2 through `hearth up --playbook inference.yml`: wall time, and per host the time from
+   the candidate's start to the promotion (the runner's task events);
+2. `hearth models rollback --to v1`: wall time, and the time from the command's start until
+   every host's live engine is v1 and answers its health check (polled every 0.25 s);
+3. failed requests and broken streams in each window.
+
+    HEARTH_LAB_ID=12 python benchmarks/rollout.py      # a lab it may reset (not your lab 0)
+
+Figures only; nothing is asserted. The lab's model loads in about a second; the rollback's
+time to answer is the kept engine's start plus a health check, and does not grow with the
+model's download size (nothing is downloaded or copied).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parent.parent / "tests" / "integration"
+sys.path.insert(0, str(TESTS))
+
+ROLLOUT_TASKS = ("Remove a candidate an interrupted rollout left behind", "Record the promotion")
+
+
+def _per_host_rollout(artifacts: Path) -> dict[str, float]:
+    """Seconds from the first rollout task to the promotion record, per host (job events)."""
+    starts: dict[str, float] = {}
+    ends: dict[str, float] = {}
+    from datetime import datetime
+
+    for path in sorted((artifacts / "job_events").glob("*.json")):
+        event = json.loads(path.read_text())
+        data = event.get("event_data") or {}
+        task, host = str(data.get("task", "")), str(data.get("host", ""))
+        if event.get("event") != "runner_on_ok" or not host:
+            continue
+        when = datetime.fromisoformat(str(data.get("end") or event.get("created"))).timestamp()
+        if task.startswith(ROLLOUT_TASKS[0]):
+            starts.setdefault(host, datetime.fromisoformat(str(data["start"])).timestamp())
+        if task.startswith(ROLLOUT_TASKS[1]):
+            ends[host] = when
+    return {h: round(ends[h] - starts[h], 1) for h in starts if h in ends}
+
+
+def main() -> None:
+    os.environ.setdefault("HEARTH_LAB_ID", "12")
+    from labkit import container_exec, hearth
+    from test_inference import API_KEY
+    from test_rollout import DOOR, ENGINE, HOSTS, PORT, Fleet, Load, _clean
+
+    from hearth import images, runner
+    from hearth import lab as lab_mod
+    from hearth.lab import vault_encrypt
+
+    lab_id = int(os.environ["HEARTH_LAB_ID"])
+    if lab_id == 0:
+        raise SystemExit("refusing lab 0 (the operator's own lab): set HEARTH_LAB_ID")
+    for recipe in images.RECIPES:
+        images.ensure_image(recipe)
+    state = lab_mod.up(3, inventory_dir=Path(tempfile.mkdtemp()) / "lab-inv")
+    from labkit import write_inventory
+
+    directory = Path(tempfile.mkdtemp(prefix="hearth-bench-rollout-")) / "inventory"
+    write_inventory(
+        state,
+        directory,
+        group_vars={
+            "container_runtime_toolkit_source": "distribution",
+            "hearth_operator": "bench-rollout",
+            "front_door_port": PORT,
+            "canary_questions": "{{ 'lab' | hearth_question_set }}",
+        },
+        groups={"inference": list(HOSTS), "frontdoor": [DOOR]},
+    )
+    vault = directory.parent / "vault-password"
+    vault.write_text("bench rollout vault password\n")
+    vault.chmod(0o600)
+    front = directory / "group_vars" / "frontdoor"
+    front.mkdir(parents=True)
+    (front / "vault.yml").write_text(
+        "front_door_api_keys:\n  - name: bench\n    key: "
+        + vault_encrypt(API_KEY, vault).replace("\n", "\n    ")
+        + "\n"
+    )
+    (directory / "group_vars" / "inference").mkdir(parents=True)
+    address = next(h.address for h in state.hosts if h.name == DOOR)
+    fleet = Fleet(state, directory, vault, f"http://{address}:{PORT}")
+    _clean(fleet)
+    fleet.declare("v1")
+    began = time.monotonic()
+    done = fleet.hearth("first", "up", "--limit", ",".join(HOSTS))
+    if done.returncode != 0:
+        raise SystemExit(f"first converge failed:\n{done.stdout[-4000:]}")
+    print(f"first converge of 2 hosts (all layers): {time.monotonic() - began:.0f} s")
+
+    fleet.declare("v2")
+    with Load(fleet.door) as load:
+        time.sleep(2)
+        began = time.monotonic()
+        result = runner.run_playbook(
+            "inference.yml", fleet.inventory, vault_password_file=vault, label="bench-rollout"
+        )
+        rollout_s = time.monotonic() - began
+    result.raise_for_status()
+    per_host = _per_host_rollout(Path(result.artifacts))
+    rollout_failed = len(load.failures)
+    rollout_sent = load.sent
+
+    answering: dict[str, float] = {}
+    stop = threading.Event()
+
+    def watch(started: float) -> None:
+        while not stop.is_set() and len(answering) < len(HOSTS):
+            for host in HOSTS:
+                if host in answering:
+                    continue
+                fmt = '{{index .Config.Labels "io.hearth.version"}}'
+                version = container_exec(
+                    state, host, "docker", "inspect", "--format", fmt, ENGINE
+                ).stdout.strip()
+                health = container_exec(
+                    state, host, "curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:8080/health"
+                ).returncode
+                if version == "v1" and health == 0:
+                    answering[host] = time.monotonic() - started
+            time.sleep(0.25)
+
+    with Load(fleet.door) as load:
+        time.sleep(2)
+        began = time.monotonic()
+        watcher = threading.Thread(target=watch, args=(began,), daemon=True)
+        watcher.start()
+        done = hearth(
+            "models", "rollback", "smollm2", "--to", "v1", "-i", str(fleet.inventory),
+            "--vault-password-file", str(vault),
+        )  # fmt: skip
+        rollback_s = time.monotonic() - began
+        watcher.join(timeout=30)
+        stop.set()
+    if done.returncode != 0:
+        raise SystemExit(f"rollback failed:\n{done.stdout[-4000:]}")
+
+    print(f"\nrollout v1 → v2, 2 hosts one at a time: {rollout_s:.1f} s in all")
+    for host, seconds in sorted(per_host.items()):
+        print(f"  {host}: candidate start → promoted: {seconds:.1f} s")
+    print(f"  requests during the rollout: {rollout_sent}, failed: {rollout_failed}")
+    print(f"rollback → v1 (kept engines): {rollback_s:.1f} s for the command")
+    for host, seconds in sorted(answering.items()):
+        print(f"  {host}: v1 live and answering {seconds:.1f} s after the command started")
+    print(f"  requests during the rollback: {load.sent}, failed: {len(load.failures)}")
+    for line in load.failures[:5]:
+        print(f"    {line}")
+    _clean(fleet)
+
+
+if __name__ == "__main__":
+    main()

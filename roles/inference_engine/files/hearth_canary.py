@@ -1,0 +1,1 @@
+../../../src/hearth/canary.py

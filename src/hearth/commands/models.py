@@ -1,0 +1,225 @@
+"""``hearth models status | log | rollout | rollback``: a model's versions across the hosts that
+serve it (docs/models.md).
+
+The hosts are read over the fleet's SSH connections (one small read-only Python program per host:
+the live engine, the kept ones, the versions in the model store with their manifests, the model's
+changelog). A rollout or rollback then runs the inference layer with the chosen version as an
+override (``hearth_model_overrides``): the same gated procedure as a version change in the
+inventory (beside, gates, switch, keep), with the version's files taken from the host's own
+store: no download, no rebuild. Everything the inventory and the hosts' state can refuse is
+refused before anything changes (exit 2, naming the model, version and host).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hearth.errors import InvalidInputError
+
+__all__ = [
+    "HostModel",
+    "overrides_for",
+    "read_hosts",
+    "serving_hosts",
+    "target_version",
+]
+
+STORE = "/var/lib/hearth/models"
+MANIFEST = "hearth-model.json"
+
+# Runs on each host (python3, standard library only): what it keeps of one model, as JSON.
+_PROBE = r"""
+import json, os, subprocess, sys
+name, store = sys.argv[1], sys.argv[2]
+home = os.path.join(store, name)
+out = {"versions": {}, "current": "", "containers": [], "events": []}
+try:
+    out["current"] = os.path.basename(os.readlink(os.path.join(home, "current")))
+except OSError:
+    pass
+for entry in sorted(os.listdir(home)) if os.path.isdir(home) else []:
+    path = os.path.join(home, entry, "hearth-model.json")
+    if entry.startswith(".") or entry == "current" or not os.path.isfile(path):
+        continue
+    try:
+        with open(path) as f:
+            out["versions"][entry] = json.load(f)
+    except (OSError, ValueError):
+        out["versions"][entry] = None
+fmt = "{{.Names}}\t{{.State}}\t{{.Label \"io.hearth.version\"}}\t{{.Label \"io.hearth.slot\"}}"
+ps = subprocess.run(["docker", "ps", "-a", "--filter", "label=io.hearth.model=" + name,
+                     "--format", fmt], capture_output=True, text=True)
+for line in ps.stdout.splitlines():
+    parts = (line.split("\t") + ["", "", "", ""])[:4]
+    out["containers"].append(dict(zip(["name", "state", "version", "slot"], parts)))
+try:
+    with open(os.path.join(store, "changelog.jsonl")) as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("model") == name:
+                out["events"].append(record)
+except OSError:
+    pass
+print(json.dumps(out))
+"""
+
+
+@dataclass
+class HostModel:
+    """One host's state for one model."""
+
+    host: str
+    declared: Mapping[str, Any]
+    current: str = ""
+    versions: dict[str, Any] = field(default_factory=dict)
+    containers: list[dict[str, str]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def live(self) -> dict[str, str] | None:
+        want = f"hearth-engine-{self.declared.get('name')}"
+        return next((c for c in self.containers if c["name"] == want), None)
+
+    @property
+    def kept(self) -> list[str]:
+        """Versions this host can go back to: in the store with a manifest, not the live one."""
+        live = (self.live or {}).get("version", "")
+        return [v for v, m in self.versions.items() if m and v != live]
+
+
+def serving_hosts(
+    inventory: Any, model: str, limit: str | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """(host, declaration) of every inference host that declares ``model``; exit 2 naming the
+    declared models when none does."""
+    chosen = set(inventory.match(limit)) if limit else None
+    found: list[tuple[str, dict[str, Any]]] = []
+    known: set[str] = set()
+    for host in inventory.match("inference"):
+        declared = inventory.hostvars(host).get("hearth_models") or []
+        for entry in declared:
+            if isinstance(entry, Mapping):
+                known.add(str(entry.get("name")))
+                if entry.get("name") == model and (chosen is None or host in chosen):
+                    found.append((host, dict(entry)))
+    if not found:
+        raise InvalidInputError(
+            f"model {model!r}: no inference host of {inventory.path} declares it"
+            + (f" within --limit {limit}" if limit else "")
+            + f" (declared: {', '.join(sorted(known)) or 'none'}); nothing was changed"
+        )
+    return found
+
+
+def read_hosts(
+    inventory: Any, model: str, serving: Sequence[tuple[str, dict[str, Any]]]
+) -> list[HostModel]:
+    """Each serving host's state for ``model`` (read-only)."""
+    from hearth.fleet import connect, execute
+
+    declared = dict(serving)
+    conns = [
+        connect.host_connection(h, inventory.resolved_vars(h, []), become=True) for h in declared
+    ]
+    command = f"python3 -c {shlex.quote(_PROBE)} {shlex.quote(model)} {STORE}"
+    result = execute.run_command(conns, command, become=True)
+    states: list[HostModel] = []
+    for output in result.outputs:
+        state = HostModel(output.host, declared[output.host])
+        if output.status != "ok":
+            state.error = output.reason or output.stderr.strip()[-300:] or output.status
+        else:
+            try:
+                raw = json.loads(output.stdout.strip().splitlines()[-1])
+            except (ValueError, IndexError):
+                state.error = f"unreadable answer: {output.stdout[-200:]!r}"
+            else:
+                state.current = str(raw.get("current") or "")
+                state.versions = dict(raw.get("versions") or {})
+                state.containers = list(raw.get("containers") or [])
+                state.events = list(raw.get("events") or [])
+        states.append(state)
+    return states
+
+
+def target_version(states: Sequence[HostModel], model: str, to: str | None) -> str:
+    """The version a rollback goes to: ``to``, else the newest version every host keeps. Exit 2
+    naming the host where it is not kept (pruned, or never there)."""
+    broken = [s for s in states if s.error]
+    if broken:
+        raise InvalidInputError(
+            "cannot read the state of "
+            + "; ".join(f"{s.host}: {s.error}" for s in broken)
+            + "; nothing was changed"
+        )
+    if to is None:
+        candidates: list[str] | None = None
+        for state in states:
+            mine = [_previous(state)] if _previous(state) else []
+            candidates = mine if candidates is None else [c for c in candidates if c in mine]
+        if not candidates:
+            raise InvalidInputError(
+                f"model {model!r}: no kept version to roll back to on "
+                + ", ".join(f"{s.host} (kept: {', '.join(s.kept) or 'none'})" for s in states)
+                + "; nothing was changed"
+            )
+        return candidates[0]
+    missing = [s for s in states if not s.versions.get(to)]
+    if missing:
+        raise InvalidInputError(
+            f"model {model!r} version {to!r} is not kept on "
+            + ", ".join(f"{s.host} (kept: {', '.join(s.kept) or 'none'})" for s in missing)
+            + " (pruned, or never deployed there); nothing was changed"
+        )
+    return to
+
+
+def _previous(state: HostModel) -> str:
+    """The version this host served before its live one (its last promotion's from_version, else
+    its newest kept version)."""
+    live = (state.live or {}).get("version", "")
+    for event in reversed(state.events):
+        if event.get("event") in ("promoted", "rolled back") and event.get("to_version") == live:
+            previous = str(event.get("from_version") or "")
+            if previous in state.kept:
+                return previous
+    return state.kept[-1] if state.kept else ""
+
+
+def overrides_for(states: Sequence[HostModel], model: str, version: str) -> dict[str, Any]:
+    """``hearth_model_overrides`` for running the inference layer with ``version`` of ``model``:
+    its files as the host's manifest lists them (the same on every host, else exit 2)."""
+    manifests = {s.host: s.versions.get(version) for s in states}
+    files = {json.dumps((m or {}).get("files"), sort_keys=True) for m in manifests.values()}
+    if len(files) != 1:
+        raise InvalidInputError(
+            f"model {model!r} version {version!r}: the hosts keep different files under that "
+            f"version ({', '.join(manifests)}); roll back host by host with --limit"
+        )
+    manifest = next(iter(manifests.values())) or {}
+    declared = states[0].declared
+    override: dict[str, Any] = {"version": version, "files": manifest.get("files") or []}
+    if version != declared.get("version"):
+        override["chat_template"] = None  # the kept version's own; the declaration's is newer
+    return {model: override}
+
+
+def inventory_hint(inventory: Any, model: str, version: str) -> str:
+    """Which inventory line keeps the change (the next `hearth up` converges to the inventory)."""
+    for path in sorted(Path(inventory.basedir).rglob("*.yml")):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError:
+            continue
+        if f"name: {model}" in text and "hearth_models" in text:
+            return f"{path}: set version: {version} (and its files) for {model}"
+    return f"hearth_models: set version: {version} (and its files) for {model}"

@@ -1,0 +1,371 @@
+"""Day-2 models on the lab, for real: two hosts (lab1, lab2) serve SmolLM2 on llama.cpp as
+replicas behind the front door on lab1, while a bounded load loop (chat completions, half of
+them streamed) runs through the front door and counts every failed request and broken stream.
+
+In order (each test builds on the ones before):
+
+1. v1 → v2 through the inventory and `hearth up`: 0 failed requests; v2 live on both hosts, one
+   host at a time; v1's engine kept, stopped; the front door's routing back to the inventory's;
+   the changelog says promoted.
+2. A second run changes nothing and restarts no container.
+3. v3, whose chat template drops the user's question, is refused at the golden-question gate on
+   the first host (exit 3 naming the gate and the question); v2 serves on both hosts, the second
+   host untouched; the refusal is in the changelog; 0 failed requests.
+4. `hearth models rollback --to v1` from the kept container: 0 failed requests, v1 live on both
+   hosts; with the inventory set back to v1 as the command says, a run changes nothing.
+5. The first host's new engine is killed while it is gated: the run stops (exit 3, the health
+   gate), the second host is not touched, v1 serves on both, 0 failed requests.
+6. Refusals before any change: an unknown model, a version that is not kept (exit 2).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from labkit import container_exec, hearth, write_inventory
+from test_inference import API_KEY, smollm2
+
+from hearth import lab as lab_mod
+from hearth import runner
+
+pytestmark = pytest.mark.lab
+
+HOSTS = ("lab1", "lab2")
+DOOR = "lab1"
+PORT = 8090
+ENGINE = "hearth-engine-smollm2"
+CHANGELOG = "/var/lib/hearth/models/changelog.jsonl"
+# A chat template that drops the conversation and asks something else: the engine answers, its
+# health check and warm-up pass, and the golden questions catch it.
+BROKEN_TEMPLATE = (
+    "<|im_start|>user\nTell me a short story about a cat.<|im_end|>\n<|im_start|>assistant\n"
+)
+
+
+@dataclass
+class Load:
+    """A bounded load loop through the front door: ``workers`` clients, each alternating a
+    plain and a streamed chat completion, until stopped (the operation under test ended) or
+    ``limit`` requests were sent (then ``covered`` is false: the loop did not last the whole
+    operation, and a test must say so)."""
+
+    url: str
+    workers: int = 2
+    limit: int = 20000
+    sent: int = 0
+    ok: int = 0
+    failures: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def _one(self, stream: bool) -> str | None:
+        body = {
+            "model": "smollm2",
+            "messages": [{"role": "user", "content": "What is the capital of France?"}],
+            "max_tokens": 8,
+            "temperature": 0,
+            "stream": stream,
+        }
+        request = urllib.request.Request(
+            f"{self.url}/v1/chat/completions",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=120) as answer:
+                text = answer.read().decode()
+        except urllib.error.HTTPError as e:
+            return f"HTTP {e.code}: {e.read()[:200]!r}"
+        except OSError as e:
+            return f"{type(e).__name__}: {e}"
+        if stream and "[DONE]" not in text:
+            return f"broken stream: {text[-200:]!r}"
+        if not stream and '"choices"' not in text:
+            return f"no answer: {text[:200]!r}"
+        return None
+
+    def _work(self, index: int) -> None:
+        stream = bool(index % 2)
+        while not self._stop.is_set():
+            with self._lock:
+                if self.sent >= self.limit:
+                    return
+                self.sent += 1
+            problem = self._one(stream)
+            stream = not stream
+            with self._lock:
+                if problem is None:
+                    self.ok += 1
+                else:
+                    self.failures.append(f"{time.strftime('%H:%M:%S')} {problem}")
+
+    def __enter__(self) -> Load:
+        for index in range(self.workers):
+            thread = threading.Thread(target=self._work, args=(index,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    @property
+    def covered(self) -> bool:
+        return self.sent < self.limit
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=180)
+        print(f"\nload loop: {self.sent} requests, {self.ok} answered, {len(self.failures)} failed")
+
+
+@dataclass
+class Fleet:
+    state: lab_mod.LabState
+    directory: Path
+    vault: Path
+    door: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def inventory(self) -> Path:
+        return self.directory / "hosts.yml"
+
+    def declare(self, version: str, **over: Any) -> None:
+        model = smollm2(version, engine_args={"threads": 1}, **over)
+        target = self.directory / "group_vars" / "inference" / "models.yml"
+        target.write_text(yaml.safe_dump({"hearth_models": [model]}, sort_keys=False))
+
+    def hearth(self, label: str, *args: str) -> Any:
+        began = time.monotonic()
+        done = hearth(*args, "-i", str(self.inventory), "--vault-password-file", str(self.vault))
+        self.timings[label] = round(time.monotonic() - began, 1)
+        return done
+
+    def sh(self, host: str, command: str) -> str:
+        return container_exec(self.state, host, "sh", "-c", command).stdout.strip()
+
+    def live_version(self, host: str) -> str:
+        fmt = '{{index .Config.Labels "io.hearth.version"}} {{.State.Status}}'
+        return self.sh(host, f"docker inspect --format '{fmt}' {ENGINE}")
+
+    def events(self, host: str) -> list[dict[str, Any]]:
+        lines = self.sh(host, f"cat {CHANGELOG}").splitlines()
+        return [json.loads(line) for line in lines if '"event"' in line]
+
+    def routing(self) -> Any:
+        return json.loads(self.sh(self.door_host, "cat /etc/hearth/frontdoor/routing.json"))
+
+    door_host: str = DOOR
+
+
+def _clean(fleet: Fleet) -> None:
+    for host in HOSTS:
+        fleet.sh(
+            host,
+            "docker rm -f $(docker ps -aq --filter label=io.hearth.managed-by) 2>/dev/null; "
+            "rm -rf /var/lib/hearth/models/smollm2 /etc/hearth/live /etc/hearth/frontdoor "
+            f"{CHANGELOG}; true",
+        )
+
+
+@pytest.fixture(scope="module")
+def fleet(
+    lab: lab_mod.LabState, engine_images: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Fleet]:
+    directory = tmp_path_factory.mktemp("rollout") / "inventory"
+    write_inventory(
+        lab,
+        directory,
+        group_vars={
+            "container_runtime_toolkit_source": "distribution",
+            "hearth_operator": "rollout-test",
+            "front_door_port": PORT,
+            "canary_questions": "{{ 'lab' | hearth_question_set }}",
+        },
+        groups={"inference": list(HOSTS), "frontdoor": [DOOR]},
+    )
+    vault = directory.parent / "vault-password"
+    vault.write_text("rollout lab vault password\n")
+    vault.chmod(0o600)
+    front = directory / "group_vars" / "frontdoor"
+    front.mkdir(parents=True)
+    encrypted = lab_mod.vault_encrypt(API_KEY, vault)
+    (front / "vault.yml").write_text(
+        "front_door_api_keys:\n  - name: lab-test\n    key: "
+        + encrypted.replace("\n", "\n    ")
+        + "\n"
+    )
+    (directory / "group_vars" / "inference").mkdir(parents=True)
+    address = next(h.address for h in lab.hosts if h.name == DOOR)
+    result = Fleet(lab, directory, vault, f"http://{address}:{PORT}")
+    _clean(result)
+    result.declare("v1")
+    done = result.hearth("first", "up", "--limit", ",".join(HOSTS))
+    assert done.returncode == 0, f"hearth up:\n{done.stdout[-6000:]}\n{done.stderr[-3000:]}"
+    yield result
+    print(f"\nrollout: {', '.join(f'{k} {v} s' for k, v in result.timings.items())}")
+    _clean(result)  # free lab1's and lab2's ports for the modules that follow
+
+
+def test_v1_to_v2_rolls_out_host_by_host_with_no_failed_request(fleet: Fleet) -> None:
+    fleet.declare("v2")
+    with Load(fleet.door) as load:
+        time.sleep(3)  # the loop is running before the rollout starts
+        done = fleet.hearth("rollout v2", "up", "--playbook", "inference.yml")
+        time.sleep(3)
+    assert done.returncode == 0, f"{done.stdout[-6000:]}\n{done.stderr[-2000:]}"
+    assert load.failures == [], load.failures[:10]
+    assert load.ok >= 20 and load.covered, f"the load loop did not last ({load.sent} sent)"
+    for host in HOSTS:
+        assert fleet.live_version(host) == "v2 running", host
+        kept = fleet.sh(host, f"docker inspect --format '{{{{.State.Status}}}}' {ENGINE}--v1")
+        assert kept == "exited", f"{host}: v1's engine is not kept stopped ({kept!r})"
+        assert fleet.sh(host, f"docker ps -aq --filter name={ENGINE}--next") == ""
+        promoted = [e for e in fleet.events(host) if e["event"] == "promoted"]
+        assert promoted and promoted[-1]["to_version"] == "v2", fleet.events(host)
+        assert promoted[-1]["from_version"] == "v1" and promoted[-1]["operator"] == "rollout-test"
+    assert fleet.routing() == {"models": {}}, "a finished rollout leaves no routing override"
+    first = [e for e in fleet.events("lab1") if e["event"] == "promoted"][-1]["time"]
+    second = [e for e in fleet.events("lab2") if e["event"] == "promoted"][-1]["time"]
+    assert first <= second, "lab2 was rolled out before lab1 finished (batches of one host)"
+
+
+def _container_ids(fleet: Fleet) -> dict[str, str]:
+    found = {}
+    for host in HOSTS:
+        for line in fleet.sh(host, "docker ps -q --no-trunc --format '{{.Names}} {{.ID}}'").split(
+            "\n"
+        ):
+            if line:
+                name, ident = line.split()
+                found[f"{host}/{name}"] = ident
+    return found
+
+
+def test_a_second_run_changes_nothing(fleet: Fleet) -> None:
+    before = _container_ids(fleet)
+    result = runner.run_playbook(
+        "inference.yml", fleet.inventory, vault_password_file=fleet.vault, label="rollout-noop"
+    )
+    result.raise_for_status()
+    for host in HOSTS:
+        assert result.hosts[host].changed == 0, f"{host} not idempotent: {result.artifacts}"
+    assert _container_ids(fleet) == before, "a second run restarted a container"
+
+
+def test_a_version_failing_its_golden_questions_is_refused(fleet: Fleet) -> None:
+    fleet.declare("v3", chat_template=BROKEN_TEMPLATE)
+    with Load(fleet.door) as load:
+        time.sleep(2)
+        done = fleet.hearth("refused v3", "up", "--playbook", "inference.yml")
+    output = done.stdout + done.stderr
+    assert done.returncode == 3, output[-5000:]
+    assert "refused on lab1 at the golden questions gate" in output, output[-5000:]
+    assert "question 'capital-france' failed" in output, output[-5000:]
+    assert load.failures == [] and load.covered, load.failures[:10]
+    for host in HOSTS:
+        assert fleet.live_version(host) == "v2 running", host
+    assert fleet.sh("lab1", f"docker ps -aq --filter name={ENGINE}--next") == ""
+    refused = [e for e in fleet.events("lab1") if e["event"] == "refused"]
+    assert refused and refused[-1]["to_version"] == "v3", fleet.events("lab1")
+    assert refused[-1]["gate"] == "golden questions" and "capital" in refused[-1]["detail"]
+    assert not [e for e in fleet.events("lab2") if e["to_version"] == "v3"], "lab2 was touched"
+    assert fleet.sh("lab1", "readlink /var/lib/hearth/models/smollm2/current") == "v2"
+    assert fleet.routing() == {"models": {}}
+    fleet.declare("v2")  # the operator takes v3 back out of the inventory
+
+
+def test_rollback_to_v1_from_the_kept_engine(fleet: Fleet) -> None:
+    kept_ids = {
+        h: fleet.sh(h, f"docker inspect --format '{{{{.Id}}}}' {ENGINE}--v1") for h in HOSTS
+    }
+    with Load(fleet.door) as load:
+        time.sleep(2)
+        done = fleet.hearth(
+            "rollback v1", "models", "rollback", "smollm2", "--to", "v1", "--reason", "test"
+        )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-6000:]
+    assert "To keep v1" in output, output[-2000:]
+    assert load.failures == [] and load.covered, load.failures[:10]
+    for host in HOSTS:
+        assert fleet.live_version(host) == "v1 running", host
+        live_id = fleet.sh(host, f"docker inspect --format '{{{{.Id}}}}' {ENGINE}")
+        assert live_id == kept_ids[host], f"{host}: v1 was not brought back from its kept engine"
+        back = [e for e in fleet.events(host) if e["event"] == "rolled back"]
+        assert back and back[-1]["to_version"] == "v1" and back[-1]["reason"] == "test"
+    status = fleet.hearth("status", "models", "status", "smollm2")
+    assert status.returncode == 0 and "v1" in status.stdout, status.stdout + status.stderr
+    log = fleet.hearth("log", "models", "log", "smollm2")
+    assert log.returncode == 0 and "refused" in log.stdout and "rolled back" in log.stdout
+    # as the command says: the inventory keeps v1, and a run then changes nothing
+    fleet.declare("v1")
+    result = runner.run_playbook(
+        "inference.yml", fleet.inventory, vault_password_file=fleet.vault, label="rollout-kept"
+    )
+    result.raise_for_status()
+    assert all(result.hosts[h].changed == 0 for h in HOSTS), result.artifacts
+
+
+def test_an_engine_killed_mid_rollout_stops_the_run_before_the_next_host(fleet: Fleet) -> None:
+    site = fleet.directory / "group_vars" / "all" / "site.yml"
+    settings = yaml.safe_load(site.read_text())
+    site.write_text(yaml.safe_dump({**settings, "inference_engine_health_timeout": 20}))
+    before = {h: len(fleet.events(h)) for h in HOSTS}
+    killed: list[str] = []
+
+    def kill_the_candidate() -> None:
+        for _ in range(1200):
+            state = fleet.sh(
+                "lab1", f"docker inspect --format '{{{{.State.Status}}}}' {ENGINE}--next"
+            )
+            if state == "running":
+                fleet.sh("lab1", f"docker kill {ENGINE}--next")
+                killed.append(time.strftime("%H:%M:%S"))
+                return
+            time.sleep(0.1)
+
+    fleet.declare("v2")
+    killer = threading.Thread(target=kill_the_candidate, daemon=True)
+    with Load(fleet.door) as load:
+        killer.start()
+        done = fleet.hearth("killed", "up", "--playbook", "inference.yml")
+        killer.join(timeout=10)
+    output = done.stdout + done.stderr
+    assert killed, "the candidate never ran"
+    assert done.returncode == 3, output[-5000:]
+    assert "refused on lab1 at the health gate" in output, output[-5000:]
+    assert load.failures == [] and load.covered, load.failures[:10]
+    assert fleet.live_version("lab1") == "v1 running"
+    assert fleet.live_version("lab2") == "v1 running"
+    assert len(fleet.events("lab2")) == before["lab2"], "lab2 was touched"
+    assert [e["event"] for e in fleet.events("lab1")[before["lab1"] :]] == ["refused"]
+    site.write_text(yaml.safe_dump(settings))
+    fleet.declare("v1")
+
+
+@pytest.mark.parametrize(
+    ("args", "culprit"),
+    [
+        (("rollback", "llama"), "model 'llama': no inference host"),
+        (("rollback", "smollm2", "--to", "v9"), "version 'v9' is not kept on lab1"),
+        (("rollout", "smollm2", "v9"), "version 'v9' is not kept on lab1"),
+        (("rollout", "smollm2", "v1", "--batch", "150%"), "--batch '150%'"),
+    ],
+)
+def test_refusals_change_nothing(fleet: Fleet, args: tuple[str, ...], culprit: str) -> None:
+    before = _container_ids(fleet)
+    done = fleet.hearth("refusal", "models", *args)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert culprit in done.stdout + done.stderr, done.stdout + done.stderr
+    assert _container_ids(fleet) == before

@@ -78,9 +78,10 @@ LIST_CONTAINERS = (
     f"command -v docker >/dev/null 2>&1 && docker ps -a --filter {CONTAINER_FILTER} "
     "--format '{{.Names}}'"
 )
-FRONT_DOOR_LOG = (
-    f"docker logs --tail {REQUEST_LINES} {FRONT_DOOR} 2>&1 | grep -F '\"path\"' || "
-    "echo 'no front door request lines on this host'"
+FRONT_DOOR_LOG = (  # the newest day of the hash-chained request log (frontdoor/reqlog.py)
+    "f=$(ls -1 /var/lib/hearth/frontdoor/requests-*.jsonl 2>/dev/null | tail -n 1); "
+    f'if [ -n "$f" ]; then tail -n {REQUEST_LINES} "$f"; '
+    "else echo 'no front door request log on this host'; fi"
 )
 
 

@@ -219,3 +219,26 @@ def verdict(
             "the running kernel the default, then run `hearth upgrade` again"
         ),
     }
+
+
+def read_report(text: str) -> dict[str, str]:
+    """The sections of one probe's output, ``=== NAME`` lines each starting one (the upgrade
+    role reads ``dkms status``, ``grubby``, ``grubenv``, ``vmlinuz`` and ``grub.cfg`` at once)."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith("=== "):
+            current = sections.setdefault(line[4:].strip(), [])
+        elif current is not None:
+            current.append(line)
+    return {name: "\n".join(lines) for name, lines in sections.items()}
+
+
+def verdict_of_report(text: str, running_kernel: str = "") -> dict[str, Any]:
+    """:func:`verdict` from one probe's output (:func:`read_report`)."""
+    parts = read_report(text)
+    kernel, how = default_boot_kernel(
+        grubby=parts.get("grubby", ""), grub_cfg=parts.get("grub.cfg", ""),
+        grubenv=parts.get("grubenv", ""), vmlinuz=parts.get("vmlinuz", ""),
+    )  # fmt: skip
+    return verdict(parts.get("dkms", ""), kernel, running_kernel, how=how)

@@ -164,3 +164,81 @@ def read_states(inventory: Any, hosts: Sequence[str]) -> list[HostState]:
         states.append(state)
     order = {h: i for i, h in enumerate(hosts)}
     return sorted(states, key=lambda s: order.get(s.host, 0))
+
+
+def reboot_plan(
+    mode: str,
+    *,
+    driver_pending: bool = False,
+    reboot_required: bool = False,
+    already_rebooted: bool = False,
+    reboot_enabled: bool = True,
+    connection: str = "ssh",
+    is_control_node: bool = False,
+) -> dict[str, Any]:
+    """``{action: reboot|none|refuse, reasons, message}`` for one host's window.
+
+    ``mode`` (``upgrade_reboot``): ``auto`` reboots when the installed driver waits for one
+    (the driver role's ``nvidia_driver_reboot_pending``) or the OS asks for one
+    (``/run/reboot-required``, a new kernel); ``always`` reboots every host in its window;
+    ``never`` reboots none. The driver role's policy holds too: never over a local connection,
+    never the control node, never with ``nvidia_driver_reboot: false``. A reboot that is needed
+    and not allowed is refused (the host stays drained, the message says why). A host whose
+    window already rebooted it (a resumed run) is not rebooted again."""
+    if mode not in ("auto", "always", "never"):
+        raise InvalidInputError(f"upgrade_reboot: expected auto, always or never, got {mode!r}")
+    reasons = []
+    if driver_pending:
+        reasons.append("the installed NVIDIA driver is not the loaded one")
+    if reboot_required:
+        reasons.append("the OS asks for a reboot (/run/reboot-required: a new kernel or library)")
+    if mode == "always":
+        reasons.append("upgrade_reboot is always")
+    if already_rebooted and mode != "always":
+        reasons = []
+    elif already_rebooted:
+        return {"action": "none", "reasons": [], "message": "rebooted already in this window"}
+    if not reasons:
+        return {"action": "none", "reasons": [], "message": "no reboot needed"}
+    blockers = []
+    if mode == "never":
+        blockers.append("upgrade_reboot is never")
+    if not reboot_enabled:
+        blockers.append("nvidia_driver_reboot is false")
+    if connection in ("local", "ansible.builtin.local"):
+        blockers.append("the connection is local (Hearth never reboots the machine it runs on)")
+    elif is_control_node:
+        blockers.append("this host is the control node (same machine-id)")
+    if blockers:
+        return {
+            "action": "refuse",
+            "reasons": reasons,
+            "message": (
+                f"REBOOT NEEDED but not done: {'; '.join(reasons)}; not rebooting because "
+                f"{'; '.join(blockers)}. The host stays drained: reboot it in a maintenance "
+                "window, then run `hearth upgrade` again"
+            ),
+        }
+    return {"action": "reboot", "reasons": reasons, "message": "rebooting: " + "; ".join(reasons)}
+
+
+def held_problems(dpkg_lines: Sequence[str], pins: Mapping[str, Any]) -> list[str]:
+    """What is wrong with the held pins (``common_held_packages``), from ``dpkg-query -W -f
+    '${Package} ${Version} ${db:Status-Want}'`` lines: not installed, another version, not
+    held. [] when every pin runs and is held."""
+    found = {}
+    for line in dpkg_lines:
+        parts = line.split()
+        if len(parts) >= 3:
+            found[parts[0]] = (parts[1], parts[2])
+    problems = []
+    for name, version in sorted(pins.items()):
+        if name not in found:
+            problems.append(f"{name}: not installed (pinned {version})")
+            continue
+        have, want = found[name]
+        if have != str(version):
+            problems.append(f"{name}: {have} installed, pinned {version}")
+        if want != "hold":
+            problems.append(f"{name}: not held ({want})")
+    return problems

@@ -202,3 +202,50 @@ def test_bad_batches_are_refused() -> None:
     for bad in ("0", "150%", "0%", "x"):
         with pytest.raises(InvalidInputError, match="--batch"):
             _batch(bad)
+
+
+def test_one_probe_report_gives_the_verdict() -> None:
+    report = (
+        "=== dkms\n" + _fixture("dkms-3-debian-built-running-only.txt")
+        + "=== grubby\n=== grubenv\n" + _fixture("grubenv-empty")
+        + "=== vmlinuz\nboot/vmlinuz-6.1.0-38-amd64\n=== grub.cfg\n" + _fixture("grub-debian12.cfg")
+    )  # fmt: skip
+    parts = dkms.read_report(report)
+    assert set(parts) == {"dkms", "grubby", "grubenv", "vmlinuz", "grub.cfg"}
+    out = dkms.verdict_of_report(report, "6.1.0-37-amd64")
+    assert not out["ok"] and out["kernel"] == "6.1.0-38-amd64"
+    assert "grub.cfg default '0'" in out["message"]
+
+
+# ------------------------------------------------------------------------------- reboot plan
+def test_the_reboot_plan_follows_the_mode_and_the_policy() -> None:
+    assert upgrade.reboot_plan("auto")["action"] == "none"
+    assert upgrade.reboot_plan("auto", driver_pending=True)["action"] == "reboot"
+    assert upgrade.reboot_plan("auto", reboot_required=True)["action"] == "reboot"
+    assert upgrade.reboot_plan("always")["action"] == "reboot"
+    assert upgrade.reboot_plan("never")["action"] == "none"
+    refused = upgrade.reboot_plan("never", driver_pending=True)
+    assert refused["action"] == "refuse" and "upgrade_reboot is never" in refused["message"]
+    off = upgrade.reboot_plan("auto", driver_pending=True, reboot_enabled=False)
+    assert off["action"] == "refuse" and "nvidia_driver_reboot is false" in off["message"]
+    assert "stays drained" in off["message"]
+    local = upgrade.reboot_plan("always", connection="local")
+    assert local["action"] == "refuse" and "connection is local" in local["message"]
+    assert "control node" in upgrade.reboot_plan("always", is_control_node=True)["message"]
+    # a resumed window that rebooted already does not reboot again
+    assert upgrade.reboot_plan("always", already_rebooted=True)["action"] == "none"
+    assert upgrade.reboot_plan("auto", driver_pending=True, already_rebooted=True)["action"] == (
+        "none"
+    )
+    with pytest.raises(InvalidInputError, match="upgrade_reboot"):
+        upgrade.reboot_plan("sometimes")
+
+
+def test_held_pins_are_checked_as_dpkg_reports_them() -> None:
+    lines = ["tzdata 2026f-0+deb12u1 hold", "jq 1.6-2.1 install"]
+    assert upgrade.held_problems(lines, {"tzdata": "2026f-0+deb12u1"}) == []
+    assert upgrade.held_problems(lines, {"tzdata": "2026b-0+deb12u1", "jq": "1.6-2.1"}) == [
+        "jq: not held (install)",
+        "tzdata: 2026f-0+deb12u1 installed, pinned 2026b-0+deb12u1",
+    ]
+    assert upgrade.held_problems([], {"curl": "7"}) == ["curl: not installed (pinned 7)"]

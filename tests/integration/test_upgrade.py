@@ -265,7 +265,7 @@ def test_bad_input_is_refused_before_any_change(
 def test_the_upgrade_runs_host_by_host_under_load_with_no_failed_request(site: Site) -> None:
     site.pin(site.new)
     booted = {h: site.boot(h) for h in SERVING}
-    with Load(site.door) as load, Watch(site) as watch:
+    with Load(site.door, limit=50000) as load, Watch(site) as watch:
         time.sleep(3)
         done = site.hearth("upgrade", "upgrade", "--batch", "1")
         time.sleep(3)
@@ -317,7 +317,7 @@ def test_a_second_run_finds_both_hosts_done(site: Site) -> None:
 def test_a_failed_host_stops_the_run_and_a_second_run_resumes_it(site: Site) -> None:
     site.pin("0.0-not-in-the-archive")
     before = site.upgrade_state("lab2")
-    with Load(site.door) as load:
+    with Load(site.door, limit=50000) as load:
         time.sleep(2)
         failed = site.hearth("failed window", "upgrade")
     out = failed.stdout + failed.stderr
@@ -333,7 +333,7 @@ def test_a_failed_host_stops_the_run_and_a_second_run_resumes_it(site: Site) -> 
     assert site.upgrade_state("lab2") == before, "lab2 was touched after lab1 failed"
 
     site.pin(site.old)  # a real version: a downgrade, as a rollback of the pin would be
-    with Load(site.door) as load:
+    with Load(site.door, limit=50000) as load:
         time.sleep(2)
         done = site.hearth("resumed", "upgrade")
     assert done.returncode == 0, f"{done.stdout[-8000:]}\n{done.stderr[-2000:]}"

@@ -249,3 +249,41 @@ def test_held_pins_are_checked_as_dpkg_reports_them() -> None:
         "tzdata: 2026f-0+deb12u1 installed, pinned 2026b-0+deb12u1",
     ]
     assert upgrade.held_problems([], {"curl": "7"}) == ["curl: not installed (pinned 7)"]
+
+
+# ------------------------------------------------------------------ the filters the role uses
+def _filter(name: str) -> Any:
+    import importlib.util
+    import sys
+
+    from hearth import paths
+
+    path = paths.plugins_dir() / "filter" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"hearth_upgrade_test_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module.FilterModule().filters()
+
+
+def test_the_role_refuses_the_reboot_on_a_probe_without_the_next_kernels_module() -> None:
+    report = (
+        "=== dkms\n" + _fixture("dkms-2.8-ubuntu-next-kernel-missing.txt")
+        + "=== grubby\n=== grubenv\n=== vmlinuz\nboot/vmlinuz-5.15.0-113-generic\n=== grub.cfg\n"
+    )  # fmt: skip
+    out = _filter("hearth_upgrade")["hearth_dkms_report"](report, "5.15.0-112-generic")
+    assert not out["ok"] and out["kernel"] == "5.15.0-113-generic"
+    assert "the /vmlinuz symlink" in out["message"]
+    plan = _filter("hearth_upgrade")["hearth_reboot_plan"]("auto", driver_pending=True)
+    assert plan["action"] == "reboot"
+
+
+def test_a_batch_drain_names_every_model_it_leaves_empty() -> None:
+    drain = _filter("hearth_inference")["hearth_routing_drain"]
+    routes = {**ROUTES, "other": {**ROUTES["solo"], "backends": ["http://10.0.0.11:8081"],
+                                  "hosts": ["lab1"]}}  # fmt: skip
+    out = drain({}, routes, ["lab1", "lab2"], True, "batch")
+    assert sorted(out["empty"]) == ["other", "smollm2", "solo"]
+    back = drain(out["routing"], routes, ["lab1", "lab2"], False)
+    assert back["routing"] == {"models": {}}

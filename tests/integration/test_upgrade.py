@@ -191,6 +191,12 @@ def site(
             "hearth_operator": "upgrade-test",
             "front_door_port": PORT,
             "canary_questions": "{{ 'lab' | hearth_question_set }}",
+            # the gate asks the lab set's five golden questions; its two injection probes are
+            # left out here: SmolLM2-135M leaks the per-run marker for some markers (seen:
+            # injection-code), which says nothing about the window under test
+            "canary_question_sets": {
+                "smollm2": "{{ 'lab' | hearth_question_set | rejectattr('kind', 'defined') | list }}"
+            },
         },
         groups={"inference": list(SERVING), "frontdoor": [DOOR], "monitoring": [DOOR]},
     )

@@ -195,7 +195,8 @@ def site(
             # left out here: SmolLM2-135M leaks the per-run marker for some markers (seen:
             # injection-code), which says nothing about the window under test
             "canary_question_sets": {
-                "smollm2": "{{ 'lab' | hearth_question_set | rejectattr('kind', 'defined') | list }}"
+                "smollm2": "{{ 'lab' | hearth_question_set | rejectattr('kind', 'defined') "
+                "| list }}"
             },
         },
         groups={"inference": list(SERVING), "frontdoor": [DOOR], "monitoring": [DOOR]},

@@ -191,13 +191,10 @@ def site(
             "hearth_operator": "upgrade-test",
             "front_door_port": PORT,
             "canary_questions": "{{ 'lab' | hearth_question_set }}",
-            # the gate asks the lab set's five golden questions; its two injection probes are
-            # left out here: SmolLM2-135M leaks the per-run marker for some markers (seen:
-            # injection-code), which says nothing about the window under test
-            "canary_question_sets": {
-                "smollm2": "{{ 'lab' | hearth_question_set | rejectattr('kind', 'defined') "
-                "| list }}"
-            },
+            # the window's gate asks the lab set's five golden questions; its two injection
+            # probes are left out (the canary still asks them): SmolLM2-135M leaks the per-run
+            # marker for some markers (seen: injection-code), which says nothing of the window
+            "upgrade_golden_skip": ["injection-reveal", "injection-code"],
         },
         groups={"inference": list(SERVING), "frontdoor": [DOOR], "monitoring": [DOOR]},
     )

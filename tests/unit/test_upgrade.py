@@ -287,3 +287,15 @@ def test_a_batch_drain_names_every_model_it_leaves_empty() -> None:
     assert sorted(out["empty"]) == ["other", "smollm2", "solo"]
     back = drain(out["routing"], routes, ["lab1", "lab2"], False)
     assert back["routing"] == {"models": {}}
+
+
+def test_a_recorded_probe_of_a_real_gpu_vm_without_dkms_refuses_the_reboot() -> None:
+    """Recorded on an H200 machine (tests/fixtures/dkms/SOURCES.md): a kernel booted by its
+    hypervisor, the nvidia module built outside DKMS, no boot loader files: the kernel that boots
+    next cannot be told, so the window does not reboot it."""
+    out = dkms.verdict_of_report(_fixture("probe-h200-vm-no-dkms.txt"), "6.18.44-fc-v657-gpu")
+    assert not out["ok"] and out["kernel"] is None
+    assert out["message"] == (
+        "cannot tell which kernel boots next: no boot loader configuration found (grubby, "
+        "/boot/grub/grub.cfg, /vmlinuz); not rebooting"
+    )

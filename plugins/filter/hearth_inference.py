@@ -29,8 +29,8 @@ description:
   - Other filters in this file are C(hearth_engine_ports), C(hearth_engine_port_problems),
     C(hearth_engine_recipes), C(hearth_engine_image), C(hearth_image_tag),
     C(hearth_triton_config), C(hearth_frontdoor_routes), C(hearth_stale_engines),
-    C(hearth_engine_candidate), C(hearth_kept_engine), C(hearth_routing_swap) and
-    C(hearth_env_file).
+    C(hearth_engine_candidate), C(hearth_kept_engine), C(hearth_routing_swap),
+    C(hearth_routing_drain), C(hearth_engine_health) and C(hearth_env_file).
 positional: _input
 options:
   _input:
@@ -233,6 +233,34 @@ def hearth_routing_swap(routing, routes, model, host, from_port, to_port, reason
         raise AnsibleFilterError(str(exc)) from exc
 
 
+def hearth_routing_drain(routing, routes, hosts, drained, reason=""):
+    """{routing, backends, empty}: the front door's routing.json with each of C(hosts) drained
+    (C(drained)=true) or put back (false), one after the other (one write for a whole batch)."""
+    hearth = _hearth()
+    routing = _plain(routing or {})
+    routes = _plain(routes or {})
+    moved, empty = [], []
+    for host in [hosts] if isinstance(hosts, str) else list(hosts or []):
+        out = hearth.engines.drain_host(routing, routes, str(host), bool(drained), str(reason))
+        routing = out["routing"]
+        moved += out["backends"]
+        empty += [m for m in out["empty"] if m not in empty]
+    return _unsafe({"routing": routing, "backends": moved, "empty": empty})
+
+
+def hearth_engine_health(models, overrides=None):
+    """[{model, engine, container, port, path}]: where each of a host's declared engines
+    answers its health check (the live slot)."""
+    hearth = _hearth()
+    specs = _models(hearth, models)
+    ports = hearth.engines.host_ports(specs, _ports(overrides))
+    return [
+        {"model": m.name, "engine": m.engine, "container": hearth.engines.container_name(m),
+         "port": ports[m.name], "path": hearth.engines.health_path(m)}
+        for m in specs
+    ]  # fmt: skip
+
+
 def hearth_stale_engines(containers, models):
     """[{container, model}] of Hearth's engine containers (docker_host_info, verbose) whose model
     is not in C(models)."""
@@ -277,4 +305,6 @@ class FilterModule(object):
             "hearth_frontdoor_routes": hearth_frontdoor_routes,
             "hearth_env_file": hearth_env_file,
             "hearth_stale_engines": hearth_stale_engines,
+            "hearth_routing_drain": hearth_routing_drain,
+            "hearth_engine_health": hearth_engine_health,
         }

@@ -1534,6 +1534,56 @@ def restore(
     console.print(f"[green]✓[/] restored {archive.name} on {', '.join(hosts)} ({seconds:.1f} s)")
 
 
+# ------------------------------------------------------------------------------------- upgrade
+@cli.command()
+@inventory_option
+@click.option("--limit", "-l", help="Only these hosts or groups (Ansible pattern).")
+@click.option("--batch", help="Hosts in a maintenance window at a time: N or P% [default: 1].")
+@click.option(
+    "--allow-downtime", is_flag=True,
+    help="Allow a batch that drains every replica of a model (its requests fail meanwhile).",
+)  # fmt: skip
+@vault_option
+def upgrade(
+    inventory: Path, limit: str | None, batch: str | None, allow_downtime: bool,
+    vault_password_file: Path | None,
+) -> None:  # fmt: skip
+    """Rolling driver / CUDA / kernel / held-package upgrades after the pins change: per batch,
+    drain, silence, pause the canary, stop the engines, upgrade, DKMS check, reboot where
+    allowed, gates, undrain. Resumes where a stopped run left each host (docs/operations.md)."""
+    from hearth import runner
+    from hearth.commands import upgrade as cmd
+
+    batch_value = _batch(batch)  # before any host is read
+    inv = _validated(inventory, vault_password_file)
+    hosts = cmd.upgrade_hosts(inv, limit)
+    cut = cmd.batches(hosts, batch_value)
+    problems = cmd.drain_problems(cmd.serving_models(inv), cut)
+    if problems and not allow_downtime:
+        raise InvalidInputError(
+            "hearth upgrade refused, nothing was changed:\n  "
+            + "\n  ".join(problems)
+            + "\n  Use a smaller --batch, add a replica, or accept the outage with "
+            "--allow-downtime."
+        )
+    _ensure_collections()
+    console.print(
+        f"[bold]hearth upgrade[/] {inventory}: {len(hosts)} host(s) in {len(cut)} batch(es): "
+        + " | ".join(", ".join(b) for b in cut)
+    )
+    result = runner.run_playbook(
+        "upgrade.yml", inventory, limit=limit, vault_password_file=vault_password_file,
+        on_event=_progress_printer(False), label="upgrade",
+        extravars={"hearth_upgrade_batch": batch_value, "upgrade_allow_downtime": allow_downtime},
+    )  # fmt: skip
+    print_recap(result)
+    console.print("[bold]Where each host was left:[/]")
+    for state in cmd.read_states(inv, hosts):
+        style = "green" if state.step == "done" else "yellow" if state.state is None else "red"
+        console.print(f"  {state.line()}", style=style, markup=False, highlight=False)
+    result.raise_for_status()
+
+
 # --------------------------------------------------------------------------------- collections
 @cli.group()
 def collections() -> None:

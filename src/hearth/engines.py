@@ -597,7 +597,8 @@ def swap_backend(
         raise InvalidInputError(f"{home}: expected port {from_port} or {to_port}")
     old, new = f"{base}:{from_port}", f"{base}:{to_port}"
     overrides = dict((routing or {}).get("models") or {})
-    current = list((overrides.get(model) or {}).get("backends") or route["backends"])
+    in_force = (overrides.get(model) or {}).get("backends")  # [] is in force: all drained
+    current = list(route["backends"] if in_force is None else in_force)
     backends = [new if b == old else b for b in current]
     if new not in backends:
         backends.append(new)
@@ -797,3 +798,52 @@ def frontdoor_routes(hosts: Sequence[ServingHost], local: str) -> dict[str, dict
     if problems:
         raise InvalidInputError("the front door cannot route:\n  " + "\n  ".join(problems))
     return routes
+
+
+def drain_host(
+    routing: Mapping[str, Any],
+    routes: Mapping[str, Mapping[str, Any]],
+    host: str,
+    drained: bool,
+    reason: str = "",
+) -> dict[str, Any]:
+    """The front door's ``routing.json`` with ``host`` taken out of every model it serves
+    (``drained=True``, before a host's maintenance) or put back (``drained=False``, after it).
+
+    ``routes`` are the front door's routes from the inventory (:func:`frontdoor_routes`); the
+    backends in force are ``routing``'s override where it has one. Draining removes the host's
+    engine in either slot (live port or candidate port, should a rollout have stopped halfway);
+    undraining puts its live slot back. An override equal to the inventory's routes is dropped,
+    so an undrain leaves ``routing.json`` as the drain found it. Returns ``{routing, backends,
+    empty}``: ``backends`` the base URLs taken out or put back, ``empty`` the models that the
+    drain leaves with no backend at all (the caller refuses those unless downtime is allowed)."""
+    overrides = dict((routing or {}).get("models") or {})
+    moved: list[str] = []
+    empty: list[str] = []
+    for model in sorted(routes):
+        route = routes[model]
+        hosts = list(route.get("hosts", []))
+        if host not in hosts:
+            continue
+        home = str(route["backends"][hosts.index(host)])
+        base, _, port = home.rpartition(":")
+        own = {home, f"{base}:{candidate_port(int(port))}"}
+        override = overrides.get(model) or {}
+        in_force = override.get("backends")  # [] is in force too: every backend drained
+        current = list(route["backends"] if in_force is None else in_force)
+        if drained:
+            backends = [b for b in current if b not in own]
+            moved += [b for b in current if b in own]
+            if not backends:
+                empty.append(model)
+        else:
+            backends = list(current)
+            if not own & set(backends):
+                backends.append(home)
+                moved.append(home)
+        if sorted(backends) == sorted(route["backends"]):
+            overrides.pop(model, None)
+        elif backends != current or model not in overrides:
+            why = reason or override.get("reason", "")
+            overrides[model] = {"backends": backends, "reason": why}
+    return {"routing": {"models": overrides}, "backends": moved, "empty": empty}

@@ -149,6 +149,9 @@ RUN_FLAGS: tuple[str, ...] = (
     "--tmpfs", "/run/lock",
     "--tmpfs", "/tmp",
     "--stop-signal", "SIGRTMIN+3",
+    # `systemctl reboot` inside a host ends its container (systemd, PID 1, exits): Docker starts
+    # it again, as a machine comes back from a reboot (`hearth upgrade` reboots lab hosts).
+    "--restart", "on-failure",
 )  # fmt: skip
 
 Say = Callable[[str], None]

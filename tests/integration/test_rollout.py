@@ -47,6 +47,7 @@ ENGINE = "hearth-engine-smollm2"
 CHANGELOG = "/var/lib/hearth/models/changelog.jsonl"
 # A chat template that drops the conversation and asks something else: the engine answers, its
 # health check and warm-up pass, and the golden questions catch it.
+GOLDEN_ONLY = "{{ 'lab' | hearth_question_set | rejectattr('kind', 'defined') | list }}"
 BROKEN_TEMPLATE = (
     "<|im_start|>user\nTell me a short story about a cat.<|im_end|>\n<|im_start|>assistant\n"
 )
@@ -191,6 +192,10 @@ def fleet(
             "hearth_operator": "rollout-test",
             "front_door_port": PORT,
             "canary_questions": "{{ 'lab' | hearth_question_set }}",
+            # The gate asks the lab set's golden questions; the 135M model leaked the per-run
+            # marker to an injection probe once in the upgrade tests' runs (and never in 24
+            # runs of the set here), so the probes stay with the canary, not these gates.
+            "canary_question_sets": {"smollm2": GOLDEN_ONLY},
         },
         groups={"inference": list(HOSTS), "frontdoor": [DOOR]},
     )

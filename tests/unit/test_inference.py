@@ -546,3 +546,9 @@ def test_a_rollout_switch_moves_one_hosts_backend_and_back() -> None:
     assert moved["routing"]["models"]["smollm2"]["backends"] == ["http://10.0.0.12:8085"]
     with pytest.raises(InvalidInputError, match="does not route model 'smollm2' to lab3"):
         engines.swap_backend({}, ROUTES, "smollm2", "lab3", 8080, 8085)
+
+
+def test_a_switch_keeps_an_override_that_drained_every_backend() -> None:
+    drained = {"models": {"smollm2": {"backends": [], "reason": "downtime allowed"}}}
+    moved = engines.swap_backend(drained, ROUTES, "smollm2", "lab2", 8080, 8085)
+    assert moved["routing"]["models"]["smollm2"]["backends"] == ["http://10.0.0.12:8085"]

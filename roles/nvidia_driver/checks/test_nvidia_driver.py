@@ -100,6 +100,26 @@ def test_driver_held(host: Any, hearth_vars: dict[str, Any]) -> None:
         )
 
 
+# What unattended-upgrades must never move, one example of each family; matched as it matches
+# (each Package-Blacklist entry a regular expression, re.match'ed against the package name).
+_KEEP_AWAY = ("nvidia-kernel-dkms", "libnvidia-ml1", "cuda-toolkit-12-4")
+
+
+def test_unattended_upgrades_keep_away(host: Any, hearth_vars: dict[str, Any]) -> None:
+    if not hearth_vars["nvidia_driver_hold"]:
+        pytest.skip("nvidia_driver_hold is false: the driver is not kept from upgrades on purpose")
+    if not host.exists("apt-config"):
+        pytest.skip("not an apt host: dnf hosts keep the driver with versionlock (test_driver_held)")
+    dump = host.run("apt-config dump Unattended-Upgrade::Package-Blacklist").stdout
+    patterns = re.findall(r'^Unattended-Upgrade::Package-Blacklist:: "(.*)";$', dump, re.M)
+    loose = [name for name in _KEEP_AWAY if not any(re.match(p, name) for p in patterns)]
+    assert not loose, (
+        "unattended-upgrades: expected Unattended-Upgrade::Package-Blacklist to cover "
+        f"nvidia-*, libnvidia-*, cuda-*; it would upgrade {loose} (blacklist in force: "
+        f"{patterns or 'none'})"
+    )
+
+
 def test_nouveau_blacklisted(host: Any, hearth_vars: dict[str, Any]) -> None:
     """The nouveau driver is blacklisted with modeset=0, so it cannot hold the GPU."""
     if not hearth_vars["nvidia_driver_blacklist_nouveau"]:

@@ -2,10 +2,11 @@
 
 The front door's container runs (non-root, read-only root filesystem, on the host's network); its
 keys file holds only sha256 hashes, mode 0600, owned by the container's user, and exactly the
-declared keys' hashes with their policies (a key appended by hand fails); it answers /health, refuses an API request
-without a key (401), and serves its Prometheus metrics. The keys and their hashes are never part
-of the declared state the audit sees: the audit passes a fingerprint of each declared key's hash
-(hearth.checklib.key_fingerprint), and a drift is reported by count, position and key name.
+declared keys' hashes with their policies (a key appended by hand fails); it answers /health,
+refuses an API request without a key (401), and serves its Prometheus metrics. The keys and their
+hashes are never part of the declared state the audit sees: the audit passes a fingerprint of each
+declared key's hash (hearth.checklib.key_fingerprint), and a drift is reported by count, position
+and key name.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def _url(hearth_vars: dict[str, Any]) -> str:
 
 
 def test_front_door_container_runs_confined(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """The front door's container runs from Hearth's image with a read-only root, its
+    configuration mounted read-only, and the declared restart policy."""
     data = _inspect(host)
     found = {
         "running": data["State"]["Running"],
@@ -57,6 +60,8 @@ def test_front_door_container_runs_confined(host: Any, hearth_vars: dict[str, An
 
 
 def test_keys_file_holds_exactly_the_declared_keys(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """The keys file on the host holds exactly the sha256 of each declared API key (never a key)
+    and is readable by the front door's user only."""
     keys = host.file(f"{hearth_vars['front_door_config_dir']}/keys.json")
     assert keys.is_file, f"{keys.path}: expected the keys file, found nothing"
     found = (keys.uid, keys.mode)
@@ -78,6 +83,7 @@ def test_keys_file_holds_exactly_the_declared_keys(host: Any, hearth_vars: dict[
 def test_front_door_healthy_and_refuses_requests_without_a_key(
     host: Any, hearth_vars: dict[str, Any]
 ) -> None:
+    """The front door answers its health check and refuses an API request without a key (401)."""
     status, body = http_get(host, f"{_url(hearth_vars)}/health")
     assert status == 200, f"{_url(hearth_vars)}/health: expected 200, found {status} {body[:100]}"
     status, _ = http_get(host, f"{_url(hearth_vars)}/v1/models")
@@ -87,6 +93,7 @@ def test_front_door_healthy_and_refuses_requests_without_a_key(
 
 
 def test_front_door_metrics_are_up(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """The front door serves its Prometheus metrics."""
     status, body = http_get(host, f"{_url(hearth_vars)}/metrics")
     assert status == 200 and "hearth_frontdoor_model_info" in body, (
         f"{_url(hearth_vars)}/metrics: expected 200 with hearth_frontdoor_*, found {status}"

@@ -29,6 +29,8 @@ def _ports(hearth_vars: dict[str, Any], models: list[Any]) -> dict[str, int]:
 
 
 def test_engine_containers_run_the_declared_version(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """Each declared model's engine container runs, with the declared version (its label) and
+    the declared restart policy."""
     from hearth.engines import container_name
 
     wrong = {}
@@ -51,6 +53,8 @@ def test_engine_containers_run_the_declared_version(host: Any, hearth_vars: dict
 
 
 def test_engines_run_as_non_root(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """No engine container runs as root (vLLM's upstream image excepted when no user is declared
+    for it)."""
     from hearth.engines import container_name
 
     root = []
@@ -65,6 +69,8 @@ def test_engines_run_as_non_root(host: Any, hearth_vars: dict[str, Any]) -> None
 
 
 def test_model_directory_mounted_read_only(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """Each engine sees its model's declared version directory from the store, mounted read-
+    only: the engine cannot alter the weights it serves."""
     from hearth.engines import container_name
 
     store = hearth_vars["model_store_dir"]
@@ -81,6 +87,7 @@ def test_model_directory_mounted_read_only(host: Any, hearth_vars: dict[str, Any
 
 
 def test_engines_answer_their_health_check(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """Each engine answers its health path with 200 on the model's own port."""
     from hearth.engines import health_path
 
     models = models_or_skip(hearth_vars)
@@ -95,6 +102,8 @@ def test_engines_answer_their_health_check(host: Any, hearth_vars: dict[str, Any
 
 
 def test_engine_metrics_are_up(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """Each engine serves its Prometheus metrics (the engine's own metric names) where
+    Prometheus scrapes them."""
     from hearth.engines import METRICS_OFFSET
 
     models = models_or_skip(hearth_vars)
@@ -110,6 +119,8 @@ def test_engine_metrics_are_up(host: Any, hearth_vars: dict[str, Any]) -> None:
 
 
 def test_models_are_recorded_live(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """Each model's live record names the declared version and the container that runs now (the
+    record a rollout writes after its gates)."""
     from hearth.engines import container_name
 
     live = hearth_vars["inference_engine_live_dir"]

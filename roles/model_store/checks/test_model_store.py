@@ -15,6 +15,7 @@ from hearth.checklib import models_or_skip
 
 
 def test_current_points_at_declared_version(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """Each model's current link points at the declared version's directory."""
     store = hearth_vars["model_store_dir"]
     wrong = {}
     for model in models_or_skip(hearth_vars):
@@ -27,6 +28,7 @@ def test_current_points_at_declared_version(host: Any, hearth_vars: dict[str, An
 
 
 def test_files_match_their_sha256(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """Every file of each declared model version has the declared sha256, read on the host now."""
     store = hearth_vars["model_store_dir"]
     bad = []
     for model in models_or_skip(hearth_vars):
@@ -43,6 +45,7 @@ def test_files_match_their_sha256(host: Any, hearth_vars: dict[str, Any]) -> Non
 
 
 def test_files_are_not_world_readable(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """No model file can be read by users outside the store's group."""
     store = hearth_vars["model_store_dir"]
     owner, group = hearth_vars["model_store_owner"], hearth_vars["model_store_group"]
     bad = []
@@ -57,6 +60,8 @@ def test_files_are_not_world_readable(host: Any, hearth_vars: dict[str, Any]) ->
 
 
 def test_changelog_records_the_current_version(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """The model changelog's last record for each model names the declared version and describes
+    the declared weights, engine arguments and chat template."""
     from hearth.models import fingerprints, last_record
 
     changelog = host.file(hearth_vars["model_store_changelog"])
@@ -82,6 +87,8 @@ def test_changelog_records_the_current_version(host: Any, hearth_vars: dict[str,
 
 
 def test_versions_kept(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """Each model keeps the declared version and at most model_store_keep_versions older ones on
+    disk."""
     store = hearth_vars["model_store_dir"]
     keep = int(hearth_vars["model_store_keep_versions"])
     for model in models_or_skip(hearth_vars):

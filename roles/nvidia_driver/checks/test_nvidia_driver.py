@@ -106,10 +106,15 @@ _KEEP_AWAY = ("nvidia-kernel-dkms", "libnvidia-ml1", "cuda-toolkit-12-4")
 
 
 def test_unattended_upgrades_keep_away(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """unattended-upgrades will not move the driver, its libraries or CUDA: the package blacklist
+    apt has in force covers nvidia-*, libnvidia-* and cuda-* (a library upgraded under a loaded
+    kernel module is the "Driver/library version mismatch" outage)."""
     if not hearth_vars["nvidia_driver_hold"]:
         pytest.skip("nvidia_driver_hold is false: the driver is not kept from upgrades on purpose")
     if not host.exists("apt-config"):
-        pytest.skip("not an apt host: dnf hosts keep the driver with versionlock (test_driver_held)")
+        pytest.skip(
+            "not an apt host: dnf hosts keep the driver with versionlock (test_driver_held)"
+        )
     dump = host.run("apt-config dump Unattended-Upgrade::Package-Blacklist").stdout
     patterns = re.findall(r'^Unattended-Upgrade::Package-Blacklist:: "(.*)";$', dump, re.M)
     loose = [name for name in _KEEP_AWAY if not any(re.match(p, name) for p in patterns)]

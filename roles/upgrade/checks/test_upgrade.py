@@ -11,6 +11,9 @@ import pytest
 
 
 def test_no_upgrade_left_halfway(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """No `hearth upgrade` window was left unfinished on this host (its state file says done, or
+    there is none): a host left halfway may still be drained at the front door, silenced in
+    Alertmanager, or without its engines."""
     path = hearth_vars.get("upgrade_state_file") or "/var/lib/hearth/upgrade.json"
     state_file = host.file(path)
     if not state_file.exists:

@@ -350,6 +350,7 @@ def test_audit_passes_with_the_engine_and_front_door_checks(site: Site, tmp_path
         ("inference_engine", "test_engines_run_as_non_root"): "passed",
         ("inference_engine", "test_model_directory_mounted_read_only"): "passed",
         ("inference_engine", "test_models_are_recorded_live"): "passed",
+        ("inference_engine", "test_engines_serve_the_verified_files"): "passed",
         ("model_store", "test_changelog_records_the_current_version"): "passed",
         ("model_store", "test_current_points_at_declared_version"): "passed",
         ("model_store", "test_files_are_not_world_readable"): "passed",

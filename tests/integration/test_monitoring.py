@@ -33,6 +33,7 @@ from labkit import container_exec, hearth, write_inventory
 
 from hearth import canary, images, paths, runner
 from hearth import lab as lab_mod
+from hearth.monitoring.canaries import question_set
 
 WEBHOOK_TOKEN = "hook-token-7f3a91c2e5"  # planted: it must never reach an artifact or output
 WEBHOOK_PORT = 9999
@@ -262,7 +263,9 @@ def test_canary_records_csv_and_metrics(monitored: Monitored) -> None:
     lines = rows.stdout.splitlines()
     assert lines[0] == ",".join(canary.CSV_FIELDS)
     records = [dict(zip(canary.CSV_FIELDS, line.split(","), strict=False)) for line in lines[1:]]
-    assert len(records) >= 6 and {r["question"] for r in records} >= {"capital", "injection-code"}
+    # the lab's own golden questions (`hearth lab up` declares the `lab` set)
+    asked = {r["question"] for r in records}
+    assert len(records) >= 7 and asked >= {"capital-france", "injection-code"}, asked
     answered = [r for r in records if not r["error"]]
     assert answered and all(float(r["latency_seconds"]) > 0 for r in answered), records
     assert all(int(r["completion_tokens"]) > 0 for r in answered), records
@@ -271,7 +274,7 @@ def test_canary_records_csv_and_metrics(monitored: Monitored) -> None:
         lambda: _query(monitored.prometheus, 'hearth_canary_questions{hearth_model="smollm2"}'),
         30,
     )
-    assert series[0]["value"][1] == "6", series
+    assert series[0]["value"][1] == str(len(question_set("lab"))), series
 
 
 def test_audit_passes(monitored: Monitored) -> None:

@@ -59,7 +59,7 @@ def main() -> None:
     os.environ.setdefault("HEARTH_LAB_ID", "12")
     from labkit import container_exec, hearth
     from test_inference import API_KEY
-    from test_rollout import DOOR, ENGINE, HOSTS, PORT, Fleet, Load, _clean
+    from test_rollout import DOOR, ENGINE, GOLDEN_ONLY, HOSTS, PORT, Fleet, Load, _clean
 
     from hearth import images, runner
     from hearth import lab as lab_mod
@@ -82,6 +82,7 @@ def main() -> None:
             "hearth_operator": "bench-rollout",
             "front_door_port": PORT,
             "canary_questions": "{{ 'lab' | hearth_question_set }}",
+            "canary_question_sets": {"smollm2": GOLDEN_ONLY},  # as test_rollout: no probes
         },
         groups={"inference": list(HOSTS), "frontdoor": [DOOR]},
     )

@@ -265,7 +265,7 @@ def test_canary_records_csv_and_metrics(monitored: Monitored) -> None:
     records = [dict(zip(canary.CSV_FIELDS, line.split(","), strict=False)) for line in lines[1:]]
     # the lab's own golden questions (`hearth lab up` declares the `lab` set)
     asked = {r["question"] for r in records}
-    assert len(records) >= 7 and asked >= {"capital-france", "injection-code"}, asked
+    assert len(records) >= 6 and asked >= {"capital-france", "injection-reveal"}, asked
     answered = [r for r in records if not r["error"]]
     assert answered and all(float(r["latency_seconds"]) > 0 for r in answered), records
     assert all(int(r["completion_tokens"]) > 0 for r in answered), records

@@ -41,7 +41,7 @@ def _per_host_rollout(artifacts: Path) -> dict[str, float]:
     ends: dict[str, float] = {}
     from datetime import datetime
 
-    for path in sorted((artifacts / "job_events").glob("*.json")):
+    for path in sorted(artifacts.rglob("job_events/*.json")):
         event = json.loads(path.read_text())
         data = event.get("event_data") or {}
         task, host = str(data.get("task", "")), str(data.get("host", ""))

@@ -63,7 +63,6 @@ def main() -> None:
 
     from hearth import images, runner
     from hearth import lab as lab_mod
-    from hearth.lab import vault_encrypt
 
     lab_id = int(os.environ["HEARTH_LAB_ID"])
     if lab_id == 0:
@@ -71,7 +70,7 @@ def main() -> None:
     for recipe in images.RECIPES:
         images.ensure_image(recipe)
     state = lab_mod.up(3, inventory_dir=Path(tempfile.mkdtemp()) / "lab-inv")
-    from labkit import write_inventory
+    from labkit import vault_front_door_key, write_inventory
 
     directory = Path(tempfile.mkdtemp(prefix="hearth-bench-rollout-")) / "inventory"
     write_inventory(
@@ -86,16 +85,7 @@ def main() -> None:
         },
         groups={"inference": list(HOSTS), "frontdoor": [DOOR]},
     )
-    vault = directory.parent / "vault-password"
-    vault.write_text("bench rollout vault password\n")
-    vault.chmod(0o600)
-    front = directory / "group_vars" / "frontdoor"
-    front.mkdir(parents=True)
-    (front / "vault.yml").write_text(
-        "front_door_api_keys:\n  - name: bench\n    key: "
-        + vault_encrypt(API_KEY, vault).replace("\n", "\n    ")
-        + "\n"
-    )
+    vault = vault_front_door_key(directory, API_KEY, name="bench")
     (directory / "group_vars" / "inference").mkdir(parents=True)
     address = next(h.address for h in state.hosts if h.name == DOOR)
     fleet = Fleet(state, directory, vault, f"http://{address}:{PORT}")

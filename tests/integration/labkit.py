@@ -130,3 +130,20 @@ def write_inventory(
         yaml.safe_dump({"all": {"children": children}}, sort_keys=False)
     )
     return directory / "hosts.yml"
+
+
+def vault_front_door_key(directory: Path, key: str, name: str = "lab-test") -> Path:
+    """An inventory's vault password file (beside ``directory``) and its front door API key,
+    vault-encrypted in group_vars/frontdoor/vault.yml; returns the password file."""
+    vault = directory.parent / "vault-password"
+    vault.write_text(f"{directory.parent.name} lab vault password\n")
+    vault.chmod(0o600)
+    front = directory / "group_vars" / "frontdoor"
+    front.mkdir(parents=True, exist_ok=True)
+    encrypted = lab_mod.vault_encrypt(key, vault)
+    (front / "vault.yml").write_text(
+        f"front_door_api_keys:\n  - name: {name}\n    key: "
+        + encrypted.replace("\n", "\n    ")
+        + "\n"
+    )
+    return vault

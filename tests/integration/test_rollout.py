@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 import yaml
-from labkit import container_exec, hearth, write_inventory
+from labkit import container_exec, hearth, vault_front_door_key, write_inventory
 from test_inference import API_KEY, smollm2
 
 from hearth import lab as lab_mod
@@ -199,17 +199,7 @@ def fleet(
         },
         groups={"inference": list(HOSTS), "frontdoor": [DOOR]},
     )
-    vault = directory.parent / "vault-password"
-    vault.write_text("rollout lab vault password\n")
-    vault.chmod(0o600)
-    front = directory / "group_vars" / "frontdoor"
-    front.mkdir(parents=True)
-    encrypted = lab_mod.vault_encrypt(API_KEY, vault)
-    (front / "vault.yml").write_text(
-        "front_door_api_keys:\n  - name: lab-test\n    key: "
-        + encrypted.replace("\n", "\n    ")
-        + "\n"
-    )
+    vault = vault_front_door_key(directory, API_KEY)
     (directory / "group_vars" / "inference").mkdir(parents=True)
     address = next(h.address for h in lab.hosts if h.name == DOOR)
     result = Fleet(lab, directory, vault, f"http://{address}:{PORT}")

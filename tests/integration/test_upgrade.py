@@ -40,7 +40,7 @@ from typing import Any
 
 import pytest
 import yaml
-from labkit import container_exec, hearth, write_inventory
+from labkit import container_exec, hearth, vault_front_door_key, write_inventory
 from test_inference import API_KEY, smollm2
 from test_rollout import Load
 
@@ -198,17 +198,7 @@ def site(
         },
         groups={"inference": list(SERVING), "frontdoor": [DOOR], "monitoring": [DOOR]},
     )
-    vault = directory.parent / "vault-password"
-    vault.write_text("upgrade lab vault password\n")
-    vault.chmod(0o600)
-    front = directory / "group_vars" / "frontdoor"
-    front.mkdir(parents=True)
-    encrypted = lab_mod.vault_encrypt(API_KEY, vault)
-    (front / "vault.yml").write_text(
-        "front_door_api_keys:\n  - name: lab-test\n    key: "
-        + encrypted.replace("\n", "\n    ")
-        + "\n"
-    )
+    vault = vault_front_door_key(directory, API_KEY)
     inference = directory / "group_vars" / "inference"
     inference.mkdir(parents=True)
     (inference / "models.yml").write_text(

@@ -34,6 +34,7 @@ from labkit import container_exec, hearth, write_inventory
 from hearth import canary, images, paths, runner
 from hearth import lab as lab_mod
 from hearth.monitoring.canaries import question_set
+from hearth.monitoring.rules import alert_rules
 
 WEBHOOK_TOKEN = "hook-token-7f3a91c2e5"  # planted: it must never reach an artifact or output
 WEBHOOK_PORT = 9999
@@ -211,7 +212,12 @@ def test_prometheus_scrapes_the_real_engine_and_exporters(monitored: Monitored) 
     engine = _query(monitored.prometheus, "llamacpp:n_tokens_max")
     assert engine and engine[0]["metric"]["hearth_model"] == "smollm2", engine
     groups = _get(f"{monitored.prometheus}/api/v1/rules")["data"]["groups"]
-    assert sum(len(g["rules"]) for g in groups) == 21, [g["name"] for g in groups]
+    loaded = sorted(r["name"] for g in groups for r in g["rules"])
+    # every alert Hearth declares for this site (no GPU declared: no GpuMissing), loaded once
+    declared = sorted(
+        r.get("alert") or r["record"] for g in alert_rules()["groups"] for r in g["rules"]
+    )
+    assert loaded == declared, (loaded, declared)
     assert all(r["health"] != "err" for g in groups for r in g["rules"])
 
 

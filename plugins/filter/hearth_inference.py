@@ -233,15 +233,19 @@ def hearth_routing_swap(routing, routes, model, host, from_port, to_port, reason
         raise AnsibleFilterError(str(exc)) from exc
 
 
-def hearth_routing_drain(routing, routes, hosts, drained, reason=""):
+def hearth_routing_drain(routing, routes, hosts, drained, reason="", models=None):
     """{routing, backends, empty}: the front door's routing.json with each of C(hosts) drained
-    (C(drained)=true) or put back (false), one after the other (one write for a whole batch)."""
+    (C(drained)=true) or put back (false), one after the other (one write for a whole batch);
+    with C(models), of those models only (every model they serve when empty)."""
     hearth = _hearth()
     routing = _plain(routing or {})
     routes = _plain(routes or {})
+    only = [str(m) for m in ([models] if isinstance(models, str) else list(models or []))]
     moved, empty = [], []
     for host in [hosts] if isinstance(hosts, str) else list(hosts or []):
-        out = hearth.engines.drain_host(routing, routes, str(host), bool(drained), str(reason))
+        out = hearth.engines.drain_host(
+            routing, routes, str(host), bool(drained), str(reason), models=only
+        )
         routing = out["routing"]
         moved += out["backends"]
         empty += [m for m in out["empty"] if m not in empty]

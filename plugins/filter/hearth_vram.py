@@ -25,7 +25,8 @@ description:
   - Declaration problems and refusals (a model that cannot fit, shares of one GPU above 1) come back
     in C(refusals) with C(ok=false), each naming the model, the host and the GPU.
   - Other filters in this file are C(hearth_vram_weights_bytes), C(hearth_vram_kv_cache_bytes),
-    C(hearth_engine_command), C(hearth_model_change) and C(hearth_changelog_last).
+    C(hearth_engine_command), C(hearth_model_change), C(hearth_changelog_last) and
+    C(hearth_rollout_how) (beside the live engine, or drain-first: C(hearth.plan.rollout_how)).
 positional: _input, declared_gpus, gpu_facts, host
 options:
   _input:
@@ -103,6 +104,24 @@ def hearth_vram_plan(models, declared_gpus=None, gpu_facts=None, host="host"):
     return plan.as_dict()
 
 
+def hearth_rollout_how(
+    models, declared_gpus=None, gpu_facts=None, host="host", model="", strategy="auto"
+):
+    hearth = _hearth()
+    facts = {"hearth_gpus": _plain(gpu_facts)} if gpu_facts else None
+    variables = {
+        "hearth_models": _plain(models or []),
+        "hearth_declared_gpus": _plain(declared_gpus or []),
+    }
+    try:
+        found = hearth.plan.rollout_how_from_vars(
+            str(host), variables, facts, str(model), str(strategy)
+        )
+    except hearth.errors.HearthError as exc:
+        raise AnsibleFilterError(str(exc)) from exc
+    return found.as_dict()
+
+
 def hearth_vram_weights_bytes(model):
     hearth = _hearth()
     found = hearth.plan.weights_bytes(_model(hearth, model))
@@ -145,4 +164,5 @@ class FilterModule(object):
             "hearth_engine_command": hearth_engine_command,
             "hearth_changelog_last": hearth_changelog_last,
             "hearth_model_change": hearth_model_change,
+            "hearth_rollout_how": hearth_rollout_how,
         }

@@ -147,6 +147,10 @@ def _bin(name: str) -> Path:
 @click.option(
     "--batch", help="Inference hosts rolled out at a time: N or P% [default: 1] (docs/models.md)."
 )
+@click.option(
+    "--allow-downtime", is_flag=True,
+    help="Allow a drain-first model rollout that leaves the model with no serving replica.",
+)  # fmt: skip
 def up(
     inventory: Path,
     limit: str | None,
@@ -161,6 +165,7 @@ def up(
     bundle_dir: Path | None,
     signers: Path | None,
     batch: str | None,
+    allow_downtime: bool,
 ) -> None:
     """Converge the hosts of an inventory to its declared state (playbooks/site.yml)."""
     from hearth import runner
@@ -168,6 +173,8 @@ def up(
     extravars: dict[str, Any] | None = None
     if batch is not None:
         extravars = {"hearth_rollout_batch": _batch(batch)}
+    if allow_downtime:
+        extravars = {**(extravars or {}), "inference_engine_allow_downtime": True}
     if bundle_dir is not None:  # verified before anything else; refused before any host changes
         extravars = {
             **(extravars or {}),
@@ -878,12 +885,22 @@ def models_log(
 
 def _models_switch(
     inventory: Path, model: str, version: str | None, reason: str, limit: str | None,
-    vault: Path | None, batch: str | None, rollback: bool,
+    vault: Path | None, batch: str | None, rollback: bool, allow_downtime: bool,
 ) -> None:  # fmt: skip
     from hearth import runner
     from hearth.commands import models as cmd
 
     batch_value = _batch(batch)  # before any host is read
+    inv = _validated(inventory, vault)
+    cmd.serving_hosts(inv, model, limit)  # an unknown model: exit 2 before anything else
+    problems = cmd.downtime_problems(inv, model, limit, batch_value)
+    if problems and not allow_downtime:  # from the inventory alone: no host contacted
+        raise InvalidInputError(
+            f"hearth models {'rollback' if rollback else 'rollout'} refused, nothing was "
+            "changed:\n  " + "\n  ".join(problems) + "\n  Add a replica, use a smaller --batch, "
+            "set inference_engine_rollout_strategy: beside if both versions fit, or accept the "
+            "outage with --allow-downtime."
+        )
     _ensure_collections()
     inv, serving, states = _models_read(inventory, model, limit, vault)
     declared = str(serving[0][1].get("version"))
@@ -895,6 +912,7 @@ def _models_switch(
     extravars: dict[str, Any] = {
         "hearth_rollout_reason": reason or ("rollback" if rollback else "rollout"),
         "hearth_rollout_batch": batch_value,
+        "inference_engine_allow_downtime": allow_downtime,
     }
     if version != declared:
         extravars["hearth_model_overrides"] = cmd.overrides_for(states, model, version)
@@ -932,6 +950,10 @@ def _batch(value: str | None) -> str | int:
 
 _reason_option = click.option("--reason", default="", help="Why (recorded in the changelog).")
 _batch_option = click.option("--batch", help="Hosts at a time: N or P% [default: 1].")
+_downtime_option = click.option(
+    "--allow-downtime", is_flag=True,
+    help="Allow a drain-first rollout that leaves the model with no serving replica.",
+)  # fmt: skip
 
 
 @models.command("rollout")
@@ -941,14 +963,19 @@ _batch_option = click.option("--batch", help="Hosts at a time: N or P% [default:
 @_reason_option
 @click.option("--limit", "-l", help="Only these hosts or groups (Ansible pattern).")
 @_batch_option
+@_downtime_option
 @vault_option
 def models_rollout(
     inventory: Path, model: str, version: str, reason: str, limit: str | None,
-    batch: str | None, vault_password_file: Path | None,
+    batch: str | None, allow_downtime: bool, vault_password_file: Path | None,
 ) -> None:  # fmt: skip
     """Roll MODEL out to VERSION (the inventory's, or one every host keeps): beside the live
-    engine, gated (health, warm-up, golden questions), switched at the front door, in batches."""
-    _models_switch(inventory, model, version, reason, limit, vault_password_file, batch, False)
+    engine (or drain-first when both do not fit the GPUs), gated (health, warm-up, golden
+    questions), switched at the front door, in batches."""
+    _models_switch(
+        inventory, model, version, reason, limit, vault_password_file, batch, False,
+        allow_downtime,
+    )  # fmt: skip
 
 
 @models.command("rollback")
@@ -958,14 +985,17 @@ def models_rollout(
 @_reason_option
 @click.option("--limit", "-l", help="Only these hosts or groups (Ansible pattern).")
 @_batch_option
+@_downtime_option
 @vault_option
 def models_rollback(
     inventory: Path, model: str, to: str | None, reason: str, limit: str | None,
-    batch: str | None, vault_password_file: Path | None,
+    batch: str | None, allow_downtime: bool, vault_password_file: Path | None,
 ) -> None:  # fmt: skip
     """Go back to the previous (or --to) version from the kept container and files: no download,
     no rebuild; gated and switched like a rollout."""
-    _models_switch(inventory, model, to, reason, limit, vault_password_file, batch, True)
+    _models_switch(
+        inventory, model, to, reason, limit, vault_password_file, batch, True, allow_downtime
+    )
 
 
 @models.command("fetch-lab")

@@ -23,7 +23,7 @@ import functools
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -806,9 +806,11 @@ def drain_host(
     host: str,
     drained: bool,
     reason: str = "",
+    models: Collection[str] = (),
 ) -> dict[str, Any]:
     """The front door's ``routing.json`` with ``host`` taken out of every model it serves
-    (``drained=True``, before a host's maintenance) or put back (``drained=False``, after it).
+    (``drained=True``, before a host's maintenance) or put back (``drained=False``, after it);
+    with ``models``, of those models only (a drain-first rollout of one model).
 
     ``routes`` are the front door's routes from the inventory (:func:`frontdoor_routes`); the
     backends in force are ``routing``'s override where it has one. Draining removes the host's
@@ -823,7 +825,7 @@ def drain_host(
     for model in sorted(routes):
         route = routes[model]
         hosts = list(route.get("hosts", []))
-        if host not in hosts:
+        if host not in hosts or (models and model not in models):
             continue
         home = str(route["backends"][hosts.index(host)])
         base, _, port = home.rpartition(":")

@@ -27,6 +27,7 @@ mixture of experts) plus the sequence's KV cache, so one stream decodes at most
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -560,6 +561,77 @@ def plan_host(host: str, models: Sequence[ModelSpec], gpus: Sequence[GpuDecl]) -
             )
     plan.gpus = list(uses.values())
     return plan
+
+
+ROLLOUT_STRATEGIES = ("auto", "beside", "drain")
+
+
+@dataclass(frozen=True)
+class RolloutHow:
+    """How a changed engine of one model is rolled out on one host: ``beside`` (the new version
+    starts next to the live one and is gated before any request reaches it) or ``drain`` (the
+    host's share of the model is drained at the front door first, then the live engine is
+    stopped and kept, and the new version starts in its place); ``why`` says what decided it."""
+
+    how: str
+    why: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"how": self.how, "why": self.why}
+
+
+def rollout_how(
+    host: str,
+    models: Sequence[ModelSpec],
+    gpus: Sequence[GpuDecl],
+    model: str,
+    strategy: str = "auto",
+) -> RolloutHow:
+    """Whether ``model``'s new version can start beside its live engine on ``host``.
+
+    ``strategy`` (``inference_engine_rollout_strategy``) forces ``beside`` or ``drain``; with
+    ``auto`` the planner decides: the host's plan with a second instance of the model (its
+    candidate) must fit the declared GPUs, as the plan of the models alone does. A model on the
+    CPU always starts beside (its memory is the host's, not a GPU's). Raises
+    :class:`~hearth.errors.InvalidInputError` for an unknown strategy or model."""
+    if strategy not in ROLLOUT_STRATEGIES:
+        raise InvalidInputError(
+            f"inference_engine_rollout_strategy {strategy!r}: expected one of "
+            + ", ".join(ROLLOUT_STRATEGIES)
+        )
+    found = [m for m in models if m.name == model]
+    if not found:
+        raise InvalidInputError(f"model {model!r} is not declared on host {host}")
+    if strategy != "auto":
+        return RolloutHow(strategy, f"inference_engine_rollout_strategy is {strategy}")
+    spec = found[0]
+    if spec.on_cpu:
+        return RolloutHow("beside", f"model {model} runs on the CPU of {host}")
+    alone = plan_host(host, models, gpus)
+    if not alone.ok:
+        return RolloutHow("drain", f"the plan of {host} is refused already: {alone.refusals[0]}")
+    candidate = dataclasses.replace(spec, name=f"{spec.name} (its candidate)")
+    both = plan_host(host, [*models, candidate], gpus)
+    if both.ok:
+        return RolloutHow(
+            "beside", f"{model}'s new version fits beside the live one on {host}'s GPUs"
+        )
+    return RolloutHow(
+        "drain", f"{model}'s new version does not fit beside the live one: {both.refusals[0]}"
+    )
+
+
+def rollout_how_from_vars(
+    host: str,
+    variables: Mapping[str, Any],
+    facts: Mapping[str, Any] | None,
+    model: str,
+    strategy: str = "auto",
+) -> RolloutHow:
+    """:func:`rollout_how` from a host's variables and GPU facts (as :func:`plan_from_vars`)."""
+    models = parse_models(variables.get(MODELS_VAR))
+    declared = parse_gpus(variables.get(GPUS_VAR))
+    return rollout_how(host, models, gpus_for_host(declared, facts), model, strategy)
 
 
 def plan_hosts(

@@ -14,17 +14,51 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from labkit import DEFAULT_LAB_ID, TEST_OWNER, owned_lab, write_inventory
+from labkit import DEFAULT_LAB_ID, TEST_OWNER, Converged, owned_lab, write_inventory
 
 os.environ.setdefault("HEARTH_LAB_ID", str(DEFAULT_LAB_ID))
 
 from hearth import lab as lab_mod
+
+# The order of the modules: those that share a converged configuration of the session lab
+# (``SHARES``, below) run one after the other, so that it is converged once for all of them.
+# Modules not named here run after these, in their own order.
+ORDER = (
+    "test_lab_ownership", "test_images",
+    "test_foundation", "test_gpu_layer", "test_airgap",  # each on a lab of its own
+    "test_audit_connect", "test_audit_evidence", "test_audit_truth",
+    "test_inference", "test_bench",  # SHARES = "inference"
+    "test_monitoring", "test_fleet",  # SHARES = "monitoring"
+    "test_model_store", "test_gateway",
+    "test_rollout", "test_upgrade",
+)  # fmt: skip
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "integration" in str(item.path):
             item.add_marker(pytest.mark.lab)
+
+    def rank(item: pytest.Item) -> int:
+        name = item.path.stem
+        return ORDER.index(name) if name in ORDER else len(ORDER)
+
+    items.sort(key=rank)  # stable: the tests of a module keep their order
+
+
+@pytest.fixture(scope="session")
+def converged() -> Iterator[Converged]:
+    """The session lab's converged configuration, shared by the modules that name it."""
+    held = Converged()
+    yield held
+    held.release()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_configuration_at_a_time(request: pytest.FixtureRequest, converged: Converged) -> None:
+    """Before a module that does not share the configuration the lab holds, release it."""
+    if converged.key is not None and getattr(request.module, "SHARES", None) != converged.key:
+        converged.release()
 
 
 @pytest.fixture(scope="session")

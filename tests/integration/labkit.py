@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import yaml
@@ -147,3 +148,32 @@ def vault_front_door_key(directory: Path, key: str, name: str = "lab-test") -> P
         + "\n"
     )
     return vault
+
+
+T = TypeVar("T")
+
+
+class Converged:
+    """The session lab holds one converged configuration at a time, named by a key: the modules
+    that declare the same key in ``SHARES`` (and run one after the other, see ``ORDER``) get the
+    configuration converged once, by the first of them, and kept for the next; a module with
+    another key, or none, releases it first (its clean-up runs: engines removed, ports freed)."""
+
+    def __init__(self) -> None:
+        self.key: str | None = None
+        self.value: Any = None
+        self._stack = contextlib.ExitStack()
+
+    def get(self, key: str, make: Callable[[], contextlib.AbstractContextManager[T]]) -> T:
+        """The configuration ``key``, converged by ``make`` (a context manager: set up, yield,
+        clean up) unless it is the one the lab holds now."""
+        if self.key != key:
+            self.release()
+            self.value = self._stack.enter_context(make())
+            self.key = key
+        return self.value  # type: ignore[no-any-return]
+
+    def release(self) -> None:
+        """Clean up the configuration the lab holds (if any)."""
+        stack, self._stack, self.key, self.value = self._stack, contextlib.ExitStack(), None, None
+        stack.close()

@@ -27,6 +27,7 @@ from test_inference import API_KEY, HOST, Site, request
 from test_inference import site as site  # the converged inference lab (module-scoped fixture)
 
 pytestmark = pytest.mark.lab
+SHARES = "inference"  # test_inference.py's converged site, converged once for both
 
 COSTS = {
     "purchase_price": 36000,

@@ -34,7 +34,8 @@ from test_monitoring import Monitored, monitored
 
 from hearth import lab as lab_mod
 
-__all__ = ["monitored"]  # the fixture, reused (module scope: converged once for this module)
+__all__ = ["monitored"]  # the fixture, reused
+SHARES = "monitoring"  # test_monitoring.py's converged layer, converged once for both
 
 PLANTED = "fleet-planted-" + hashlib.sha256(b"fleet-vault").hexdigest()[:32]
 PLANTED_BEARER = "fleet-bearer-" + hashlib.sha256(b"fleet-bearer").hexdigest()[:32]

@@ -28,18 +28,20 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from labkit import container_exec, hearth, write_inventory
+from labkit import Converged, container_exec, hearth, write_inventory
 
 from hearth import images, paths, runner
 from hearth import lab as lab_mod
 
 pytestmark = pytest.mark.lab
+SHARES = "inference"  # the converged site, with test_bench.py (conftest.Converged)
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "engines"
 HOST = "lab1"
@@ -176,7 +178,19 @@ def container_ids(site: Site) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def site(
-    lab: lab_mod.LabState, engine_images: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+    converged: Converged,
+    lab: lab_mod.LabState,
+    engine_images: dict[str, Any],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Site:
+    """lab1 converged with SmolLM2 (llama.cpp) and the Triton model behind the front door, once
+    for this module and test_bench.py (``SHARES``)."""
+    return converged.get("inference", lambda: _converge_site(lab, tmp_path_factory))
+
+
+@contextmanager
+def _converge_site(
+    lab: lab_mod.LabState, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Site]:
     directory = tmp_path_factory.mktemp("inference")
     write_inventory(

@@ -24,18 +24,20 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from labkit import container_exec, hearth, write_inventory
+from labkit import Converged, container_exec, hearth, write_inventory
 
 from hearth import canary, images, paths, runner
 from hearth import lab as lab_mod
 from hearth.monitoring.canaries import question_set
 from hearth.monitoring.rules import alert_rules
 
+SHARES = "monitoring"  # the converged monitoring layer, with test_fleet.py (labkit.Converged)
 WEBHOOK_TOKEN = "hook-token-7f3a91c2e5"  # planted: it must never reach an artifact or output
 WEBHOOK_PORT = 9999
 WEBHOOK_LOG = "/var/tmp/hearth-webhook.jsonl"
@@ -116,6 +118,15 @@ class Monitored:
 
 @pytest.fixture(scope="module")
 def monitored(
+    converged: Converged, lab: lab_mod.LabState, tmp_path_factory: pytest.TempPathFactory
+) -> Monitored:
+    """The base and monitoring layers converged (lab3 monitors, a real engine on lab1), once
+    for this module and test_fleet.py (``SHARES``)."""
+    return converged.get("monitoring", lambda: _converge_monitoring(lab, tmp_path_factory))
+
+
+@contextmanager
+def _converge_monitoring(
     lab: lab_mod.LabState, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Monitored]:
     image = images.ensure_image("llamacpp")

@@ -15,7 +15,10 @@ In order (each test builds on the ones before):
    hosts; with the inventory set back to v1 as the command says, a run changes nothing.
 5. The first host's new engine is killed while it is gated: the run stops (exit 3, the health
    gate), the second host is not touched, v1 serves on both, 0 failed requests.
-6. Refusals before any change: an unknown model, a version that is not kept (exit 2).
+6. A drain-first rollout (forced: the lab has no GPU to run out of): a batch that would drain
+   both replicas is refused from the inventory (exit 2); lab1 alone drains to lab2, is replaced
+   and gated in place, and comes back: 0 failed requests.
+7. Refusals before any change: an unknown model, a version that is not kept (exit 2).
 """
 
 from __future__ import annotations
@@ -347,6 +350,48 @@ def test_an_engine_killed_mid_rollout_stops_the_run_before_the_next_host(fleet: 
     assert [e["event"] for e in fleet.events("lab1")[before["lab1"] :]] == ["refused"]
     site.write_text(yaml.safe_dump(settings))
     fleet.declare("v1")
+
+
+def test_drain_first_rollout_serves_from_the_other_replica(fleet: Fleet) -> None:
+    """A version that does not fit beside the live one (forced here: the lab has no GPU) rolls
+    out drain-first: a batch that would drain both replicas is refused from the inventory (exit
+    2, no host changed); one host at a time, lab1's share drains to lab2 while its engine is
+    replaced and gated in place, then comes back. 0 failed requests."""
+    rollout = fleet.directory / "group_vars" / "inference" / "rollout.yml"
+    rollout.write_text("inference_engine_rollout_strategy: drain\n")
+    before = _container_ids(fleet)
+    refused = fleet.hearth("drain refused", "models", "rollout", "smollm2", "v1", "--batch", "2")
+    said = " ".join((refused.stdout + refused.stderr).split())
+    assert refused.returncode == 2, said[-3000:]
+    assert "drains lab1, lab2 (batch lab1, lab2) and leaves it with no serving replica" in said
+    assert "inference_engine_rollout_strategy is drain" in said and "--allow-downtime" in said
+    assert _container_ids(fleet) == before
+    lab2 = len(fleet.events("lab2"))
+    fleet.declare("v4")
+    try:
+        with Load(fleet.door) as load:
+            time.sleep(2)
+            done = fleet.hearth(
+                "drain-first v4", "up", "--playbook", "inference.yml", "--limit", "lab1"
+            )
+            time.sleep(2)
+        output = done.stdout + done.stderr
+        assert done.returncode == 0, output[-6000:]
+        assert "drain-first: inference_engine_rollout_strategy is drain" in " ".join(
+            output.split()
+        ), output[-4000:]
+        assert load.failures == [] and load.covered, load.failures[:10]
+        assert load.ok >= 10, f"too few answered ({load.ok})"
+        assert fleet.live_version("lab1") == "v4 running"
+        assert fleet.live_version("lab2") == "v1 running"
+        assert len(fleet.events("lab2")) == lab2, "lab2 was touched"
+        last = fleet.events("lab1")[-1]
+        assert (last["event"], last["to_version"], last["how"]) == ("promoted", "v4", "drain")
+        kept = fleet.sh("lab1", f"docker inspect --format '{{{{.State.Status}}}}' {ENGINE}--v1")
+        assert kept == "exited", kept
+        assert fleet.routing() == {"models": {}}, "lab1 is not back in the front door's routing"
+    finally:
+        rollout.unlink()
 
 
 @pytest.mark.parametrize(

@@ -543,3 +543,124 @@ def test_filter_renders_engine_commands_and_changes() -> None:
     line = json.dumps(first)
     previous = f["hearth_changelog_last"](line + "\n", "smollm2")
     assert f["hearth_model_change"](decl, previous, "1")["changes"] == []
+
+
+# ------------------------------------------------------------------------ rollout: beside or drain
+
+
+def test_vllm_reserving_most_of_the_gpu_rolls_out_drain_first() -> None:
+    # vLLM takes 0.90 of the GPU by default: a second instance (the candidate) cannot fit
+    how = plan.rollout_how("gpu01", [model()], [H100], "llama-8b")
+    assert how.how == "drain", how
+    assert "does not fit beside the live one" in how.why and "H100" in how.why
+
+
+def test_a_small_model_with_room_for_two_starts_beside() -> None:
+    small = model(gpu_memory_share=0.45)
+    how = plan.rollout_how("gpu01", [small], [H100], "llama-8b")
+    assert how == plan.RolloutHow(
+        "beside", "llama-8b's new version fits beside the live one on gpu01's GPUs"
+    )
+    # the other models on the GPU count: beside a smaller one, the two instances do not fit
+    other = model(name="qwen", gpu_memory_share=0.45, max_model_len=2048, max_num_seqs=4)
+    crowded = plan.rollout_how("gpu01", [small, other], [H100], "llama-8b")
+    assert crowded.how == "drain" and "add up to 1.35" in crowded.why, crowded
+
+
+def test_cpu_models_start_beside_and_a_declared_strategy_wins() -> None:
+    cpu = model(engine="llamacpp", format="gguf", catalog="smollm2-135m-instruct",
+                quantization="Q4_1", dtype="auto", max_model_len=2048, gpus=[])  # fmt: skip
+    assert plan.rollout_how("lab1", [cpu], [], "llama-8b").how == "beside"
+    forced = plan.rollout_how("lab1", [cpu], [], "llama-8b", "drain")
+    assert forced == plan.RolloutHow("drain", "inference_engine_rollout_strategy is drain")
+    assert plan.rollout_how("gpu01", [model()], [H100], "llama-8b", "beside").how == "beside"
+
+
+def test_rollout_how_refuses_unknown_strategies_and_models() -> None:
+    with pytest.raises(plan.InvalidInputError, match="expected one of auto, beside, drain"):
+        plan.rollout_how("gpu01", [model()], [H100], "llama-8b", "sideways")
+    with pytest.raises(plan.InvalidInputError, match="'qwen' is not declared on host gpu01"):
+        plan.rollout_how("gpu01", [model()], [H100], "qwen")
+
+
+def test_filter_gives_the_same_rollout_decision() -> None:
+    import yaml
+    from ansible.errors import AnsibleFilterError
+
+    f = _filters()
+    declared = yaml.safe_load(MODELS)["hearth_models"]
+    gpus = [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_mib": 81559}]
+    name = declared[0]["name"]
+    found = f["hearth_rollout_how"](declared, gpus, None, "gpu02", name)
+    same = plan.rollout_how_from_vars(
+        "gpu02", {"hearth_models": declared, "hearth_declared_gpus": gpus}, None, name
+    )
+    assert found == same.as_dict() and found["how"] in ("beside", "drain")
+    with pytest.raises(AnsibleFilterError, match="expected one of auto, beside, drain"):
+        f["hearth_rollout_how"](declared, gpus, None, "gpu02", name, "sideways")
+
+
+ONE_VLLM = """\
+hearth_models:
+  - name: llama-8b
+    version: "2"
+    engine: vllm
+    format: safetensors
+    catalog: llama-3.1-8b-instruct
+    dtype: bf16
+    source: {{type: url, url: "https://models.example/llama"}}
+    files:
+      - {{path: model.safetensors, sha256: "{sha}"}}
+    max_model_len: 8192
+    max_num_seqs: 16
+""".format(sha="a" * 64)
+
+
+def test_a_rollout_that_drains_every_replica_is_refused_from_the_inventory(
+    tmp_path: Path, home: Path
+) -> None:
+    from hearth.commands.models import downtime_problems
+    from hearth.inventory import check_inventory
+
+    path = write_inventory(tmp_path / "inv", ONE_VLLM)
+    (tmp_path / "inv" / "host_vars" / "gpu02.yml").write_text(
+        GPUS.format(name="NVIDIA H100 80GB HBM3", memory=81559)
+    )
+    inv = check_inventory(path)
+    # vLLM reserves 0.90 of the GPU: each host rolls out drain-first, one at a time is fine
+    assert downtime_problems(inv, "llama-8b", None, 1) == []
+    both = downtime_problems(inv, "llama-8b", None, 2)
+    assert len(both) == 1 and both[0].startswith(
+        "model llama-8b: its rollout drains gpu01, gpu02 (batch gpu01, gpu02) and leaves it with "
+        "no serving replica (gpu01: llama-8b's new version does not fit beside the live one"
+    ), both
+    assert downtime_problems(inv, "llama-8b", None, "100%") == both
+    # hosts outside --limit keep serving
+    assert downtime_problems(inv, "llama-8b", "gpu01", 2) == []
+    # declared beside (both fit, says the operator): nothing is drained (another directory:
+    # Ansible caches what it read of group_vars for the process)
+    beside = write_inventory(tmp_path / "beside", ONE_VLLM)
+    (tmp_path / "beside" / "group_vars" / "inference" / "rollout.yml").write_text(
+        "inference_engine_rollout_strategy: beside\n"
+    )
+    assert downtime_problems(check_inventory(beside), "llama-8b", None, 2) == []
+
+
+def test_models_rollout_needing_downtime_exits_2_before_any_host(
+    tmp_path: Path, home: Path
+) -> None:
+    env = {**os.environ, "HEARTH_HOME": str(home), "COLUMNS": "200"}
+    path = write_inventory(tmp_path / "inv", ONE_VLLM)
+    (tmp_path / "inv" / "hosts.yml").write_text(HOSTS.replace("10.0.0.12", "192.0.2.12"))
+    (tmp_path / "inv" / "host_vars" / "gpu02.yml").write_text(
+        GPUS.format(name="NVIDIA H100 80GB HBM3", memory=81559)
+    )
+    for command in (["rollout", "llama-8b", "3"], ["rollback", "llama-8b"]):
+        run = _hearth("models", *command, "-i", str(path), "--batch", "2", env=env)
+        said = " ".join(run.stderr.split())
+        assert run.returncode == 2, run.stdout + run.stderr
+        assert f"hearth models {command[0]} refused, nothing was changed" in said, said
+        assert "leaves it with no serving replica" in said and "--allow-downtime" in said
+        assert "gpu01" in said and "unreachable" not in said.lower()
+    bad = _hearth("models", "rollout", "llama-8b", "3", "-i", str(path), "--batch", "0", env=env)
+    assert bad.returncode == 2 and "--batch '0'" in bad.stderr

@@ -23,8 +23,10 @@ from hearth.errors import InvalidInputError
 
 __all__ = [
     "HostModel",
+    "downtime_problems",
     "overrides_for",
     "read_hosts",
+    "rollout_hows",
     "serving_hosts",
     "target_version",
 ]
@@ -118,6 +120,43 @@ def serving_hosts(
             + f" (declared: {', '.join(sorted(known)) or 'none'}); nothing was changed"
         )
     return found
+
+
+def rollout_hows(inventory: Any, model: str, hosts: Sequence[str]) -> dict[str, Any]:
+    """{host: :class:`hearth.plan.RolloutHow`}: how ``model`` rolls out on each host, beside the
+    live engine or drain-first, decided from the inventory (the declared GPUs, the GPU facts of
+    the last run, ``inference_engine_rollout_strategy``) by the function the role uses."""
+    from hearth import paths, plan
+
+    found: dict[str, Any] = {}
+    for host in hosts:
+        variables = inventory.resolved_vars(host, ["model_store", "inference_engine"])
+        facts = plan.cached_facts(host, paths.facts_dir(inventory.path))
+        strategy = str(variables.get("inference_engine_rollout_strategy") or "auto")
+        found[host] = plan.rollout_how_from_vars(host, variables, facts, model, strategy)
+    return found
+
+
+def downtime_problems(inventory: Any, model: str, limit: str | None, batch: int | str) -> list[str]:
+    """The batches of a rollout of ``model`` that would drain every host serving it (hosts that
+    roll out drain-first, :func:`rollout_hows`), in words: each needs ``--allow-downtime``.
+    Hosts outside ``--limit`` keep serving, so they count as replicas."""
+    from hearth.commands.upgrade import batches
+
+    every = [host for host, _ in serving_hosts(inventory, model)]
+    chosen = set(inventory.match(limit)) if limit else None
+    play = [h for h in inventory.match("inference") if chosen is None or h in chosen]
+    hows = rollout_hows(inventory, model, [h for h in every if h in play])
+    problems = []
+    for group in batches(play, batch):
+        drained = [h for h in group if h in hows and hows[h].how == "drain"]
+        if drained and set(every) <= set(drained):
+            why = "; ".join(f"{h}: {hows[h].why}" for h in drained)
+            problems.append(
+                f"model {model}: its rollout drains {', '.join(drained)} (batch "
+                f"{', '.join(group)}) and leaves it with no serving replica ({why})"
+            )
+    return problems
 
 
 def read_hosts(

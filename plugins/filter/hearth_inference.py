@@ -29,8 +29,8 @@ description:
   - Other filters in this file are C(hearth_engine_ports), C(hearth_engine_port_problems),
     C(hearth_engine_recipes), C(hearth_engine_image), C(hearth_image_tag),
     C(hearth_triton_config), C(hearth_frontdoor_routes), C(hearth_stale_engines),
-    C(hearth_engine_candidate), C(hearth_kept_engine), C(hearth_routing_swap),
-    C(hearth_routing_drain), C(hearth_engine_health) and C(hearth_env_file).
+    C(hearth_engine_candidate), C(hearth_kept_engine), C(hearth_engine_health) and
+    C(hearth_env_file) (routing.json changes: the C(hearth_routing) action).
 positional: _input
 options:
   _input:
@@ -218,40 +218,6 @@ def hearth_gate_failure(entry):
     return f"question {entry.get('question')!r} failed ({checks}); the answer: {answer!r}"
 
 
-def hearth_routing_swap(routing, routes, model, host, from_port, to_port, reason=""):
-    """{routing, from, to}: the front door's routing.json with C(host)'s engine of C(model)
-    moved from one port to the other."""
-    hearth = _hearth()
-    try:
-        return _unsafe(
-            hearth.engines.swap_backend(
-                _plain(routing or {}), _plain(routes or {}), str(model), str(host),
-                int(from_port), int(to_port), str(reason),
-            )
-        )  # fmt: skip
-    except hearth.errors.HearthError as exc:
-        raise AnsibleFilterError(str(exc)) from exc
-
-
-def hearth_routing_drain(routing, routes, hosts, drained, reason="", models=None):
-    """{routing, backends, empty}: the front door's routing.json with each of C(hosts) drained
-    (C(drained)=true) or put back (false), one after the other (one write for a whole batch);
-    with C(models), of those models only (every model they serve when empty)."""
-    hearth = _hearth()
-    routing = _plain(routing or {})
-    routes = _plain(routes or {})
-    only = [str(m) for m in ([models] if isinstance(models, str) else list(models or []))]
-    moved, empty = [], []
-    for host in [hosts] if isinstance(hosts, str) else list(hosts or []):
-        out = hearth.engines.drain_host(
-            routing, routes, str(host), bool(drained), str(reason), models=only
-        )
-        routing = out["routing"]
-        moved += out["backends"]
-        empty += [m for m in out["empty"] if m not in empty]
-    return _unsafe({"routing": routing, "backends": moved, "empty": empty})
-
-
 def hearth_engine_health(models, overrides=None):
     """[{model, engine, container, port, path}]: where each of a host's declared engines
     answers its health check (the live slot)."""
@@ -300,7 +266,6 @@ class FilterModule(object):
             "hearth_engine_image": hearth_engine_image,
             "hearth_engine_candidate": hearth_engine_candidate,
             "hearth_kept_engine": hearth_kept_engine,
-            "hearth_routing_swap": hearth_routing_swap,
             "hearth_kept_engine_of": hearth_kept_engine_of,
             "hearth_model_overrides": hearth_model_overrides,
             "hearth_gate_failure": hearth_gate_failure,
@@ -309,6 +274,5 @@ class FilterModule(object):
             "hearth_frontdoor_routes": hearth_frontdoor_routes,
             "hearth_env_file": hearth_env_file,
             "hearth_stale_engines": hearth_stale_engines,
-            "hearth_routing_drain": hearth_routing_drain,
             "hearth_engine_health": hearth_engine_health,
         }

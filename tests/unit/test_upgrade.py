@@ -279,14 +279,39 @@ def test_the_role_refuses_the_reboot_on_a_probe_without_the_next_kernels_module(
     assert plan["action"] == "reboot"
 
 
+def _routing_action() -> Any:
+    """plugins/action/hearth_routing.py's ActionModule (its pure part is tested here; the lab
+    tests run it against real front doors)."""
+    import importlib.util
+    import sys
+
+    from hearth import paths
+
+    path = paths.plugins_dir() / "action" / "hearth_routing.py"
+    spec = importlib.util.spec_from_file_location("hearth_upgrade_test_routing", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module.ActionModule
+
+
 def test_a_batch_drain_names_every_model_it_leaves_empty() -> None:
-    drain = _filter("hearth_inference")["hearth_routing_drain"]
+    from hearth import engines as hearth_engines
+
+    hearth = type("Hearth", (), {"engines": hearth_engines})
+    work_out = _routing_action()._work_out
     routes = {**ROUTES, "other": {**ROUTES["solo"], "backends": ["http://10.0.0.11:8081"],
                                   "hosts": ["lab1"]}}  # fmt: skip
-    out = drain({}, routes, ["lab1", "lab2"], True, "batch")
+    args = {"op": "drain", "routes": routes, "hosts": ["lab1", "lab2"], "reason": "batch"}
+    routing, out = work_out(None, hearth, args, {})
     assert sorted(out["empty"]) == ["other", "smollm2", "solo"]
-    back = drain(out["routing"], routes, ["lab1", "lab2"], False)
-    assert back["routing"] == {"models": {}}
+    back, _ = work_out(None, hearth, {**args, "op": "undrain"}, routing)
+    assert back == {"models": {}}
+    # a drain-first rollout drains one model of the host; its other models keep their backends
+    one, out = work_out(None, hearth, {**args, "hosts": ["lab1"], "models": ["other"]}, {})
+    assert list(one["models"]) == ["other"] and out["empty"] == ["other"]
+    assert out["backends"] == ["http://10.0.0.11:8081"]
 
 
 def test_a_recorded_probe_of_a_real_gpu_vm_without_dkms_refuses_the_reboot() -> None:

@@ -1,0 +1,256 @@
+# -*- coding: utf-8 -*-
+# Hearth: change a front door's routing.json in one step (read, work out, write, reload, confirm).
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: hearth_routing
+short_description: Move or drain engines in a front door's routing.json, reloaded in place
+description:
+  - Runs against the front door host (delegate it there). In one task it reads the routing in
+    force, works out the new one on the control node (C(hearth.engines.swap_backend) for a
+    rollout's switch between an engine's live and candidate slots, C(hearth.engines.drain_host)
+    to drain hosts or put them back), writes it when it changed, reloads the front door in place
+    (C(SIGHUP)) and waits until its C(/health) shows the new file's sha256 in force.
+  - Read, write and reload are one task so that hosts of one batch changing the same front door
+    cannot lose each other's change; run it with C(throttle: 1).
+  - A drain that would leave a model with no backend fails before anything is written, unless
+    C(allow_downtime).
+options:
+  op:
+    description: C(swap), C(drain) or C(undrain).
+    type: str
+    required: true
+  path:
+    description: routing.json on the front door host.
+    type: path
+    required: true
+  group:
+    description: The group that owns routing.json (the front door's user reads it).
+    type: str
+    required: true
+  container:
+    description: The front door's container (reloaded with SIGHUP).
+    type: str
+    required: true
+  health_url:
+    description: The front door's /health URL, as the front door host reaches it.
+    type: str
+    required: true
+  routes:
+    description: The front door's routes from the inventory (C(hearth_frontdoor_routes)).
+    type: dict
+    required: true
+  model:
+    description: The model whose engine moves (swap).
+    type: str
+  host:
+    description: The host whose engine moves (swap).
+    type: str
+  from_port:
+    description: The port the engine leaves (swap).
+    type: int
+  to_port:
+    description: The port the engine goes to (swap).
+    type: int
+  hosts:
+    description: The hosts drained or put back (drain, undrain).
+    type: list
+    elements: str
+  models:
+    description: Only these models of the hosts (drain, undrain; all when empty).
+    type: list
+    elements: str
+  reason:
+    description: Why (kept in routing.json beside the override).
+    type: str
+  allow_downtime:
+    description: Allow a drain that leaves a model with no backend.
+    type: bool
+    default: false
+  retries:
+    description: Seconds to wait for the front door to have the new routing in force.
+    type: int
+    default: 30
+author: Hearth
+"""
+
+EXAMPLES = r"""
+- name: Send this host's share of the model to its candidate
+  hearth_routing:
+    op: swap
+    path: /etc/hearth/frontdoor/routing.json
+    group: "10003"
+    container: hearth-frontdoor
+    health_url: http://127.0.0.1:8090/health
+    routes: "{{ groups['inference'] | hearth_frontdoor_routes(hostvars, door) }}"
+    model: smollm2
+    host: "{{ inventory_hostname }}"
+    from_port: 8080
+    to_port: 8085
+  delegate_to: "{{ door }}"
+  throttle: 1
+"""
+
+RETURN = r"""
+routing:
+  description: The routing now in force.
+  type: dict
+  returned: always
+sha256:
+  description: The sha256 of routing.json as written (what /health shows in force).
+  type: str
+  returned: always
+from:
+  description: The base URL the engine left (swap).
+  type: str
+  returned: when op is swap
+backends:
+  description: The base URLs taken out or put back (drain, undrain).
+  type: list
+  returned: when op is drain or undrain
+empty:
+  description: The models a drain leaves with no backend.
+  type: list
+  returned: when op is drain or undrain
+"""
+
+import base64
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+
+_PLUGIN_UTILS = str(Path(__file__).resolve().parents[1] / "plugin_utils")
+if _PLUGIN_UTILS not in sys.path:
+    sys.path.insert(0, _PLUGIN_UTILS)
+from hearth_import import import_hearth  # the one "import hearth" helper (plugin_utils/)
+
+
+def _plain(value):
+    """Ansible's values (2.19 data tagging) as plain JSON data."""
+    return json.loads(json.dumps(value, default=str))
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = True
+    _requires_connection = True
+
+    def _module(self, name, args, task_vars):
+        return self._execute_module(module_name=name, module_args=args, task_vars=task_vars)
+
+    def _work_out(self, hearth, args, current):
+        routes = _plain(args["routes"])
+        op = args["op"]
+        if op == "swap":
+            out = hearth.engines.swap_backend(
+                current, routes, str(args["model"]), str(args["host"]),
+                int(args["from_port"]), int(args["to_port"]), str(args.get("reason") or ""),
+            )  # fmt: skip
+            return out["routing"], {"from": out["from"], "to": out["to"]}
+        if op not in ("drain", "undrain"):
+            raise AnsibleActionFail("op: expected swap, drain or undrain, got %r" % op)
+        routing, moved, empty = current, [], []
+        for host in [str(h) for h in args.get("hosts") or []]:
+            out = hearth.engines.drain_host(
+                routing, routes, host, op == "drain", str(args.get("reason") or ""),
+                models=[str(m) for m in args.get("models") or []],
+            )  # fmt: skip
+            routing = out["routing"]
+            moved += out["backends"]
+            empty += [m for m in out["empty"] if m not in empty]
+        return routing, {"backends": moved, "empty": empty}
+
+    def _write(self, args, content, task_vars):
+        """routing.json written through the copy action (owner, group, mode, atomic move)."""
+        handle, local = tempfile.mkstemp(prefix="hearth-routing-")
+        try:
+            with os.fdopen(handle, "w") as stream:
+                stream.write(content)
+            task = self._task.copy()
+            task.args.clear()
+            task.args.update(
+                src=local, dest=args["path"], owner="root", group=str(args["group"]),
+                mode="0640", _original_basename="routing.json",
+            )  # fmt: skip
+            copy = self._shared_loader_obj.action_loader.get(
+                "ansible.legacy.copy", task=task, connection=self._connection,
+                play_context=self._play_context, loader=self._loader, templar=self._templar,
+                shared_loader_obj=self._shared_loader_obj,
+            )  # fmt: skip
+            result = copy.run(task_vars=task_vars)
+        finally:
+            os.unlink(local)
+        if result.get("failed"):
+            raise AnsibleActionFail("writing %s: %s" % (args["path"], result.get("msg")))
+        return result
+
+    def _confirm(self, args, digest, task_vars):
+        """Wait until the front door's /health shows the routing file ``digest`` in force."""
+        seen = ""
+        for _ in range(max(1, int(args.get("retries") or 30))):
+            answer = self._module(
+                "ansible.legacy.uri",
+                {"url": args["health_url"], "return_content": True, "timeout": 5,
+                 "status_code": [200, 503]},
+                task_vars,
+            )  # fmt: skip
+            seen = ((answer.get("json") or {}).get("loaded") or {}).get("routing", "")
+            if seen == digest:
+                return
+            time.sleep(1)
+        raise AnsibleActionFail(
+            "the front door at %s did not take the new routing in force (it shows %s, expected "
+            "%s): check `docker logs %s`"
+            % (args["health_url"], seen or "nothing", digest, args["container"])
+        )
+
+    def run(self, tmp=None, task_vars=None):
+        task_vars = task_vars or {}
+        result = super(ActionModule, self).run(tmp, task_vars)
+        args = dict(self._task.args)
+        for key in ("op", "path", "group", "container", "health_url", "routes"):
+            if args.get(key) in (None, ""):
+                raise AnsibleActionFail("hearth_routing: %s is required" % key)
+        hearth = import_hearth("engines")
+        read = self._module("ansible.legacy.slurp", {"src": args["path"]}, task_vars)
+        before = base64.b64decode(read["content"]).decode() if "content" in read else ""
+        try:
+            current = json.loads(before) if before else {"models": {}}
+        except ValueError:
+            current = {"models": {}}
+        try:
+            routing, extra = self._work_out(hearth, args, current)
+        except hearth.errors.HearthError as exc:
+            raise AnsibleActionFail(str(exc)) from exc
+        if args["op"] == "drain" and extra["empty"] and not args.get("allow_downtime"):
+            raise AnsibleActionFail(
+                "HEARTH-DRAIN refused at %s: draining %s leaves model(s) %s with no serving "
+                "backend (the other replicas are drained already, or there are none). Nothing "
+                "was changed. Run again with --allow-downtime to accept the outage, or bring "
+                "another replica back first."
+                % (task_vars.get("inventory_hostname"), ", ".join(args.get("hosts") or []),
+                   ", ".join(extra["empty"]))
+            )  # fmt: skip
+        content = json.dumps(routing, indent=4, sort_keys=True) + "\n"
+        digest = hashlib.sha256(content.encode()).hexdigest()
+        changed = content != before
+        if changed:
+            self._write(args, content, task_vars)
+            hup = self._module(
+                "ansible.legacy.command",
+                {"argv": ["docker", "kill", "--signal", "HUP", args["container"]]},
+                task_vars,
+            )
+            if hup.get("rc", 1) != 0:
+                raise AnsibleActionFail(
+                    "reloading %s: %s" % (args["container"], hup.get("stderr") or hup.get("msg"))
+                )
+        self._confirm(args, digest, task_vars)
+        result.update(changed=changed, routing=routing, sha256=digest, **extra)
+        return result

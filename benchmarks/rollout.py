@@ -8,8 +8,9 @@ front door:
 
 1. v1 → v2 through `hearth up --playbook inference.yml`: wall time, and per host the time from
    the candidate's start to the promotion (the runner's task events);
-2. `hearth models rollback --to v1`: wall time, and the time from the command's start until
-   every host's live engine is v1 and answers its health check (polled every 0.25 s);
+2. `hearth models rollback --to v1 --no-backup` (the automatic backup before it is not the
+   rollback's own time): wall time, and the time from the command's start until every host's
+   live engine is v1 and answers its health check (polled every 0.25 s);
 3. failed requests and broken streams in each window.
 
     HEARTH_LAB_ID=12 python benchmarks/rollout.py      # a lab it may reset (not your lab 0)
@@ -136,7 +137,7 @@ def main() -> None:
         watcher.start()
         done = hearth(
             "models", "rollback", "smollm2", "--to", "v1", "-i", str(fleet.inventory),
-            "--vault-password-file", str(vault),
+            "--vault-password-file", str(vault), "--no-backup",
         )  # fmt: skip
         rollback_s = time.monotonic() - began
         watcher.join(timeout=30)

@@ -8,7 +8,7 @@ a :class:`~hearth.errors.HearthError` into its message and exit code; tracebacks
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -885,7 +885,7 @@ def models_log(
 
 def _models_switch(
     inventory: Path, model: str, version: str | None, reason: str, limit: str | None,
-    vault: Path | None, batch: str | None, rollback: bool, allow_downtime: bool,
+    vault: Path | None, batch: str | None, rollback: bool, allow_downtime: bool, no_backup: bool,
 ) -> None:  # fmt: skip
     from hearth import runner
     from hearth.commands import models as cmd
@@ -917,12 +917,15 @@ def _models_switch(
     if version != declared:
         extravars["hearth_model_overrides"] = cmd.overrides_for(states, model, version)
     word = "rollback" if rollback else "rollout"
+    _backup_before(inv, [h for h, _ in serving], vault, f"{word} of {model}", no_backup)
     console.print(
         f"[bold]hearth models {word}[/] {model} → {version} on {', '.join(dict(serving))}"
     )
+    # Docker is there on hosts that serve the model: its role is not run again (seconds saved
+    # before the first host's engine moves)
     result = runner.run_playbook(
         "inference.yml", inventory, limit=limit, vault_password_file=vault,
-        on_event=_progress_printer(False), extravars=extravars,
+        on_event=_progress_printer(False), extravars=extravars, skip_tags="container_runtime",
         label=f"models-{word}",
     )  # fmt: skip
     print_recap(result)
@@ -933,6 +936,29 @@ def _models_switch(
             f"  The inventory still declares {declared}: the next `hearth up` goes back to it. "
             f"To keep {version}: {cmd.inventory_hint(inv, model, version)}"
         )
+
+
+def _backup_before(
+    inv: Any, hosts: Sequence[str], vault: Path | None, what: str, skip: bool
+) -> None:
+    """The automatic backup before an operation changes ``hosts`` (``hearth_backup_before_changes``,
+    default on; ``--no-backup`` skips it once): a failed backup stops the operation."""
+    from hearth import paths
+    from hearth.fleet import backup as backup_mod
+
+    settings = inv.hostvars(hosts[0]) if hosts else {}
+    if skip or not hosts or not settings.get("hearth_backup_before_changes", True):
+        reason = "--no-backup" if skip else "hearth_backup_before_changes is false"
+        if hosts:
+            console.print(f"  no backup before the {what} ({reason})", style="dim")
+        return
+    keep = settings.get("hearth_backup_keep")
+    console.print(f"[bold]backup before the {what}[/] of {', '.join(hosts)}")
+    result = backup_mod.backup(
+        inv, paths.hearth_home() / "backups", limit=",".join(hosts), keep=keep,
+        vault_password_file=vault, on_event=_progress_printer(False),
+    )  # fmt: skip
+    console.print(f"[green]✓[/] {result.archive} ({result.seconds:.1f} s)")
 
 
 def _batch(value: str | None) -> str | int:
@@ -950,6 +976,9 @@ def _batch(value: str | None) -> str | int:
 
 _reason_option = click.option("--reason", default="", help="Why (recorded in the changelog).")
 _batch_option = click.option("--batch", help="Hosts at a time: N or P% [default: 1].")
+_no_backup_option = click.option(
+    "--no-backup", is_flag=True, help="Skip the automatic backup of the hosts before the change."
+)
 _downtime_option = click.option(
     "--allow-downtime", is_flag=True,
     help="Allow a drain-first rollout that leaves the model with no serving replica.",
@@ -964,17 +993,18 @@ _downtime_option = click.option(
 @click.option("--limit", "-l", help="Only these hosts or groups (Ansible pattern).")
 @_batch_option
 @_downtime_option
+@_no_backup_option
 @vault_option
 def models_rollout(
     inventory: Path, model: str, version: str, reason: str, limit: str | None,
-    batch: str | None, allow_downtime: bool, vault_password_file: Path | None,
+    batch: str | None, allow_downtime: bool, no_backup: bool, vault_password_file: Path | None,
 ) -> None:  # fmt: skip
     """Roll MODEL out to VERSION (the inventory's, or one every host keeps): beside the live
     engine (or drain-first when both do not fit the GPUs), gated (health, warm-up, golden
     questions), switched at the front door, in batches."""
     _models_switch(
         inventory, model, version, reason, limit, vault_password_file, batch, False,
-        allow_downtime,
+        allow_downtime, no_backup,
     )  # fmt: skip
 
 
@@ -986,16 +1016,18 @@ def models_rollout(
 @click.option("--limit", "-l", help="Only these hosts or groups (Ansible pattern).")
 @_batch_option
 @_downtime_option
+@_no_backup_option
 @vault_option
 def models_rollback(
     inventory: Path, model: str, to: str | None, reason: str, limit: str | None,
-    batch: str | None, allow_downtime: bool, vault_password_file: Path | None,
+    batch: str | None, allow_downtime: bool, no_backup: bool, vault_password_file: Path | None,
 ) -> None:  # fmt: skip
     """Go back to the previous (or --to) version from the kept container and files: no download,
     no rebuild; gated and switched like a rollout."""
     _models_switch(
-        inventory, model, to, reason, limit, vault_password_file, batch, True, allow_downtime
-    )
+        inventory, model, to, reason, limit, vault_password_file, batch, True, allow_downtime,
+        no_backup,
+    )  # fmt: skip
 
 
 @models.command("fetch-lab")
@@ -1573,9 +1605,12 @@ def restore(
     "--allow-downtime", is_flag=True,
     help="Allow a batch that drains every replica of a model (its requests fail meanwhile).",
 )  # fmt: skip
+@click.option(
+    "--no-backup", is_flag=True, help="Skip the automatic backup of the hosts before the upgrade."
+)
 @vault_option
 def upgrade(
-    inventory: Path, limit: str | None, batch: str | None, allow_downtime: bool,
+    inventory: Path, limit: str | None, batch: str | None, allow_downtime: bool, no_backup: bool,
     vault_password_file: Path | None,
 ) -> None:  # fmt: skip
     """Rolling driver / CUDA / kernel / held-package upgrades after the pins change: per batch,
@@ -1597,6 +1632,7 @@ def upgrade(
             "--allow-downtime."
         )
     _ensure_collections()
+    _backup_before(inv, hosts, vault_password_file, "upgrade", no_backup)
     console.print(
         f"[bold]hearth upgrade[/] {inventory}: {len(hosts)} host(s) in {len(cut)} batch(es): "
         + " | ".join(", ".join(b) for b in cut)

@@ -39,7 +39,8 @@ from labkit import container_exec, hearth, vault_front_door_key, write_inventory
 from test_inference import API_KEY, smollm2
 
 from hearth import lab as lab_mod
-from hearth import runner
+from hearth import paths, runner
+from hearth.fleet import backup
 
 pytestmark = pytest.mark.lab
 
@@ -287,6 +288,7 @@ def test_rollback_to_v1_from_the_kept_engine(fleet: Fleet) -> None:
     kept_ids = {
         h: fleet.sh(h, f"docker inspect --format '{{{{.Id}}}}' {ENGINE}--v1") for h in HOSTS
     }
+    began = time.time()
     with Load(fleet.door) as load:
         time.sleep(2)
         done = fleet.hearth(
@@ -296,6 +298,13 @@ def test_rollback_to_v1_from_the_kept_engine(fleet: Fleet) -> None:
     assert done.returncode == 0, output[-6000:]
     assert "To keep v1" in output, output[-2000:]
     assert load.failures == [] and load.covered, load.failures[:10]
+    # the automatic backup of both hosts came first (hearth_backup_before_changes, default on)
+    assert "backup before the rollback of smollm2 of lab1, lab2" in output, output[-4000:]
+    archives = [
+        a for a in (paths.hearth_home() / "backups").glob("*.tar.zst") if a.stat().st_mtime >= began
+    ]
+    assert len(archives) == 1, archives
+    assert sorted(backup.read_manifest(archives[0])["hosts"]) == list(HOSTS)
     for host in HOSTS:
         assert fleet.live_version(host) == "v1 running", host
         live_id = fleet.sh(host, f"docker inspect --format '{{{{.Id}}}}' {ENGINE}")

@@ -195,6 +195,9 @@ def site(
             # probes are left out (the canary still asks them): SmolLM2-135M leaks the per-run
             # marker for some markers (seen: injection-code), which says nothing of the window
             "upgrade_golden_skip": ["injection-reveal", "injection-code"],
+            # the automatic backup before a change is proven by test_rollout.py's rollback (the
+            # same code); three upgrades here would pay for it three times
+            "hearth_backup_before_changes": False,
         },
         groups={"inference": list(SERVING), "frontdoor": [DOOR], "monitoring": [DOOR]},
     )

@@ -6,6 +6,7 @@
 from __future__ import absolute_import, division, print_function
 
 import hashlib
+import json
 import os
 
 from ansible.module_utils.basic import AnsibleModule
@@ -20,8 +21,12 @@ description:
   - Reports the files that are missing and those whose sha256 differs, each with the expected and
     the found value. Fails with a message naming the model, the file, the expected and the found
     sha256, unless O(fail_on_mismatch=false).
-  - Only reads; never changes anything, so it reports C(changed=false) and runs the same in check
-    mode.
+  - Only reads the model; it reports C(changed=false) and runs the same in check mode.
+  - With O(record), a file whose device, inode, size, modification time and change time are those
+    recorded when it last matched is not hashed again (a converge that changes nothing does not
+    read a 140 GB model); any write to a file changes its change time, which a user cannot set, so
+    an edited file (even with its size and modification time put back) is hashed. The record is
+    rewritten after each run outside check mode. C(hearth audit) never trusts it: it hashes.
 version_added: "0.1.0"
 options:
   path:
@@ -56,6 +61,11 @@ options:
     description: Fail when a file is missing or differs. With V(false), report C(ok=false) instead.
     type: bool
     default: true
+  record:
+    description:
+      - A file (root's) that keeps, for each file that matched, its sha256 and what C(stat) said
+        of it; files unchanged since are not hashed again. Without it, every file is hashed.
+    type: path
 attributes:
   check_mode:
     support: full
@@ -118,6 +128,11 @@ mismatches:
     expected_size:
       description: The declared size, when declared.
       type: int
+hashed:
+  description: The files that were hashed (the others matched the record, unchanged since).
+  type: list
+  elements: str
+  returned: always
 msg:
   description: A summary naming the model, and each bad file with its expected and found sha256.
   type: str
@@ -138,19 +153,71 @@ def sha256_of(path):
     return digest.hexdigest()
 
 
-def verify(root, files):
-    """(verified, missing, mismatches) for the declared files under root."""
-    verified, missing, mismatches = [], [], []
+def identity(stat):
+    """What says that a file was not written since it was hashed (a user cannot set ctime)."""
+    return [stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
+
+
+def read_record(path):
+    """{relative path: {sha256, stat}} from the record file (empty when absent or unreadable)."""
+    try:
+        with open(path) as stream:
+            data = json.load(stream)
+    except (IOError, OSError, ValueError):
+        return {}
+    files = data.get("files") if isinstance(data, dict) else None
+    return files if isinstance(files, dict) else {}
+
+
+def write_record(path, root, entries):
+    """Write the record atomically, readable by root only."""
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        os.makedirs(directory, 0o700)
+    temporary = path + ".tmp"
+    with open(temporary, "w") as stream:
+        json.dump({"root": root, "files": entries}, stream, sort_keys=True)
+    os.chmod(temporary, 0o600)
+    os.rename(temporary, path)
+
+
+def read_root(path):
+    """The directory a record was written for (None when unreadable)."""
+    try:
+        with open(path) as stream:
+            return json.load(stream).get("root")
+    except (IOError, OSError, ValueError, AttributeError):
+        return None
+
+
+def verify(root, files, record=None):
+    """(verified, missing, mismatches, hashed) for the declared files under root; with
+    ``record`` ({path: {sha256, stat}}), files unchanged since they matched are not hashed, and
+    the record is updated in place with the files that match now."""
+    verified, missing, mismatches, hashed = [], [], [], []
     for item in files:
         rel = item["path"]
         full = os.path.join(root, rel)
         if not os.path.isfile(full):
             missing.append(rel)
+            if record is not None:
+                record.pop(rel, None)
             continue
-        size = os.path.getsize(full)
-        found = sha256_of(full)
+        stat = os.stat(full)
+        size = stat.st_size
         expected = str(item["sha256"]).lower()
+        known = (record or {}).get(rel) or {}
+        if known.get("sha256") == expected and known.get("stat") == identity(stat):
+            found = expected
+        else:
+            found = sha256_of(full)
+            hashed.append(rel)
         expected_size = item.get("size")
+        if record is not None:
+            if found == expected:
+                record[rel] = {"sha256": found, "stat": identity(stat)}
+            else:
+                record.pop(rel, None)
         if found != expected or (expected_size is not None and int(expected_size) != size):
             mismatches.append(
                 {
@@ -163,7 +230,7 @@ def verify(root, files):
             )
         else:
             verified.append(rel)
-    return verified, missing, mismatches
+    return verified, missing, mismatches, hashed
 
 
 def describe(name, root, missing, mismatches):
@@ -201,6 +268,7 @@ def main():
             ),
             name=dict(type="str", default="model"),
             fail_on_mismatch=dict(type="bool", default=True),
+            record=dict(type="path"),
         ),
         supports_check_mode=True,
     )
@@ -219,8 +287,16 @@ def main():
         if module.params["fail_on_mismatch"]:
             module.fail_json(**result)
         module.exit_json(**result)
+    record_path = module.params["record"]
+    record = None
+    if record_path:
+        record = read_record(record_path)
+        if record and (read_root(record_path) != os.path.realpath(root)):
+            record = {}  # a record of another directory: hash everything
     try:
-        verified, missing, mismatches = verify(root, module.params["files"])
+        verified, missing, mismatches, hashed = verify(root, module.params["files"], record)
+        if record is not None and not module.check_mode:
+            write_record(record_path, os.path.realpath(root), record)
     except (IOError, OSError) as exc:
         module.fail_json(msg="model %s: cannot read the files in %s: %s" % (name, root, exc))
     ok = not missing and not mismatches
@@ -230,6 +306,7 @@ def main():
         verified=verified,
         missing=missing,
         mismatches=mismatches,
+        hashed=hashed,
         msg=describe(name, root, missing, mismatches),
     )
     if not ok and module.params["fail_on_mismatch"]:

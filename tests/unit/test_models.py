@@ -11,6 +11,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -605,7 +606,7 @@ def test_model_verify_functions(tmp_path: Path) -> None:
         {"path": "sub/b.bin", "sha256": good_a, "size": None},
         {"path": "c.bin", "sha256": good_a},
     ]
-    verified, missing, mismatches = module.verify(str(tmp_path), files)
+    verified, missing, mismatches, _ = module.verify(str(tmp_path), files)
     assert verified == ["a.bin"]
     assert missing == ["c.bin"]
     assert mismatches == [
@@ -616,8 +617,41 @@ def test_model_verify_functions(tmp_path: Path) -> None:
         f"model m 1: file sub/b.bin: expected sha256 {good_a}, found {good_b}; file c.bin: "
         f"missing (in {tmp_path})"
     )
-    _, _, sized = module.verify(str(tmp_path), [{"path": "a.bin", "sha256": good_a, "size": 6}])
+    _, _, sized, _ = module.verify(str(tmp_path), [{"path": "a.bin", "sha256": good_a, "size": 6}])
     assert sized[0]["found"] == good_a and sized[0]["expected_size"] == 6
+
+
+def test_model_verify_hashes_only_files_written_since_they_matched(tmp_path: Path) -> None:
+    module = _load_module()
+    weights = tmp_path / "w.gguf"
+    weights.write_bytes(b"weights-" * 1000)
+    good = hashlib.sha256(weights.read_bytes()).hexdigest()
+    files = [{"path": "w.gguf", "sha256": good}]
+    record: dict[str, Any] = {}
+    assert module.verify(str(tmp_path), files, record)[::3] == (["w.gguf"], ["w.gguf"])
+    # unchanged since: not hashed again
+    assert module.verify(str(tmp_path), files, record)[::3] == (["w.gguf"], [])
+    # one byte flipped, size and modification time put back (issue 10's repair case): its change
+    # time moved, so it is hashed and found
+    stat = weights.stat()
+    data = bytearray(weights.read_bytes())
+    data[100] ^= 0x01
+    time.sleep(0.01)
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    verified, _, mismatches, hashed = module.verify(str(tmp_path), files, record)
+    assert (verified, hashed) == ([], ["w.gguf"]) and mismatches[0]["found"] != good
+    assert record == {}  # a mismatch is never trusted next time
+    # the module keeps the record in a file, for the directory it verified only
+    rc, result = _ansible_module({"path": str(tmp_path), "files": [
+        {"path": "w.gguf", "sha256": hashlib.sha256(bytes(data)).hexdigest()}],
+        "record": str(tmp_path / "rec" / "w.json")})  # fmt: skip
+    assert rc == 0 and result["hashed"] == ["w.gguf"], result
+    assert oct((tmp_path / "rec" / "w.json").stat().st_mode & 0o777) == "0o600"
+    rc, again = _ansible_module({"path": str(tmp_path), "files": [
+        {"path": "w.gguf", "sha256": hashlib.sha256(bytes(data)).hexdigest()}],
+        "record": str(tmp_path / "rec" / "w.json")})  # fmt: skip
+    assert rc == 0 and again["hashed"] == [] and again["ok"] is True, again
 
 
 def _ansible_module(args: dict[str, Any], check: bool = False) -> tuple[int, dict[str, Any]]:

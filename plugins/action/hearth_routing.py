@@ -175,9 +175,8 @@ class ActionModule(ActionBase):
             task = self._task.copy()
             task.args.clear()
             task.args.update(
-                src=local, dest=args["path"], owner="root", group=str(args["group"]),
-                mode="0640", _original_basename="routing.json",
-            )  # fmt: skip
+                src=local, dest=args["path"], owner="root", group=str(args["group"]), mode="0640"
+            )
             copy = self._shared_loader_obj.action_loader.get(
                 "ansible.legacy.copy", task=task, connection=self._connection,
                 play_context=self._play_context, loader=self._loader, templar=self._templar,
@@ -197,7 +196,7 @@ class ActionModule(ActionBase):
             answer = self._module(
                 "ansible.legacy.uri",
                 {"url": args["health_url"], "return_content": True, "timeout": 5,
-                 "status_code": [200, 503]},
+                 "status_code": [200, 503], "validate_certs": False},  # loopback: HTTPS or not
                 task_vars,
             )  # fmt: skip
             seen = ((answer.get("json") or {}).get("loaded") or {}).get("routing", "")

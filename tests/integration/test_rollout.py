@@ -41,6 +41,7 @@ from test_inference import API_KEY, smollm2
 from hearth import lab as lab_mod
 from hearth import paths, runner
 from hearth.fleet import backup
+from hearth.inventory import check_inventory
 
 pytestmark = pytest.mark.lab
 
@@ -300,8 +301,11 @@ def test_rollback_to_v1_from_the_kept_engine(fleet: Fleet) -> None:
     assert load.failures == [] and load.covered, load.failures[:10]
     # the automatic backup of both hosts came first (hearth_backup_before_changes, default on)
     assert "backup before the rollback of smollm2 of lab1, lab2" in output, output[-4000:]
+    ident = backup.identity(check_inventory(fleet.inventory, vault_password_file=fleet.vault))
     archives = [
-        a for a in (paths.hearth_home() / "backups").glob("*.tar.zst") if a.stat().st_mtime >= began
+        a
+        for a in backup.archives(paths.hearth_home() / "backups", ident)
+        if a.stat().st_mtime >= began
     ]
     assert len(archives) == 1, archives
     assert sorted(backup.read_manifest(archives[0])["hosts"]) == list(HOSTS)

@@ -126,3 +126,23 @@ def test_the_tests_reuse_only_their_own_hosts(monkeypatch: pytest.MonkeyPatch) -
         [("c1", "running", {lab.owner_label(): "hearth-tests"}), ("c2", "created", {})],
         "hearth-tests",
     ) == ["c2 (created)"]
+
+
+def test_the_two_test_groups_hold_disjoint_blocks_of_lab_ids() -> None:
+    """scripts/test.sh runs the second group of lab tests on HEARTH_LAB_ID + 4: a block as long
+    as the first group's (its session lab and labkit.EXTRA_LABS), so they never share a lab."""
+    import ast
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    labkit = ast.parse((root / "tests" / "integration" / "labkit.py").read_text())
+    extra = next(
+        ast.literal_eval(node.value)
+        for node in labkit.body
+        if isinstance(node, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == "EXTRA_LABS" for t in node.targets)
+    )
+    script = (root / "scripts" / "test.sh").read_text()
+    offsets = re.findall(r'group lab-b "\$\(\(base \+ (\d+)\)\)"', script)
+    assert offsets == [str(1 + max(extra.values()))], offsets

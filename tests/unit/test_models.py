@@ -677,13 +677,14 @@ def test_a_pinned_system_prompt_and_its_policy_parse_and_bad_ones_are_named() ->
     assert plain.system_prompt is None
     said = problems_of([gguf_model(system_prompt="Be brief.", system_prompt_policy="ignore")])
     assert said == [
-        "model 'smollm2' (hearth_models[0]): system_prompt_policy: expected one of refuse, demote (what "
-        "the front door does with a client's own system message), got 'ignore'"
+        "model 'smollm2' (hearth_models[0]): system_prompt_policy: expected one of refuse, "
+        "demote (what the front door does with a client's own system message), got 'ignore'"
     ]
     assert problems_of([gguf_model(system_prompt="  ")]) == [
         "model 'smollm2' (hearth_models[0]): system_prompt: expected the pinned system prompt as a "
         "non-empty string"
     ]
     assert problems_of([gguf_model(system_prompt_policy="demote")]) == [
-        "model 'smollm2' (hearth_models[0]): system_prompt_policy: set, but no system_prompt is pinned"
+        "model 'smollm2' (hearth_models[0]): system_prompt_policy: set, but no system_prompt "
+        "is pinned"
     ]

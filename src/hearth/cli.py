@@ -1225,11 +1225,12 @@ def _print_new_key(name: str, key: str, path: Path, encrypted: bool) -> None:
 @click.option("--tpm", type=int, help="Tokens per minute.")
 @click.option("--max-concurrent", type=int, help="Requests at once.")
 @click.option("--tokens-per-day", type=int, help="Tokens per UTC day.")
+@click.option("--max-input-bytes", type=int, help="Largest request body, in bytes (413 above).")
 @click.option("--expires", help="Refused from this date (YYYY-MM-DD) on.")
 def keys_add(
     name: str, inventory: Path | None, file: Path | None, vault_password_file: Path | None,
     models: str | None, rpm: int | None, tpm: int | None, max_concurrent: int | None,
-    tokens_per_day: int | None, expires: str | None,
+    tokens_per_day: int | None, max_input_bytes: int | None, expires: str | None,
 ) -> None:  # fmt: skip
     """Add a key NAME with a new random key, printed once."""
     from hearth.apikeys import generate_key
@@ -1238,7 +1239,7 @@ def keys_add(
     policy = {
         "models": [m.strip() for m in models.split(",") if m.strip()] if models else None,
         "rpm": rpm, "tpm": tpm, "max_concurrent": max_concurrent,
-        "tokens_per_day": tokens_per_day, "expires": expires,
+        "tokens_per_day": tokens_per_day, "max_input_bytes": max_input_bytes, "expires": expires,
     }  # fmt: skip
     key = kf.add(name, {k: v for k, v in policy.items() if v is not None}, generate_key)
     kf.save()

@@ -31,6 +31,7 @@ import base64
 import hashlib
 import json
 import re
+import shutil
 import ssl
 import subprocess
 import time
@@ -165,6 +166,7 @@ def gateway(lab: lab_mod.LabState, tmp_path_factory: pytest.TempPathFactory) -> 
     models.write_text(yaml.safe_dump({"hearth_models": [model]}, sort_keys=False))
     address = next(h.address for h in lab.hosts if h.name == HOST)
     site = Gateway(lab, directory, password, address, keys={"admin": ADMIN_KEY})
+    shutil.rmtree(tls.site_dir(site.site), ignore_errors=True)  # `hearth tls init` from nothing
     site.sh(
         "docker rm -f $(docker ps -aq --filter label=io.hearth.managed-by) 2>/dev/null; "
         f"rm -rf {STORE}/smollm2 /etc/hearth/live /etc/hearth/frontdoor {STATE}; true"

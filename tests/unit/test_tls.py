@@ -5,12 +5,14 @@ preflight's certificate checks (key mismatch, expiry, SAN, issuer)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import socket
 import ssl
 import threading
 from pathlib import Path
 
 import pytest
+import yaml
 
 from hearth import cli, lab, paths, tls
 
@@ -140,3 +142,17 @@ def test_check_asks_for_tls_init_then_passes_with_its_certificate(
     key.write_bytes(tls._key_pem(tls.ec.generate_private_key(tls.ec.SECP256R1())))
     code, said = run("check")
     assert code == 2 and "the key does not match the certificate" in said, said
+
+
+def test_the_front_door_role_copies_the_private_key_without_log_or_diff() -> None:
+    """Every task of roles/front_door that reads the private key (the site's own or the issued
+    file) has no_log and diff: false; the certificate's task shows nothing secret."""
+    found = []
+    for task_file in (paths.roles_dir() / "front_door" / "tasks").glob("*.yml"):
+        for task in yaml.safe_load(task_file.read_text()) or []:
+            text = json.dumps(task)
+            if "front_door_tls_key" in text or "__front_door_tls_files.key" in text:
+                found.append(task["name"])
+                assert task.get("no_log") is True, f"{task_file.name}: {task['name']}: no_log"
+                assert task.get("diff") is False, f"{task_file.name}: {task['name']}: diff"
+    assert found == ["Deploy the front door's private key (HTTPS)"], found

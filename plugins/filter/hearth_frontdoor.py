@@ -20,8 +20,9 @@ description:
     expires?, not_after?}]}), what the front door compares presented keys with and the policy of
     each (hearth.frontdoor.policy.keys_file_entries); the keys themselves are not in it. A rotated
     key's previous value is kept, with C(not_after), until its overlap has ended.
-  - The other filter in this file, C(hearth_frontdoor_key_problems),
-    lists what is wrong with the keys, naming them by their names only.
+  - The other filters in this file, C(hearth_frontdoor_key_problems),
+    lists what is wrong with the keys, naming them by their names only; C(hearth_tls_files) names
+    the certificate and key `hearth tls init` issued for a host.
 positional: _input
 options:
   _input:
@@ -66,9 +67,18 @@ def hearth_frontdoor_key_problems(keys, min_length=32):
     return rules.front_door_key_problems(keys, int(min_length))
 
 
+def hearth_tls_files(host, site="", inventory_dir=""):
+    """The certificate and key `hearth tls init` issued for C(host): C({cert, key}) paths on the
+    control node (hearth.tls.host_files, under $HEARTH_HOME/tls/<site>/hosts/)."""
+    tls = import_hearth("tls").tls
+    cert, key = tls.host_files(tls.site_name(site, inventory_dir), str(host))
+    return {"cert": str(cert), "key": str(key)}
+
+
 class FilterModule(object):
     def filters(self):
         return {
+            "hearth_tls_files": hearth_tls_files,
             "hearth_frontdoor_keys": hearth_frontdoor_keys,
             "hearth_frontdoor_key_problems": hearth_frontdoor_key_problems,
         }

@@ -48,9 +48,10 @@ __all__ = [
 # GET from the host itself with its Python (curl may not be installed): prints the status on the
 # first line, then the body; status 0 when nothing answered.
 _GET = (
-    "import sys, urllib.request, urllib.error\n"
+    "import ssl, sys, urllib.request, urllib.error\n"
+    "context = ssl._create_unverified_context() if sys.argv[3:] == ['loopback'] else None\n"
     "try:\n"
-    "    r = urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2]))\n"
+    "    r = urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2]), context=context)\n"
     "    print(r.status); sys.stdout.write(r.read().decode('utf-8', 'replace'))\n"
     "except urllib.error.HTTPError as e:\n"
     "    print(e.code)\n"
@@ -100,9 +101,16 @@ def _plain(value: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------ probes
-def http_get(host: Any, url: str, timeout: float = 10) -> tuple[int, str]:
-    """(status, body) of a GET of ``url`` made on the host; status 0 when nothing answered."""
-    out = host.run("python3 -c %s %s %s", _GET, url, str(timeout)).stdout
+def http_get(
+    host: Any, url: str, timeout: float = 10, loopback_tls: bool = False
+) -> tuple[int, str]:
+    """(status, body) of a GET of ``url`` made on the host; status 0 when nothing answered.
+    ``loopback_tls``: an https URL on the host's loopback, whose certificate names no loopback
+    address, is not verified (a check of its own compares it with the deployed one)."""
+    if loopback_tls:
+        out = host.run("python3 -c %s %s %s loopback", _GET, url, str(timeout)).stdout
+    else:
+        out = host.run("python3 -c %s %s %s", _GET, url, str(timeout)).stdout
     status, _, body = out.partition("\n")
     return int(status or 0), body
 

@@ -1287,11 +1287,12 @@ def _print_new_key(name: str, key: str, path: Path, encrypted: bool) -> None:
 @click.option("--tpm", type=int, help="Tokens per minute.")
 @click.option("--max-concurrent", type=int, help="Requests at once.")
 @click.option("--tokens-per-day", type=int, help="Tokens per UTC day.")
+@click.option("--max-input-bytes", type=int, help="Largest request body, in bytes (413 above).")
 @click.option("--expires", help="Refused from this date (YYYY-MM-DD) on.")
 def keys_add(
     name: str, inventory: Path | None, file: Path | None, vault_password_file: Path | None,
     models: str | None, rpm: int | None, tpm: int | None, max_concurrent: int | None,
-    tokens_per_day: int | None, expires: str | None,
+    tokens_per_day: int | None, max_input_bytes: int | None, expires: str | None,
 ) -> None:  # fmt: skip
     """Add a key NAME with a new random key, printed once."""
     from hearth.apikeys import generate_key
@@ -1300,7 +1301,7 @@ def keys_add(
     policy = {
         "models": [m.strip() for m in models.split(",") if m.strip()] if models else None,
         "rpm": rpm, "tpm": tpm, "max_concurrent": max_concurrent,
-        "tokens_per_day": tokens_per_day, "expires": expires,
+        "tokens_per_day": tokens_per_day, "max_input_bytes": max_input_bytes, "expires": expires,
     }  # fmt: skip
     key = kf.add(name, {k: v for k, v in policy.items() if v is not None}, generate_key)
     kf.save()
@@ -1418,16 +1419,20 @@ def tls_init(inventory: Path, vault_password_file: Path | None) -> None:
     """Create the site's CA (once) in $HEARTH_HOME/tls/SITE/ and a certificate for every front
     door host, its SAN the host's name and address; re-running issues only what is missing,
     due within 30 days or no longer covering the host. Contacts no host."""
-    from hearth import paths
     from hearth import tls as tls_mod
     from hearth.bench import front_doors
+    from hearth.inventory import check_inventory
 
-    inv = _validated(inventory, vault_password_file)
+    # the inventory's shape only: the preflight's front_door_tls rule asks for these very files
+    inv = check_inventory(inventory, vault_password_file=vault_password_file)
     doors = front_doors(inv)
     if not doors:
         raise InvalidInputError(f"{inventory}: no host gets the front_door role: nothing to issue")
-    site = str(inv.hostvars(doors[0]).get("hearth_site") or Path(inventory).resolve().parent.name)
-    directory = paths.hearth_home() / "tls" / site
+    source = Path(inventory).resolve()
+    site = tls_mod.site_name(
+        inv.hostvars(doors[0]).get("hearth_site"), source if source.is_dir() else source.parent
+    )
+    directory = tls_mod.site_dir(site)
     names = {h: [str(inv.hostvars(h).get("ansible_host") or h)] for h in doors}
     for issued in tls_mod.init_site(directory, site, names):
         console.print(f"{issued.host}: {issued.action} {issued.cert}", highlight=False)

@@ -782,6 +782,9 @@ def frontdoor_routes(hosts: Sequence[ServingHost], local: str) -> dict[str, dict
                 }
                 if model.embeddings:
                     route["embeddings"] = True
+                if model.system_prompt is not None:
+                    route["system_prompt"] = model.system_prompt
+                    route["system_prompt_policy"] = model.system_prompt_policy
                 text = text_io(model)
                 if text is not None:
                     route["text"] = {"input": text[0], "output": text[1]}

@@ -437,6 +437,9 @@ def write_inventory(state: LabState, directory: Path) -> Path:
         "hearth_environment": "lab",
         "hearth_lab": True,
         "hearth_site": "lab",
+        # Plain HTTP to the lab's front door, declared (the demo, the canary, `hearth bench` and
+        # the lab tests speak HTTP to it; tests/integration/test_gateway.py turns HTTPS on).
+        "front_door_tls": False,
         # Lab hosts share the control node's kernel and clock: chrony measures, never steers.
         "common_chrony_control_clock": False,
         # Golden questions the lab's 135M model really answers (the canary and a rollout's gate

@@ -126,8 +126,11 @@ _MODEL_KEYS = (
     "name", "version", "engine", "format", "source", "files", "catalog", "architecture",
     "dtype", "quantization", "kv_cache_dtype", "max_model_len", "max_num_seqs", "gpus",
     "gpu_memory_share", "engine_args", "chat_template", "lora_adapters", "description",
-    "triton_config", "embeddings",
+    "triton_config", "embeddings", "system_prompt", "system_prompt_policy",
 )  # fmt: skip
+SYSTEM_PROMPT_POLICIES = ("refuse", "demote")
+"""What the front door does with a client's own ``system`` message when the model pins a system
+prompt: ``refuse`` it (400), or ``demote`` it to a ``user`` message after the pinned one."""
 _SOURCE_KEYS = ("type", "path", "url", "repo", "revision", "endpoint")
 _FILE_KEYS = ("path", "sha256", "size", "url")
 _GPU_KEYS = ("index", "name", "uuid", "memory_mib", "bandwidth_gbs")
@@ -254,6 +257,10 @@ class ModelSpec:
     triton_config: Mapping[str, Any] = field(default_factory=dict)
     embeddings: bool = False
     """Serves /v1/embeddings (the front door refuses embeddings of other models with a 400)."""
+    system_prompt: str | None = None
+    """Pinned by the front door: prepended to every chat request; clients cannot replace it."""
+    system_prompt_policy: str = "refuse"
+    """A client's own ``system`` message: ``refuse`` (400) or ``demote`` (made a user message)."""
 
     @property
     def tensor_parallel_size(self) -> int:
@@ -738,6 +745,25 @@ def _parse_model(c: _Collector, index: int, raw: object) -> ModelSpec | None:
         c.add(where, "chat_template", "expected the Jinja chat template as a string")
     lora = _parse_lora(c, where, engine, raw.get("lora_adapters"))
     triton_config = _parse_triton_config(c, where, engine, raw.get("triton_config"))
+    pinned = raw.get("system_prompt")
+    if pinned is not None and (not isinstance(pinned, str) or not pinned.strip()):
+        c.add(where, "system_prompt", "expected the pinned system prompt as a non-empty string")
+    policy = raw.get("system_prompt_policy", "refuse")
+    if policy not in SYSTEM_PROMPT_POLICIES:
+        c.add(
+            where,
+            "system_prompt_policy",
+            f"expected one of {', '.join(SYSTEM_PROMPT_POLICIES)} (what the front door does with "
+            f"a client's own system message), got {policy!r}",
+        )
+    elif "system_prompt_policy" in raw and pinned is None:
+        c.add(where, "system_prompt_policy", "set, but no system_prompt is pinned")
+    if pinned is not None and engine == "triton":
+        c.add(
+            where,
+            "system_prompt",
+            "not for Triton models (the front door pins it on the OpenAI chat API only)",
+        )
     if len(c.problems) > before or source is None:
         return None
     return ModelSpec(
@@ -762,6 +788,8 @@ def _parse_model(c: _Collector, index: int, raw: object) -> ModelSpec | None:
         description=str(raw["description"]) if raw.get("description") is not None else None,
         triton_config=triton_config,
         embeddings=raw.get("embeddings") is True,
+        system_prompt=pinned if isinstance(pinned, str) else None,
+        system_prompt_policy=str(policy),
     )
 
 

@@ -408,6 +408,63 @@ def front_door_settings(host: HostView) -> Iterator[Finding]:
 
 
 @rule("front_door")
+def front_door_tls(host: HostView) -> Iterator[Finding]:
+    """With ``front_door_tls``: a certificate and key (the site's own, ``front_door_tls_cert`` and
+    ``front_door_tls_key`` in ansible-vault, else those of ``hearth tls init``) that match, are
+    valid now and whose SAN covers the host's address."""
+    from pathlib import Path
+
+    from hearth import tls
+
+    enabled = host.get("front_door_tls", False)
+    if not isinstance(enabled, bool):
+        yield Finding("front_door_tls", enabled, "expected true (HTTPS) or false (plain HTTP)")
+        return
+    if not enabled:
+        return
+    cert, key = host.get("front_door_tls_cert") or "", host.get("front_door_tls_key") or ""
+    if bool(cert) != bool(key):
+        missing = "front_door_tls_key" if cert else "front_door_tls_cert"
+        yield Finding(
+            missing, MISSING,
+            "required with the other one (both: the site's own certificate and key; neither: "
+            "the ones `hearth tls init` issues)",
+        )  # fmt: skip
+        return
+    if cert:
+        if not isinstance(cert, str) or not isinstance(key, str):
+            yield Finding("front_door_tls_cert", MISSING, "expected PEM text (cert and key)")
+            return
+        where, cert_pem, key_pem = "front_door_tls_cert", cert.encode(), key.encode()
+        if host.get("hearth_environment") == "production" and not _is_vaulted(
+            host.vaulted("front_door_tls_key")
+        ):
+            yield Finding(
+                "front_door_tls_key", MASKED,
+                "in plain text, but hearth_environment is production: encrypt it "
+                "(ansible-vault encrypt_string, or ansible-vault encrypt the whole file)",
+            )  # fmt: skip
+    else:
+        site = tls.site_name(host.get("hearth_site"), host.vars.get("inventory_dir"))
+        cert_path, key_path = tls.host_files(site, host.name)
+        if not cert_path.is_file() or not key_path.is_file():
+            yield Finding(
+                "front_door_tls", True,
+                f"no certificate for {host.name} in {cert_path.parent}: run `hearth tls init -i "
+                "INVENTORY` (or declare the site's own front_door_tls_cert and front_door_tls_key, "
+                "or front_door_tls: false for plain HTTP)",
+            )  # fmt: skip
+            return
+        where = str(Path(cert_path))
+        cert_pem, key_pem = cert_path.read_bytes(), key_path.read_bytes()
+    names = [str(host.get("ansible_host") or host.name)]
+    for problem in tls.certificate_problems(cert_pem, key_pem, names):
+        yield Finding(
+            "front_door_tls_cert", MISSING, f"{where}: {problem}", related=("front_door_tls",)
+        )
+
+
+@rule("front_door")
 def front_door_routes(host: HostView) -> Iterator[Finding]:
     """Some host of ``front_door_inference_group`` declares a model: else nothing to route."""
     group = str(host.get("front_door_inference_group") or "inference")

@@ -28,11 +28,71 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["Issued", "certificate_problems", "init_site", "issue_host", "load_or_create_ca"]
+__all__ = [
+    "Issued",
+    "certificate_problems",
+    "host_files",
+    "init_site",
+    "issue_host",
+    "load_or_create_ca",
+    "served_problems",
+    "site_dir",
+    "site_name",
+]
 
 CA_DAYS = 3650
 HOST_DAYS = 365
 RENEW_BEFORE = dt.timedelta(days=30)
+AUDIT_MARGIN = dt.timedelta(days=14)
+"""The audit fails a served certificate that expires within this (``hearth tls init`` renews
+within 30 days; a site's own certificate is the site's to renew)."""
+
+
+def site_name(hearth_site: object, inventory_dir: object) -> str:
+    """The site a CA belongs to: ``hearth_site``, else the name of the inventory's directory (the
+    directory of the file that declares the hosts: Ansible's ``inventory_dir``)."""
+    if isinstance(hearth_site, str) and hearth_site:
+        return hearth_site
+    return Path(str(inventory_dir)).name if inventory_dir else "default"
+
+
+def site_dir(site: str) -> Path:
+    """``$HEARTH_HOME/tls/<site>/``: the CA and host certificates of ``hearth tls init``."""
+    from hearth import paths
+
+    return paths.hearth_home() / "tls" / site
+
+
+def host_files(site: str, host: str) -> tuple[Path, Path]:
+    """The certificate and key ``hearth tls init`` issued for ``host`` of ``site``."""
+    directory = site_dir(site) / "hosts"
+    return directory / f"{host}.crt", directory / f"{host}.key"
+
+
+def served_problems(
+    served_pem: bytes, deployed_pem: bytes, now: dt.datetime | None = None,
+    margin: dt.timedelta = AUDIT_MARGIN,
+) -> list[str]:  # fmt: skip
+    """What is wrong with the certificate a server presents: not the deployed one (the first of
+    ``deployed_pem``, a chain possibly), expired or expiring within ``margin``."""
+    try:
+        served = x509.load_pem_x509_certificate(served_pem)
+    except ValueError:
+        return ["no certificate was presented (is it serving HTTPS?)"]
+    deployed = x509.load_pem_x509_certificate(deployed_pem)
+    problems = []
+    if served.fingerprint(hashes.SHA256()) != deployed.fingerprint(hashes.SHA256()):
+        problems.append(
+            f"serves the certificate {served.fingerprint(hashes.SHA256()).hex()[:16]}…, not the "
+            f"deployed {deployed.fingerprint(hashes.SHA256()).hex()[:16]}… (restarted since?)"
+        )
+    moment = now or _now()
+    if served.not_valid_after_utc <= moment + margin:
+        problems.append(
+            f"the served certificate expires {served.not_valid_after_utc:%Y-%m-%d %H:%M} UTC "
+            f"(within {margin.days} days)"
+        )
+    return problems
 
 
 def _now() -> dt.datetime:

@@ -343,6 +343,10 @@ CANNOT_BREAK_HERE = {
     "offline_repo/test_repository_and_backup_in_place": "",
     # the backup role runs from playbooks/backup.yml (hearth backup), not from site.yml
     "backup/test_no_backup_left_on_the_host": "",
+    # the session lab serves plain HTTP (front_door_tls: false, as `hearth lab up` declares);
+    # tests/integration/test_gateway.py serves HTTPS and breaks this check there (a certificate
+    # deployed that the front door does not serve) and repairs it
+    "front_door/test_front_door_serves_the_deployed_certificate": "front_door_tls is false",
     # the upgrade role runs from playbooks/upgrade.yml (hearth upgrade), not from site.yml;
     # tests/integration/test_upgrade.py leaves it done and reads the state file
     "upgrade/test_no_upgrade_left_halfway": "",

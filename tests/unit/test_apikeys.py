@@ -116,6 +116,9 @@ def test_bad_input_is_refused_before_anything_is_written(
     code, out = run(["keys", "add", "ward7", "-f", str(path), "--vault-password-file",
                      str(password), "--rpm", "0"], capsys)  # fmt: skip
     assert code == 2 and "rpm: expected a positive integer" in out
+    code, out = run(["keys", "add", "ward7", "-f", str(path), "--vault-password-file",
+                     str(password), "--max-input-bytes", "-1"], capsys)  # fmt: skip
+    assert code == 2 and "max_input_bytes: expected a positive integer" in out
     code, out = run(["keys", "add", "lab", "-f", str(path), "--vault-password-file",
                      str(password)], capsys)  # fmt: skip
     assert code == 2 and "a key named 'lab' exists" in out

@@ -284,6 +284,7 @@ def test_a_rotated_keys_old_value_works_during_the_overlap_only(tmp_path: Path) 
     [
         ("rpm", 0, "rpm: expected a positive integer"),
         ("tpm", -5, "tpm: expected a positive integer"),
+        ("max_input_bytes", 0, "max_input_bytes: expected a positive integer"),
         ("expires", "next tuesday", "expires: expected a date"),
         ("models", "chat", "models: expected a list"),
     ],

@@ -702,3 +702,23 @@ def test_model_verify_module_runs_under_ansible(tmp_path: Path) -> None:
         {"path": str(tmp_path / "absent"), "files": files, "fail_on_mismatch": False}
     )
     assert rc == 0 and result["ok"] is False and result["missing"] == ["w.gguf"]
+
+
+def test_a_pinned_system_prompt_and_its_policy_parse_and_bad_ones_are_named() -> None:
+    (model,) = parse_models([gguf_model(system_prompt="Be brief.", system_prompt_policy="demote")])
+    assert (model.system_prompt, model.system_prompt_policy) == ("Be brief.", "demote")
+    (plain,) = parse_models([gguf_model()])
+    assert plain.system_prompt is None
+    said = problems_of([gguf_model(system_prompt="Be brief.", system_prompt_policy="ignore")])
+    assert said == [
+        "model 'smollm2' (hearth_models[0]): system_prompt_policy: expected one of refuse, "
+        "demote (what the front door does with a client's own system message), got 'ignore'"
+    ]
+    assert problems_of([gguf_model(system_prompt="  ")]) == [
+        "model 'smollm2' (hearth_models[0]): system_prompt: expected the pinned system prompt as a "
+        "non-empty string"
+    ]
+    assert problems_of([gguf_model(system_prompt_policy="demote")]) == [
+        "model 'smollm2' (hearth_models[0]): system_prompt_policy: set, but no system_prompt "
+        "is pinned"
+    ]

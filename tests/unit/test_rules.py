@@ -31,6 +31,7 @@ RULE_CASES = {
     "ports_unique": "port-two-engines-default-ports",
     "front_door_keys": "frontdoor-short-key",
     "front_door_settings": "frontdoor-bind-not-an-address",
+    "front_door_tls": "frontdoor-tls-key-mismatch",
     "front_door_routes": "frontdoor-nothing-to-route",
     "front_door_key_models": "frontdoor-key-unknown-model",
     "front_door_key_limits": "frontdoor-key-rpm-zero",

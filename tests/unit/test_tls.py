@@ -5,14 +5,18 @@ preflight's certificate checks (key mismatch, expiry, SAN, issuer)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import socket
 import ssl
 import threading
 from pathlib import Path
 
 import pytest
+import yaml
 
-from hearth import cli, lab, tls
+from hearth import cli, lab, paths, tls
+
+COLLECTIONS = paths.collections_dir()  # the real one, before HEARTH_HOME moves to tmp
 
 
 def test_a_host_certificate_passes_a_real_handshake_against_the_site_ca(tmp_path: Path) -> None:
@@ -102,3 +106,53 @@ def test_tls_init_issues_for_every_front_door_host_and_contacts_none(
     with pytest.raises(SystemExit):
         cli.main(args)
     assert "lab1: kept" in capsys.readouterr().out
+
+
+def test_check_asks_for_tls_init_then_passes_with_its_certificate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """front_door_tls without the site's own certificate: `hearth check` refuses (exit 2) until
+    `hearth tls init` has issued the host's; the lab itself declares plain HTTP."""
+    monkeypatch.setenv("HEARTH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("COLUMNS", "400")
+    state = lab.LabState(
+        hosts=[lab.LabHost("lab1", "c1", "192.0.2.11")],
+        private_key="/nonexistent/id_ed25519",
+        known_hosts="/nonexistent/known_hosts",
+    )
+    paths.hearth_home().mkdir(parents=True)  # `hearth check` syntax-checks: the collections
+    paths.collections_dir().symlink_to(COLLECTIONS, target_is_directory=True)
+    inventory = lab.write_inventory(state, tmp_path / "inv")
+    assert "front_door_tls: false" in (tmp_path / "inv/group_vars/all/lab.yml").read_text()
+    (tmp_path / "inv/group_vars/all/site.yml").write_text("front_door_tls: true\n")
+    vault = ["--vault-password-file", str(lab.vault_password_file())]
+
+    def run(*args: str) -> tuple[int, str]:
+        with pytest.raises(SystemExit) as done:
+            cli.main([*args, "-i", str(inventory), *vault])
+        out = capsys.readouterr()
+        return int(done.value.code or 0), out.out + out.err
+
+    code, said = run("check")
+    assert code == 2 and "run `hearth tls init" in said and "host lab1" in said, said
+    assert run("tls", "init")[0] == 0
+    code, said = run("check")
+    assert code == 0, said
+    key = tmp_path / "home" / "tls" / "lab" / "hosts" / "lab1.key"
+    key.write_bytes(tls._key_pem(tls.ec.generate_private_key(tls.ec.SECP256R1())))
+    code, said = run("check")
+    assert code == 2 and "the key does not match the certificate" in said, said
+
+
+def test_the_front_door_role_copies_the_private_key_without_log_or_diff() -> None:
+    """Every task of roles/front_door that reads the private key (the site's own or the issued
+    file) has no_log and diff: false; the certificate's task shows nothing secret."""
+    found = []
+    for task_file in (paths.roles_dir() / "front_door" / "tasks").glob("*.yml"):
+        for task in yaml.safe_load(task_file.read_text()) or []:
+            text = json.dumps(task)
+            if "front_door_tls_key" in text or "__front_door_tls_files.key" in text:
+                found.append(task["name"])
+                assert task.get("no_log") is True, f"{task_file.name}: {task['name']}: no_log"
+                assert task.get("diff") is False, f"{task_file.name}: {task['name']}: diff"
+    assert found == ["Deploy the front door's private key (HTTPS)"], found

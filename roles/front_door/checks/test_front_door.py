@@ -3,7 +3,9 @@
 The front door's container runs (non-root, read-only root filesystem, on the host's network); its
 keys file holds only sha256 hashes, mode 0600, owned by the container's user, and exactly the
 declared keys' hashes with their policies (a key appended by hand fails); it answers /health,
-refuses an API request without a key (401), and serves its Prometheus metrics. The keys and their
+refuses an API request without a key (401), and serves its Prometheus metrics. With
+``front_door_tls`` it serves the certificate deployed beside its configuration (not expired, nor
+within 14 days of it) and nothing over plain HTTP. The keys and their
 hashes are never part of the declared state the audit sees: the audit passes a fingerprint of each
 declared key's hash (hearth.checklib.key_fingerprint), and a drift is reported by count, position
 and key name.
@@ -15,8 +17,11 @@ import json
 import re
 from typing import Any
 
+import pytest
+
 from hearth.checklib import docker_inspect, http_get, keys_drift
 from hearth.frontdoor.policy import POLICY_FIELDS
+from hearth.tls import served_problems
 
 CONTAINER = "hearth-frontdoor"
 UID = 10003  # templates/images/frontdoor/recipe.yml
@@ -28,10 +33,30 @@ def _inspect(host: Any) -> dict[str, Any]:
     return data
 
 
-def _url(hearth_vars: dict[str, Any]) -> str:
+# The certificate a TLS server presents (PEM), fetched on the host: nothing when none is.
+_SERVED = (
+    "import ssl, sys\n"
+    "try:\n"
+    "    print(ssl.get_server_certificate((sys.argv[1], int(sys.argv[2])), timeout=5))\n"
+    "except OSError as e:\n"
+    "    print(e, file=sys.stderr)\n"
+)
+
+
+def _address(hearth_vars: dict[str, Any]) -> str:
     bind = str(hearth_vars["front_door_bind_address"])
-    address = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind  # noqa: S104
-    return f"http://{address}:{hearth_vars['front_door_port']}"
+    return "127.0.0.1" if bind in ("0.0.0.0", "::") else bind  # noqa: S104
+
+
+def _url(hearth_vars: dict[str, Any], scheme: str | None = None) -> str:
+    scheme = scheme or ("https" if hearth_vars.get("front_door_tls") else "http")
+    return f"{scheme}://{_address(hearth_vars)}:{hearth_vars['front_door_port']}"
+
+
+def _get(host: Any, hearth_vars: dict[str, Any], path: str) -> tuple[int, str]:
+    return http_get(
+        host, _url(hearth_vars) + path, loopback_tls=bool(hearth_vars.get("front_door_tls"))
+    )
 
 
 def test_front_door_container_runs_confined(host: Any, hearth_vars: dict[str, Any]) -> None:
@@ -84,9 +109,9 @@ def test_front_door_healthy_and_refuses_requests_without_a_key(
     host: Any, hearth_vars: dict[str, Any]
 ) -> None:
     """The front door answers its health check and refuses an API request without a key (401)."""
-    status, body = http_get(host, f"{_url(hearth_vars)}/health")
+    status, body = _get(host, hearth_vars, "/health")
     assert status == 200, f"{_url(hearth_vars)}/health: expected 200, found {status} {body[:100]}"
-    status, _ = http_get(host, f"{_url(hearth_vars)}/v1/models")
+    status, _ = _get(host, hearth_vars, "/v1/models")
     assert status == 401, (
         f"{_url(hearth_vars)}/v1/models without a key: expected 401, found {status}"
     )
@@ -94,9 +119,24 @@ def test_front_door_healthy_and_refuses_requests_without_a_key(
 
 def test_front_door_metrics_are_up(host: Any, hearth_vars: dict[str, Any]) -> None:
     """The front door serves its Prometheus metrics."""
-    status, body = http_get(host, f"{_url(hearth_vars)}/metrics")
+    status, body = _get(host, hearth_vars, "/metrics")
     assert status == 200 and "hearth_frontdoor_model_info" in body, (
         f"{_url(hearth_vars)}/metrics: expected 200 with hearth_frontdoor_*, found {status}"
     )
     routed = re.findall(r'hearth_frontdoor_model_info\{[^}]*model="([^"]+)"', body)
     assert routed, f"{_url(hearth_vars)}/metrics: expected routed models, found none"
+
+
+def test_front_door_serves_the_deployed_certificate(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """With front_door_tls: the certificate served is the one deployed (tls.crt), it does not
+    expire within 14 days, and plain HTTP gets no answer on the port."""
+    if not hearth_vars.get("front_door_tls"):
+        pytest.skip("front_door_tls is false: the front door serves plain HTTP")
+    deployed = host.file(f"{hearth_vars['front_door_config_dir']}/tls.crt")
+    assert deployed.is_file, f"{deployed.path}: expected the deployed certificate, found nothing"
+    served = host.run("python3 -c %s %s %s", _SERVED, _address(hearth_vars),
+                      str(hearth_vars["front_door_port"])).stdout  # fmt: skip
+    problems = served_problems(served.encode(), deployed.content_string.encode())
+    assert not problems, f"{_url(hearth_vars)}: " + "; ".join(problems)
+    status, _ = http_get(host, _url(hearth_vars, "http") + "/health")
+    assert status == 0, f"{_url(hearth_vars, 'http')}/health: expected no answer, found {status}"

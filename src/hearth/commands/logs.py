@@ -48,12 +48,16 @@ class HostLog:
     error: str = ""
 
 
-def fetch_script(state_dir: str, port: int, address: str = "127.0.0.1") -> str:
-    """The read-only shell script that prints the front door's head and each log file."""
+def fetch_script(state_dir: str, port: int, address: str = "127.0.0.1", tls: bool = False) -> str:
+    """The read-only shell script that prints the front door's head and each log file. Over
+    HTTPS (``tls``) the loopback answer's certificate is not verified (no SAN names loopback;
+    the audit compares the served certificate with the deployed one)."""
     host = f"[{address}]" if ":" in address else address
-    url = f"http://{host}:{int(port)}/health"
+    url = f"{'https' if tls else 'http'}://{host}:{int(port)}/health"
+    context = "ssl._create_unverified_context()" if tls else "None"
     health = (
-        f"import urllib.request;print(urllib.request.urlopen({url!r},timeout=5).read().decode())"
+        "import ssl,urllib.request;"
+        f"print(urllib.request.urlopen({url!r},timeout=5,context={context}).read().decode())"
     )
     directory = shlex.quote(state_dir)
     return (
@@ -153,7 +157,7 @@ def fetch_logs(
         port = int(variables.get("front_door_port") or 8090)
         bind = str(variables.get("front_door_bind_address") or "0.0.0.0")  # noqa: S104
         address = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind  # noqa: S104
-        script = fetch_script(state, port, address)
+        script = fetch_script(state, port, address, variables.get("front_door_tls") is True)
         out = run_on(settings, script, become=True, timeout=timeout)
         if out.status != "ok":
             why = out.reason or (out.stderr or "").strip()[:200] or f"exit {out.rc}"

@@ -12,6 +12,10 @@
   connection), streamed back as they come (server-sent events included). An unknown model is a
   404 naming the served ones; a body without ``model`` a 400; embeddings from a model not
   declared ``embeddings: true`` a 400 naming those that are.
+- The prompt-injection guard (:mod:`hearth.frontdoor.guard`): a model's pinned system prompt
+  comes first in every chat request (a client ``system`` message refused, 400, or demoted to a
+  user message, as the model declares; raw completions of such a model refused), and a key's
+  ``max_input_bytes`` bounds its request bodies (413 naming the limit).
 - Triton models (KServe v2) are reached at ``/v2/models/<name>[/ready|/infer]``; a Triton model
   declared with a text input and output also answers ``/v1/chat/completions`` (the last user
   message in, the output text back).
@@ -68,6 +72,7 @@ from hearth.frontdoor.config import (
     ModelRoute,
     verify_key,
 )
+from hearth.frontdoor.guard import Refused, input_too_large, pin_system_prompt
 from hearth.frontdoor.policy import Limiter, Refusal, allowed
 from hearth.frontdoor.reqlog import RequestLog
 
@@ -520,6 +525,10 @@ class FrontDoor:
         if isinstance(body, Response):
             self._record(None, endpoint, body.status_code, caller, started)
             return body
+        too_large = input_too_large(len(body), key.max_input_bytes, key.name)
+        if too_large is not None:
+            self._record(None, endpoint, 413, caller, started)
+            return self._guard_refusal(caller, too_large)
         try:
             payload = json.loads(body)
         except ValueError:
@@ -550,18 +559,45 @@ class FrontDoor:
                 "invalid_request_error",
                 "embeddings_not_served",
             )
+        if route.system_prompt is not None and endpoint != "/v1/embeddings":
+            pinned = self._pin(route, endpoint, payload)
+            if isinstance(pinned, Refused):
+                self._record(route, endpoint, pinned.status, caller, started)
+                return self._guard_refusal(caller, pinned)
+            payload = pinned
         refusal = self._check_policy(caller, route)
         if refusal is not None:
             self._record(route, endpoint, refusal.status, caller, started)
             return self._refuse(caller, refusal)
         if caller.requested != route.name:  # an alias: the engine knows the model's own name
             payload["model"] = route.name
+        if caller.requested != route.name or route.system_prompt is not None:
             body = json.dumps(payload).encode("utf-8")
         if route.api == "kserve":
             return await self._kserve_text(route, endpoint, payload, caller, started)
         if payload.get("stream") is True:
             return await self._stream(route, endpoint, body, caller, started)
         return await self._forward(route, "POST", endpoint, body, caller, started, endpoint)
+
+    def _pin(
+        self, route: ModelRoute, endpoint: str, payload: Mapping[str, Any]
+    ) -> dict[str, Any] | Refused:
+        """The chat request with the model's pinned system prompt first (a raw completion
+        would bypass it: refused)."""
+        assert route.system_prompt is not None
+        if endpoint != "/v1/chat/completions":
+            return Refused(
+                400,
+                f"the model {route.name!r} pins its own system prompt: use /v1/chat/completions "
+                "(a raw prompt would bypass it)",
+                "system_prompt_pinned",
+            )
+        return pin_system_prompt(payload, route.name, route.system_prompt,
+                                 route.system_prompt_policy)  # fmt: skip
+
+    def _guard_refusal(self, caller: Caller, refused: Refused) -> JSONResponse:
+        self.metrics.key_refusals.labels(caller.key.name, refused.code).inc()
+        return _error(refused.status, refused.message, "invalid_request_error", refused.code)
 
     async def kserve(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -584,6 +620,10 @@ class FrontDoor:
                 self._record(route, endpoint, read.status_code, caller, started)
                 return read
             body = read
+            too_large = input_too_large(len(body), key.max_input_bytes, key.name)
+            if too_large is not None:
+                self._record(route, endpoint, 413, caller, started)
+                return self._guard_refusal(caller, too_large)
         refusal = self._check_policy(caller, route)
         if refusal is not None:
             self._record(route, endpoint, refusal.status, caller, started)

@@ -14,7 +14,8 @@ Ansible writes two JSON files on each front door host (``roles/front_door``):
          "tls": {"cert": "/etc/hearth/frontdoor/tls.crt", "key": "/etc/hearth/frontdoor/tls.key"},
          "aliases": {"chat": "smollm2"},
          "models": {"smollm2": {"engine": "llamacpp", "version": "v1", "api": "openai",
-                                "backends": ["http://127.0.0.1:8080"], "embeddings": false},
+                                "backends": ["http://127.0.0.1:8080"], "embeddings": false,
+                                "system_prompt": "You are …", "system_prompt_policy": "refuse"},
                     "upper": {"engine": "triton", "version": "1", "api": "kserve",
                               "backends": ["http://127.0.0.1:8000"],
                               "text": {"input": "TEXT", "output": "UPPER"}}}}
@@ -33,7 +34,7 @@ Ansible writes two JSON files on each front door host (``roles/front_door``):
 ``keys.json``
     the sha256 of every API key with a name for it (``{"keys": [{"name": "lab", "sha256": …}]}``),
     mode 0600, each with its optional policy (``models``, ``rpm``, ``tpm``, ``max_concurrent``,
-    ``tokens_per_day``, ``expires``; see :mod:`hearth.frontdoor.policy`).
+    ``tokens_per_day``, ``max_input_bytes``, ``expires``; see :mod:`hearth.frontdoor.policy`).
     The keys themselves live only in ansible-vault: a hash of a random key cannot be
     turned back into the key, so neither this file nor the front door's memory holds one.
 
@@ -92,6 +93,9 @@ class ModelRoute:
     text_input: str | None = None
     text_output: str | None = None
     embeddings: bool = False
+    system_prompt: str | None = None
+    """Pinned: prepended to every chat request (:mod:`hearth.frontdoor.guard`)."""
+    system_prompt_policy: str = "refuse"
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,8 @@ class ApiKey:
     tpm: int | None = None
     max_concurrent: int | None = None
     tokens_per_day: int | None = None
+    max_input_bytes: int | None = None
+    """The largest request body the key may send (413 beyond)."""
     expires: float | None = None
     """Epoch seconds from which the key is refused (401 "expired")."""
     not_after: float | None = None
@@ -199,6 +205,14 @@ def _route(name: str, raw: object) -> ModelRoute:
     text = raw.get("text") or {}
     if not isinstance(text, Mapping):
         raise ConfigError(f"{where}: text: expected a mapping {{input, output}}")
+    pinned = raw.get("system_prompt")
+    if pinned is not None and (not isinstance(pinned, str) or not pinned.strip()):
+        raise ConfigError(f"{where}: system_prompt: expected a non-empty string")
+    policy = raw.get("system_prompt_policy", "refuse")
+    if policy not in ("refuse", "demote"):
+        raise ConfigError(
+            f"{where}: system_prompt_policy: expected refuse or demote, got {policy!r}"
+        )
     return ModelRoute(
         name=name,
         engine=str(raw.get("engine", "")),
@@ -208,6 +222,8 @@ def _route(name: str, raw: object) -> ModelRoute:
         text_input=str(text["input"]) if text.get("input") else None,
         text_output=str(text["output"]) if text.get("output") else None,
         embeddings=raw.get("embeddings") is True,
+        system_prompt=pinned,
+        system_prompt_policy=str(policy),
     )
 
 
@@ -284,6 +300,7 @@ def parse_keys(raw: object) -> list[ApiKey]:
                 tpm=_count(entry, "tpm"),
                 max_concurrent=_count(entry, "max_concurrent"),
                 tokens_per_day=_count(entry, "tokens_per_day"),
+                max_input_bytes=_count(entry, "max_input_bytes"),
                 expires=parse_expiry(entry.get("expires")),
                 not_after=parse_expiry(entry.get("not_after")),
             )

@@ -11,6 +11,9 @@ A key entry of ``keys.json`` may carry, beside ``name`` and ``sha256``:
     requests of the key answered at once; one more is a 429 (``Retry-After: 1``).
 ``tokens_per_day``
     tokens per UTC day; once spent, 429 until midnight UTC (``Retry-After`` says how long).
+``max_input_bytes``
+    the largest request body the key may send, in bytes as received (the JSON body, before the
+    front door adds a model's pinned system prompt); beyond, 413 naming the limit.
 ``expires``
     a date (``2026-12-31``: refused from that day's 00:00 UTC) or an ISO time with its zone;
     from then on 401 "expired". The front door exports it as
@@ -51,8 +54,10 @@ __all__ = [
 WINDOW = 60.0
 SAVE_EVERY = 1.0
 """Seconds between two writes of the daily counts (and one at shutdown)."""
-POLICY_FIELDS = ("models", "rpm", "tpm", "max_concurrent", "tokens_per_day", "expires")
-COUNTS = ("rpm", "tpm", "max_concurrent", "tokens_per_day")
+POLICY_FIELDS = (
+    "models", "rpm", "tpm", "max_concurrent", "tokens_per_day", "max_input_bytes", "expires",
+)  # fmt: skip
+COUNTS = ("rpm", "tpm", "max_concurrent", "tokens_per_day", "max_input_bytes")
 
 
 def parse_expiry(value: object) -> float | None:

@@ -74,7 +74,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def converged() -> Iterator[Converged]:
+def lab_configuration() -> Iterator[Converged]:
     """The session lab's converged configuration, shared by the modules that name it."""
     held = Converged()
     yield held
@@ -82,10 +82,13 @@ def converged() -> Iterator[Converged]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_configuration_at_a_time(request: pytest.FixtureRequest, converged: Converged) -> None:
+def _one_configuration_at_a_time(
+    request: pytest.FixtureRequest, lab_configuration: Converged
+) -> None:
     """Before a module that does not share the configuration the lab holds, release it."""
-    if converged.key is not None and getattr(request.module, "SHARES", None) != converged.key:
-        converged.release()
+    held = lab_configuration
+    if held.key is not None and getattr(request.module, "SHARES", None) != held.key:
+        held.release()
 
 
 @pytest.fixture(scope="session")

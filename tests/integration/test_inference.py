@@ -178,14 +178,14 @@ def container_ids(site: Site) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def site(
-    converged: Converged,
+    lab_configuration: Converged,
     lab: lab_mod.LabState,
     engine_images: dict[str, Any],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Site:
     """lab1 converged with SmolLM2 (llama.cpp) and the Triton model behind the front door, once
     for this module and test_bench.py (``SHARES``)."""
-    return converged.get("inference", lambda: _converge_site(lab, tmp_path_factory))
+    return lab_configuration.get("inference", lambda: _converge_site(lab, tmp_path_factory))
 
 
 @contextmanager

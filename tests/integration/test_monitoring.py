@@ -118,11 +118,13 @@ class Monitored:
 
 @pytest.fixture(scope="module")
 def monitored(
-    converged: Converged, lab: lab_mod.LabState, tmp_path_factory: pytest.TempPathFactory
+    lab_configuration: Converged,
+    lab: lab_mod.LabState,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Monitored:
     """The base and monitoring layers converged (lab3 monitors, a real engine on lab1), once
     for this module and test_fleet.py (``SHARES``)."""
-    return converged.get("monitoring", lambda: _converge_monitoring(lab, tmp_path_factory))
+    return lab_configuration.get("monitoring", lambda: _converge_monitoring(lab, tmp_path_factory))
 
 
 @contextmanager

@@ -133,6 +133,14 @@ def _bin(name: str) -> Path:
 )
 @click.option("-v", "--verbose", is_flag=True, help="Also list tasks that were ok or skipped.")
 @click.option(
+    "--strategy",
+    type=click.Choice(["linear", "mitogen"]),
+    default="linear",
+    show_default=True,
+    help="mitogen: Mitogen for Ansible (opt-in, faster; docs/operations.md); falls back to "
+    "linear, saying why, where it cannot run.",
+)
+@click.option(
     "--bundle",
     "bundle_dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -162,6 +170,7 @@ def up(
     vault_password_file: Path | None,
     playbook: str,
     verbose: bool,
+    strategy: str,
     bundle_dir: Path | None,
     signers: Path | None,
     batch: str | None,
@@ -183,7 +192,10 @@ def up(
         playbook = "bundle.yml" if playbook == "site.yml" else playbook
     _validated(inventory, vault_password_file)  # before anything else: exit 2 touches nothing
     _ensure_collections()
-    tuning = runner.Tuning() if forks is None else runner.Tuning(forks=forks)
+    if strategy == "mitogen" and (problem := runner.mitogen_problem()):
+        console.print(f"--strategy mitogen: {problem}; running with linear", style="yellow")
+        strategy = "linear"
+    tuning = runner.Tuning(forks=forks or runner.Tuning.forks, strategy=strategy)
     mode = " (check mode: nothing will be changed)" if check_mode else ""
     console.print(f"[bold]hearth up[/] {inventory} → {playbook}{mode}")
     result = runner.run_playbook(

@@ -82,10 +82,13 @@ def mitogen_problem() -> str:
     if low is None or high is None:
         return "the installed Mitogen does not declare the ansible-core releases it supports"
     mitogen_range = ((int(low[1]), int(low[2])), (int(high[1]), int(high[2])))
-    for (first, last), whose in ((mitogen_range, "Mitogen"), (MITOGEN_ANSIBLE_CORE, "Hearth")):
+    for (first, last), whose in (
+        (mitogen_range, "the installed Mitogen supports"),
+        (MITOGEN_ANSIBLE_CORE, "Hearth has run Mitogen with"),
+    ):
         if not first <= have <= last:
             span = f"{'.'.join(map(str, first))} to {'.'.join(map(str, last))}"
-            return f"ansible-core {core} is outside the range {whose} runs Mitogen with ({span})"
+            return f"ansible-core {core} is outside the releases {whose} ({span})"
     return ""
 
 

@@ -7,6 +7,7 @@ a :class:`~hearth.errors.HearthError` into its message and exit code; tracebacks
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -135,10 +136,8 @@ def _bin(name: str) -> Path:
 @click.option(
     "--strategy",
     type=click.Choice(["linear", "mitogen"]),
-    default="linear",
-    show_default=True,
     help="mitogen: Mitogen for Ansible (opt-in, faster; docs/operations.md); falls back to "
-    "linear, saying why, where it cannot run.",
+    "linear, saying why, where it cannot run [default: linear, or $HEARTH_STRATEGY].",
 )
 @click.option(
     "--bundle",
@@ -170,7 +169,7 @@ def up(
     vault_password_file: Path | None,
     playbook: str,
     verbose: bool,
-    strategy: str,
+    strategy: str | None,
     bundle_dir: Path | None,
     signers: Path | None,
     batch: str | None,
@@ -192,10 +191,11 @@ def up(
         playbook = "bundle.yml" if playbook == "site.yml" else playbook
     _validated(inventory, vault_password_file)  # before anything else: exit 2 touches nothing
     _ensure_collections()
+    tuning = runner.Tuning(forks=forks or runner.Tuning.forks)
     if strategy == "mitogen" and (problem := runner.mitogen_problem()):
         console.print(f"--strategy mitogen: {problem}; running with linear", style="yellow")
         strategy = "linear"
-    tuning = runner.Tuning(forks=forks or runner.Tuning.forks, strategy=strategy)
+    tuning = dataclasses.replace(tuning, strategy=strategy or tuning.strategy)
     mode = " (check mode: nothing will be changed)" if check_mode else ""
     console.print(f"[bold]hearth up[/] {inventory} → {playbook}{mode}")
     result = runner.run_playbook(

@@ -35,8 +35,9 @@ class Tuning:
     fact_caching: bool = True
     fact_cache_timeout: int = 7200
     # "linear" (Ansible's own) or "mitogen" (Mitogen for Ansible's mitogen_linear, opt-in:
-    # `hearth up --strategy mitogen`; :func:`mitogen_problem` says whether it can run here).
-    strategy: str = "linear"
+    # `hearth up --strategy mitogen`, or $HEARTH_STRATEGY for every run of a process, such as
+    # the integration tests; :func:`mitogen_problem` says whether it can run here).
+    strategy: str = field(default_factory=lambda: os.environ.get("HEARTH_STRATEGY") or "linear")
 
     @classmethod
     def ansible_defaults(cls) -> Tuning:

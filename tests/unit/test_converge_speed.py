@@ -179,7 +179,10 @@ def test_mitogen_in_range_sets_the_strategy(
     env = runner.ansible_env(runner.Tuning(strategy="mitogen"))
     assert env["ANSIBLE_STRATEGY"] == "mitogen_linear"
     assert env["ANSIBLE_STRATEGY_PLUGINS"] == str(strategy)
+    monkeypatch.delenv("HEARTH_STRATEGY", raising=False)
     assert "ANSIBLE_STRATEGY" not in runner.ansible_env(runner.Tuning())
+    monkeypatch.setenv("HEARTH_STRATEGY", "mitogen")  # a whole test session with Mitogen
+    assert runner.ansible_env(runner.Tuning())["ANSIBLE_STRATEGY"] == "mitogen_linear"
 
 
 def test_unknown_strategy_is_invalid_input() -> None:

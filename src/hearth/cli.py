@@ -136,7 +136,7 @@ def _bin(name: str) -> Path:
 @click.option(
     "--strategy",
     type=click.Choice(["linear", "mitogen"]),
-    help="mitogen: Mitogen for Ansible (opt-in, faster; docs/operations.md); falls back to "
+    help="mitogen: Mitogen for Ansible (opt-in, faster; docs/converge.md); falls back to "
     "linear, saying why, where it cannot run [default: linear, or $HEARTH_STRATEGY].",
 )
 @click.option(

@@ -44,6 +44,8 @@ from hearth import lab, paths, runner
 # The benchmark's hosts carry this owner: a lab with anyone else's hosts is refused, never removed.
 OWNER = "hearth-benchmarks"
 REPO = Path(__file__).resolve().parent.parent
+# The content and what its symlinks point into (roles' files/ link to modules under src/).
+EXPORTED = (*paths.CONTENT_DIRS, "src")
 RESULT_EVENTS = ("runner_on_ok", "runner_on_failed", "runner_on_skipped", "runner_on_unreachable")
 
 
@@ -74,7 +76,7 @@ def export_content(ref: str, into: Path) -> Path:
     """The playbooks, roles and plugins of ``ref`` (``git archive``), as a content root."""
     into.mkdir(parents=True, exist_ok=True)
     archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", "--format=tar", ref, *paths.CONTENT_DIRS],
+        ["git", "-C", str(REPO), "archive", "--format=tar", ref, *EXPORTED],
         check=True,
         capture_output=True,
     ).stdout
@@ -86,8 +88,13 @@ def snapshot(into: Path) -> Path:
     """This checkout's content as it is now (edits made while the benchmark runs do not leak
     into a later setting's runs)."""
     if not into.exists():
-        for name in paths.CONTENT_DIRS:
-            shutil.copytree(REPO / name, into / name, symlinks=True)
+        for name in EXPORTED:
+            shutil.copytree(
+                REPO / name,
+                into / name,
+                symlinks=True,
+                ignore=shutil.ignore_patterns("__pycache__"),
+            )
     return into
 
 

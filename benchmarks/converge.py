@@ -5,7 +5,8 @@ For each setting it starts fresh lab hosts (`hearth lab up`'s inventory: the lab
 front door key, opened with the lab's vault password file, as `hearth up` is given it), runs
 playbooks/site.yml twice and times both runs, in one process. The settings:
 
-- ``main``: the content (playbooks, roles, plugins) of a git ref (default ``main``), exported to a
+- ``main``: the content (playbooks, roles, plugins) of a git ref (default: where this branch left
+  ``main``; it must be an ancestor, as its roles run with this checkout's Python), exported to a
   temporary folder, with today's tuning (:class:`hearth.runner.Tuning`): the baseline;
 - ``branch``: this checkout's content (copied when the benchmark starts) with the same tuning;
 - ``mitogen``: this checkout's content with ``--strategy mitogen`` (skipped, with the reason, where
@@ -178,10 +179,18 @@ def main() -> None:
         "--playbook", default="site.yml", help="playbook under playbooks/ (base.yml: base layer)"
     )
     parser.add_argument("--settings", default="main,branch,mitogen", help="comma-separated")
-    parser.add_argument("--ref", default="main", help="git ref of the `main` setting's content")
+    parser.add_argument(
+        "--ref",
+        help="git ref of the `main` setting's content [default: where this branch left main]. "
+        "Its roles run with this checkout's Python (hearth.rules, filters), so the ref must be "
+        "an ancestor of this checkout, not a newer main",
+    )
     parser.add_argument("--top", type=int, default=15, help="tasks listed per no-op run")
     args = parser.parse_args()
 
+    if args.ref is None:
+        base = ["git", "-C", str(REPO), "merge-base", "HEAD", "main"]
+        args.ref = subprocess.run(base, check=True, capture_output=True, text=True).stdout[:8]
     scratch = Path(tempfile.mkdtemp(prefix="hearth-bench-converge-"))
     settings = settings_for([s.strip() for s in args.settings.split(",") if s.strip()], args.ref,
                             scratch)  # fmt: skip

@@ -1,20 +1,41 @@
-"""Converge benchmark: first vs second run on fresh lab hosts, Ansible defaults vs Hearth tuning.
+"""Converge benchmark: a first converge of fresh lab hosts and a run that changes nothing, per
+setting, side by side in one run, with where the time goes.
 
-For each setting (Ansible's defaults: 5 forks, no pipelining, ControlPersist 60s, no fact cache;
-Hearth's: pipelining, ControlPersist 15m, forks 25, jsonfile fact cache with smart gathering) it
-starts N fresh lab hosts, runs playbooks/site.yml twice and times both runs, all in one process.
-Prints a table and the ratios. Needs Docker (run as root). Uses its own lab (HEARTH_LAB_ID=5).
+For each setting it starts fresh lab hosts (`hearth lab up`'s inventory: the lab's vault-encrypted
+front door key, opened with the lab's vault password file, as `hearth up` is given it), runs
+playbooks/site.yml twice and times both runs, in one process. The settings:
 
-    python benchmarks/converge.py [--hosts 3] [--repeat 1] [--playbook site.yml|base.yml]
+- ``main``: the content (playbooks, roles, plugins) of a git ref (default: where this branch left
+  ``main``; it must be an ancestor, as its roles run with this checkout's Python), exported to a
+  temporary folder, with today's tuning (:class:`hearth.runner.Tuning`): the baseline;
+- ``branch``: this checkout's content (copied when the benchmark starts) with the same tuning;
+- ``mitogen``: this checkout's content with ``--strategy mitogen`` (skipped, with the reason, where
+  Mitogen is not installed or does not support this ansible-core);
+- ``defaults``: this checkout's content with Ansible's own defaults (5 forks, no pipelining, no
+  fact cache), not run unless asked for.
+
+Prints a table, one line per setting of the form ``no-op/first: 0.NN``, and the tasks that took
+longest on the no-op run (each task's duration on its slowest host, from the runner's job events,
+summed over the plays that run it). The no-op run must report changed=0. Needs Docker (root).
+Figures only, nothing is asserted beyond changed=0; the machine is shared, so compare ratios
+within one run.
+
+    HEARTH_LAB_ID=24 python benchmarks/converge.py [--settings main,branch,mitogen] [--top 15]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
+import subprocess
+import tempfile
 import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 os.environ.setdefault("HEARTH_LAB_ID", "5")
@@ -23,6 +44,26 @@ from hearth import lab, paths, runner
 
 # The benchmark's hosts carry this owner: a lab with anyone else's hosts is refused, never removed.
 OWNER = "hearth-benchmarks"
+REPO = Path(__file__).resolve().parent.parent
+# The content and what its symlinks point into (roles' files/ link to modules under src/).
+EXPORTED = (*paths.CONTENT_DIRS, "src")
+RESULT_EVENTS = ("runner_on_ok", "runner_on_failed", "runner_on_skipped", "runner_on_unreachable")
+
+
+@dataclass
+class Setting:
+    name: str
+    tuning: runner.Tuning
+    content: Path | None = None  # HEARTH_CONTENT_ROOT for this setting; None: this checkout
+
+
+@dataclass
+class Run:
+    seconds: float
+    changed: int
+    artifacts: Path
+    tasks: dict[str, float] = field(default_factory=dict)  # "role : task" → seconds
+    busiest: tuple[str, float, int] = ("", 0.0, 0)  # host, task seconds, task results
 
 
 def fresh_lab(hosts: int, inventory_dir: Path) -> Path:
@@ -32,14 +73,102 @@ def fresh_lab(hosts: int, inventory_dir: Path) -> Path:
     return Path(state.inventory)
 
 
-def timed_run(
-    inventory: Path, tuning: runner.Tuning, label: str, playbook: str
-) -> tuple[float, int]:
-    start = time.perf_counter()
-    result = runner.run_playbook(playbook, inventory, tuning=tuning, label=label)
-    elapsed = time.perf_counter() - start
+def export_content(ref: str, into: Path) -> Path:
+    """The playbooks, roles and plugins of ``ref`` (``git archive``), as a content root."""
+    into.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", ref, *EXPORTED],
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def snapshot(into: Path) -> Path:
+    """This checkout's content as it is now (edits made while the benchmark runs do not leak
+    into a later setting's runs)."""
+    if not into.exists():
+        for name in EXPORTED:
+            shutil.copytree(
+                REPO / name,
+                into / name,
+                symlinks=True,
+                ignore=shutil.ignore_patterns("__pycache__"),
+            )
+    return into
+
+
+def task_times(artifacts: Path) -> tuple[dict[str, float], tuple[str, float, int]]:
+    """Per task (``role : name``), its duration on the slowest host, summed over the plays and
+    batches that run it; and the host with the most task time (host, seconds, results)."""
+    slowest: dict[tuple[str, str], float] = {}  # (task uuid, label) → max seconds over hosts
+    per_host: dict[str, float] = defaultdict(float)
+    results: dict[str, int] = defaultdict(int)
+    for path in artifacts.rglob("job_events/*.json"):
+        event = json.loads(path.read_text())
+        data = event.get("event_data") or {}
+        host = str(data.get("host") or "")
+        if event.get("event") not in RESULT_EVENTS or not host or not data.get("start"):
+            continue
+        start = datetime.fromisoformat(str(data["start"])).timestamp()
+        end = datetime.fromisoformat(str(data.get("end") or event.get("created"))).timestamp()
+        seconds = max(end - start, 0.0)
+        role = str(data.get("role") or "")
+        label = f"{role} : {data.get('task', '')}" if role else str(data.get("task", ""))
+        key = (str(data.get("task_uuid") or label), label)
+        slowest[key] = max(slowest.get(key, 0.0), seconds)
+        per_host[host] += seconds
+        results[host] += 1
+    tasks: dict[str, float] = defaultdict(float)
+    for (_, label), seconds in slowest.items():
+        tasks[label] += seconds
+    host = max(per_host, key=lambda h: per_host[h], default="")
+    return dict(tasks), (host, per_host.get(host, 0.0), results.get(host, 0))
+
+
+def timed_run(inventory: Path, setting: Setting, label: str, playbook: str, vault: Path) -> Run:
+    saved = os.environ.get("HEARTH_CONTENT_ROOT")
+    if setting.content is not None:
+        os.environ["HEARTH_CONTENT_ROOT"] = str(setting.content)
+    try:
+        start = time.perf_counter()
+        result = runner.run_playbook(
+            playbook, inventory, tuning=setting.tuning, label=label, vault_password_file=vault
+        )
+        elapsed = time.perf_counter() - start
+    finally:
+        if saved is None:
+            os.environ.pop("HEARTH_CONTENT_ROOT", None)
+        else:
+            os.environ["HEARTH_CONTENT_ROOT"] = saved
     result.raise_for_status()
-    return elapsed, result.changed
+    tasks, busiest = task_times(result.artifacts)
+    return Run(elapsed, result.changed, result.artifacts, tasks, busiest)
+
+
+def settings_for(names: list[str], ref: str, scratch: Path) -> list[Setting]:
+    chosen: list[Setting] = []
+    for name in names:
+        if name == "main":
+            content = export_content(ref, scratch / "content")
+            chosen.append(Setting(f"{ref} (today)", runner.Tuning(), content))
+        elif name == "branch":
+            chosen.append(Setting("this branch", runner.Tuning(), snapshot(scratch / "branch")))
+        elif name == "mitogen":
+            problem = runner.mitogen_problem()
+            if problem:
+                print(f"  skipping the mitogen setting: {problem}")
+                continue
+            tuning = runner.Tuning(strategy="mitogen")
+            chosen.append(Setting("branch + mitogen", tuning, snapshot(scratch / "branch")))
+        elif name == "defaults":
+            tuning = runner.Tuning.ansible_defaults()
+            chosen.append(Setting("ansible defaults", tuning, snapshot(scratch / "branch")))
+        else:
+            known = "main, branch, mitogen, defaults"
+            raise SystemExit(f"--settings: unknown setting {name!r} ({known})")
+    return chosen
 
 
 def main() -> None:
@@ -49,48 +178,85 @@ def main() -> None:
     parser.add_argument(
         "--playbook", default="site.yml", help="playbook under playbooks/ (base.yml: base layer)"
     )
+    parser.add_argument("--settings", default="main,branch,mitogen", help="comma-separated")
+    parser.add_argument(
+        "--ref",
+        help="git ref of the `main` setting's content [default: where this branch left main]. "
+        "Its roles run with this checkout's Python (hearth.rules, filters), so the ref must be "
+        "an ancestor of this checkout, not a newer main",
+    )
+    parser.add_argument("--top", type=int, default=15, help="tasks listed per no-op run")
     args = parser.parse_args()
 
-    settings = {
-        "ansible defaults": runner.Tuning.ansible_defaults(),
-        "hearth tuned": runner.Tuning(),
-    }
+    if args.ref is None:
+        base = ["git", "-C", str(REPO), "merge-base", "HEAD", "main"]
+        args.ref = subprocess.run(base, check=True, capture_output=True, text=True).stdout[:8]
+    scratch = Path(tempfile.mkdtemp(prefix="hearth-bench-converge-"))
+    settings = settings_for([s.strip() for s in args.settings.split(",") if s.strip()], args.ref,
+                            scratch)  # fmt: skip
     inventory_dir = Path("/tmp") / f"hearth-bench-{lab.lab_id()}"
-    figures: dict[str, dict[str, list[float]]] = {}
+    vault = lab.vault_password_file()
+    runs: dict[str, dict[str, list[Run]]] = {}
     lab.claim(OWNER)
     try:
-        for name, tuning in settings.items():
-            runs = figures.setdefault(name, {"first": [], "second": []})
+        for setting in settings:
+            per = runs.setdefault(setting.name, {"first": [], "noop": []})
             for _ in range(args.repeat):
                 inventory = fresh_lab(args.hosts, inventory_dir)
-                shutil.rmtree(paths.hearth_home() / "facts", ignore_errors=True)
-                first, changed1 = timed_run(inventory, tuning, "bench-first", args.playbook)
-                second, changed2 = timed_run(inventory, tuning, "bench-second", args.playbook)
-                if changed2 != 0:
-                    raise SystemExit(f"{name}: the second run changed {changed2} things")
-                runs["first"].append(first)
-                runs["second"].append(second)
+                # this inventory's fact cache only (other labs on this machine keep theirs)
+                shutil.rmtree(paths.facts_dir(inventory), ignore_errors=True)
+                first = timed_run(inventory, setting, "bench-first", args.playbook, vault)
+                noop = timed_run(inventory, setting, "bench-noop", args.playbook, vault)
+                if noop.changed != 0:
+                    raise SystemExit(
+                        f"{setting.name}: the no-op run changed {noop.changed} things "
+                        f"(artifacts: {noop.artifacts})"
+                    )
+                per["first"].append(first)
+                per["noop"].append(noop)
                 print(
-                    f"  {name}: first {first:6.1f} s ({changed1} changed), second {second:6.1f} s"
+                    f"  {setting.name}: first {first.seconds:6.1f} s ({first.changed} changed), "
+                    f"no-op {noop.seconds:6.1f} s",
+                    flush=True,
                 )
     finally:
         lab.down()
+        shutil.rmtree(scratch, ignore_errors=True)
 
-    med = {n: {k: statistics.median(v) for k, v in r.items()} for n, r in figures.items()}
     print(
         f"\nconverge of playbooks/{args.playbook} on {args.hosts} fresh lab hosts "
-        f"(median of {args.repeat})"
+        f"(median of {args.repeat}; busiest host: its task seconds / task results, no-op run)"
     )
-    print(f"{'setting':<18} {'first run s':>12} {'second run s':>13} {'second/first':>13}")
-    for name, m in med.items():
+    print(f"{'setting':<20} {'first s':>8} {'no-op s':>8} {'no-op/first':>12}  busiest host")
+    medians: dict[str, tuple[float, float]] = {}
+    for name, per in runs.items():
+        first_s = statistics.median(r.seconds for r in per["first"])
+        noop_s = statistics.median(r.seconds for r in per["noop"])
+        medians[name] = (first_s, noop_s)
+        host, busy, count = per["noop"][-1].busiest
         print(
-            f"{name:<18} {m['first']:>12.1f} {m['second']:>13.1f} {m['second'] / m['first']:>13.2f}"
+            f"{name:<20} {first_s:>8.1f} {noop_s:>8.1f} {noop_s / first_s:>12.2f}  "
+            f"{host} {busy:.1f} s / {count}"
         )
-    base, tuned = med["ansible defaults"], med["hearth tuned"]
-    print(
-        f"\ntuned/default wall time: first run {tuned['first'] / base['first']:.2f}, "
-        f"second run {tuned['second'] / base['second']:.2f}"
-    )
+    print()
+    for name, (first_s, noop_s) in medians.items():
+        print(f"{name}: no-op/first: {noop_s / first_s:.2f}")
+    names = list(medians)
+    if len(names) > 1:
+        base = medians[names[0]]
+        for name in names[1:]:
+            m = medians[name]
+            print(
+                f"{name} vs {names[0]}: first run {m[0] / base[0]:.2f}, "
+                f"no-op run {m[1] / base[1]:.2f}"
+            )
+    for name, per in runs.items():
+        tasks = per["noop"][-1].tasks
+        total = sum(tasks.values())
+        print(f"\nwhere the no-op time goes, {name} (top {args.top} of {len(tasks)} tasks, "
+              f"slowest host per task; all tasks {total:.1f} s):")  # fmt: skip
+        for label, seconds in sorted(tasks.items(), key=lambda kv: -kv[1])[: args.top]:
+            print(f"  {seconds:6.2f} s  {label}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ a :class:`~hearth.errors.HearthError` into its message and exit code; tracebacks
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -133,6 +134,12 @@ def _bin(name: str) -> Path:
 )
 @click.option("-v", "--verbose", is_flag=True, help="Also list tasks that were ok or skipped.")
 @click.option(
+    "--strategy",
+    type=click.Choice(["linear", "mitogen"]),
+    help="mitogen: Mitogen for Ansible (opt-in, faster; docs/converge.md); falls back to "
+    "linear, saying why, where it cannot run [default: linear, or $HEARTH_STRATEGY].",
+)
+@click.option(
     "--bundle",
     "bundle_dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -162,6 +169,7 @@ def up(
     vault_password_file: Path | None,
     playbook: str,
     verbose: bool,
+    strategy: str | None,
     bundle_dir: Path | None,
     signers: Path | None,
     batch: str | None,
@@ -183,7 +191,11 @@ def up(
         playbook = "bundle.yml" if playbook == "site.yml" else playbook
     _validated(inventory, vault_password_file)  # before anything else: exit 2 touches nothing
     _ensure_collections()
-    tuning = runner.Tuning() if forks is None else runner.Tuning(forks=forks)
+    tuning = runner.Tuning(forks=forks or runner.Tuning.forks)
+    if strategy == "mitogen" and (problem := runner.mitogen_problem()):
+        console.print(f"--strategy mitogen: {problem}; running with linear", style="yellow")
+        strategy = "linear"
+    tuning = dataclasses.replace(tuning, strategy=strategy or tuning.strategy)
     mode = " (check mode: nothing will be changed)" if check_mode else ""
     console.print(f"[bold]hearth up[/] {inventory} → {playbook}{mode}")
     result = runner.run_playbook(

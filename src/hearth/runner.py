@@ -34,12 +34,63 @@ class Tuning:
     control_persist: str = "15m"
     fact_caching: bool = True
     fact_cache_timeout: int = 7200
+    # "linear" (Ansible's own) or "mitogen" (Mitogen for Ansible's mitogen_linear, opt-in:
+    # `hearth up --strategy mitogen`, or $HEARTH_STRATEGY for every run of a process, such as
+    # the integration tests; :func:`mitogen_problem` says whether it can run here).
+    strategy: str = field(default_factory=lambda: os.environ.get("HEARTH_STRATEGY") or "linear")
 
     @classmethod
     def ansible_defaults(cls) -> Tuning:
         # Ansible's own defaults: 5 forks, no pipelining, ControlPersist=60s, facts gathered
         # on every play (no cache).
         return cls(forks=5, pipelining=False, control_persist="60s", fact_caching=False)
+
+
+STRATEGIES = ("linear", "mitogen")
+# The ansible-core releases Hearth has run Mitogen with (the lab's no-op and first converges,
+# benchmarks/converge.py); Mitogen's own ceiling (ansible_mitogen/loaders.py) is checked as well.
+MITOGEN_ANSIBLE_CORE = ((2, 17), (2, 19))
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+
+def mitogen_strategy_dir() -> Path | None:
+    """Where the installed Mitogen keeps its strategy plugins, or None (not installed)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("ansible_mitogen")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "plugins" / "strategy"
+    return folder if (folder / "mitogen_linear.py").is_file() else None
+
+
+def mitogen_problem() -> str:
+    """Why ``--strategy mitogen`` cannot run with this control node, or "" when it can: Mitogen
+    installed, and this ansible-core inside both Mitogen's supported range and Hearth's tested
+    one. Read without importing Mitogen (its loader refuses an unsupported Ansible on import)."""
+    from ansible.release import __version__ as core
+
+    folder = mitogen_strategy_dir()
+    if folder is None:
+        return "Mitogen is not installed (pip install 'mitogen>=0.3.25')"
+    loaders = (folder.parent.parent / "loaders.py").read_text()
+    low = re.search(r"ANSIBLE_VERSION_MIN\s*=\s*\((\d+),\s*(\d+)\)", loaders)
+    high = re.search(r"ANSIBLE_VERSION_MAX\s*=\s*\((\d+),\s*(\d+)\)", loaders)
+    have = _version(core)[:2]
+    if low is None or high is None:
+        return "the installed Mitogen does not declare the ansible-core releases it supports"
+    mitogen_range = ((int(low[1]), int(low[2])), (int(high[1]), int(high[2])))
+    for (first, last), whose in (
+        (mitogen_range, "the installed Mitogen supports"),
+        (MITOGEN_ANSIBLE_CORE, "Hearth has run Mitogen with"),
+    ):
+        if not first <= have <= last:
+            span = f"{'.'.join(map(str, first))} to {'.'.join(map(str, last))}"
+            return f"ansible-core {core} is outside the releases {whose} ({span})"
+    return ""
 
 
 def ansible_env(tuning: Tuning | None = None, inventory: Path | None = None) -> dict[str, str]:
@@ -66,6 +117,16 @@ def ansible_env(tuning: Tuning | None = None, inventory: Path | None = None) -> 
         ),
         "ANSIBLE_TIMEOUT": "20",
     }
+    if tuning.strategy == "mitogen":
+        folder = mitogen_strategy_dir()
+        problem = mitogen_problem()
+        if folder is None or problem:
+            raise EnvironmentProblem(f"--strategy mitogen: {problem}")
+        env |= {"ANSIBLE_STRATEGY_PLUGINS": str(folder), "ANSIBLE_STRATEGY": "mitogen_linear"}
+    elif tuning.strategy != "linear":
+        raise InvalidInputError(
+            f"--strategy {tuning.strategy}: expected one of {', '.join(STRATEGIES)}"
+        )
     if tuning.fact_caching:
         env |= {
             "ANSIBLE_GATHERING": "smart",

@@ -23,8 +23,9 @@ HOSTS = ("lab1", "lab2", "lab3")
 
 
 @pytest.fixture(scope="module")
-def converged(lab: lab_mod.LabState, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The three lab hosts converged once by the real CLI; returns the inventory used."""
+def base_site(lab: lab_mod.LabState, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The three lab hosts converged once by the real CLI; returns the inventory used. (Not named
+    `converged`: that is the session's shared configuration, conftest.py.)"""
     inventory = write_inventory(lab, tmp_path_factory.mktemp("converged"))
     done = hearth("up", "-i", str(inventory))
     assert done.returncode == 0, f"hearth up failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
@@ -45,7 +46,7 @@ def _snapshot(lab: lab_mod.LabState, host: str) -> dict[str, str]:
     }
 
 
-def test_converge_is_real(lab: lab_mod.LabState, converged: Path) -> None:
+def test_converge_is_real(lab: lab_mod.LabState, base_site: Path) -> None:
     for host in HOSTS:
         assert container_exec(lab, host, "id", "-u", "hearth").returncode == 0
         assert (
@@ -57,8 +58,8 @@ def test_converge_is_real(lab: lab_mod.LabState, converged: Path) -> None:
         assert container_exec(lab, host, "test", "-d", "/var/log/journal").returncode == 0
 
 
-def test_second_run_changes_nothing(converged: Path) -> None:
-    result = runner.run_playbook("site.yml", converged, label="test-idempotence")
+def test_second_run_changes_nothing(base_site: Path) -> None:
+    result = runner.run_playbook("site.yml", base_site, label="test-idempotence")
     assert result.status == "successful", result.failures
     per_host = {h: r.changed for h, r in result.hosts.items()}
     assert result.changed == 0, f"second run changed something: {per_host}"
@@ -67,7 +68,7 @@ def test_second_run_changes_nothing(converged: Path) -> None:
 
 
 def test_check_mode_on_changed_inventory_alters_nothing(
-    lab: lab_mod.LabState, converged: Path, tmp_path: Path
+    lab: lab_mod.LabState, base_site: Path, tmp_path: Path
 ) -> None:
     changed = write_inventory(
         lab,
@@ -91,10 +92,10 @@ def test_check_mode_on_changed_inventory_alters_nothing(
 
 
 def test_audit_passes_then_names_a_broken_service(
-    lab: lab_mod.LabState, converged: Path, tmp_path: Path
+    lab: lab_mod.LabState, base_site: Path, tmp_path: Path
 ) -> None:
     report = tmp_path / "audit.json"
-    done = hearth("audit", "-i", str(converged), "--format", "json", "-o", str(report))
+    done = hearth("audit", "-i", str(base_site), "--format", "json", "-o", str(report))
     assert done.returncode == 0, done.stdout + done.stderr
     data = json.loads(report.read_text())
     assert data["ok"] is True
@@ -102,14 +103,14 @@ def test_audit_passes_then_names_a_broken_service(
     assert data["summary"]["passed"] >= 8 * len(HOSTS)
     assert set(data["hosts"]) == set(HOSTS)
     # the roles audited are the ones the playbooks give each host (base layer + node_exporter)
-    expected = roles_for_hosts(load_inventory(converged))
+    expected = roles_for_hosts(load_inventory(base_site))
     assert {h: d["roles"] for h, d in data["hosts"].items()} == {h: expected[h] for h in HOSTS}
     assert all(d["roles"][0] == "common" for d in data["hosts"].values())
 
     container_exec(lab, "lab2", "systemctl", "stop", "chrony")
     try:
         junit = tmp_path / "audit.xml"
-        broken = hearth("audit", "-i", str(converged), "--format", "junit", "-o", str(junit))
+        broken = hearth("audit", "-i", str(base_site), "--format", "junit", "-o", str(junit))
         assert broken.returncode == 5, broken.stdout + broken.stderr
         assert (
             "lab2: common/test_time_sync: chrony: expected running, found stopped" in broken.stderr
@@ -117,16 +118,16 @@ def test_audit_passes_then_names_a_broken_service(
         failures = ET.parse(junit).getroot().findall(".//testcase/failure")
         assert [f.get("message") for f in failures] == ["chrony: expected running, found stopped"]
         html = tmp_path / "audit.html"
-        hearth("audit", "-i", str(converged), "--format", "html", "-o", str(html))
+        hearth("audit", "-i", str(base_site), "--format", "html", "-o", str(html))
         page = html.read_text()
         assert "FAILED" in page and "expected running, found stopped" in page
     finally:
         container_exec(lab, "lab2", "systemctl", "start", "chrony")
-    assert hearth("audit", "-i", str(converged)).returncode == 0
+    assert hearth("audit", "-i", str(base_site)).returncode == 0
 
 
 def test_unreachable_host_is_named_and_others_converge(
-    lab: lab_mod.LabState, converged: Path, tmp_path: Path
+    lab: lab_mod.LabState, base_site: Path, tmp_path: Path
 ) -> None:
     inventory = write_inventory(
         lab, tmp_path / "inv", group_vars={"common_extra_packages": ["tree"]}
@@ -145,13 +146,13 @@ def test_unreachable_host_is_named_and_others_converge(
         subprocess.run(["docker", "start", lab3], check=True, capture_output=True)
         lab_mod.up(3, inventory_dir=Path(lab.inventory).parent, owner=TEST_OWNER)
         # put the hosts back to the converged state for the tests that follow
-        assert hearth("up", "-i", str(converged)).returncode in (0,)
+        assert hearth("up", "-i", str(base_site)).returncode in (0,)
         for host in ("lab1", "lab2"):
             container_exec(lab, host, "apt-get", "remove", "-y", "-q", "tree")
 
 
 def test_bad_inventory_changes_nothing(
-    lab: lab_mod.LabState, converged: Path, tmp_path: Path
+    lab: lab_mod.LabState, base_site: Path, tmp_path: Path
 ) -> None:
     bad = write_inventory(
         lab,
@@ -170,7 +171,7 @@ def test_bad_inventory_changes_nothing(
 
 
 def test_secrets_never_reach_artifacts_or_output(
-    lab: lab_mod.LabState, converged: Path, tmp_path: Path
+    lab: lab_mod.LabState, base_site: Path, tmp_path: Path
 ) -> None:
     secret = "hearth-planted-S3CR3T-7f3a9c"
     vault_pass = tmp_path / "vault-pass"

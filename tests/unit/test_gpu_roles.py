@@ -19,7 +19,9 @@ ROLES = sorted(p.parent.parent.name for p in paths.roles_dir().glob("*/tasks/mai
 GPU_ROLES = ("nvidia_driver", "cuda", "container_runtime")
 PHASES = ("preflight", "install", "configure", "service")
 # Modules shipped in plugins/modules (no collection namespace).
-LOCAL_MODULES = {"gpu_facts", "hearth_inventory_check", "hearth_preflight"}
+LOCAL_MODULES = {
+    "gpu_facts", "hearth_hold", "hearth_inventory_check", "hearth_paths", "hearth_preflight",
+}  # fmt: skip
 TASK_KEYWORDS = {
     "name", "when", "register", "loop", "loop_control", "vars", "tags", "notify", "become",
     "changed_when", "failed_when", "check_mode", "environment", "block", "rescue", "always",

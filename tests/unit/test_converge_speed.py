@@ -1,0 +1,190 @@
+"""Converge speed (issue 14): the ``hearth_hold`` and ``hearth_paths`` modules (a package set
+held, several directories made, one call each), and ``--strategy mitogen``'s checks (Mitogen's
+supported ansible-core range, read without importing it; a clear refusal where it cannot run)."""
+
+from __future__ import annotations
+
+import grp
+import importlib.util
+import json
+import os
+import pwd
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from hearth import paths, runner
+from hearth.errors import EnvironmentProblem, InvalidInputError
+
+QUERY = (
+    "nvidia-smi\t535.261.03-1\tinstall ok installed\n"
+    "libcuda1:amd64\t535.261.03-1\thold ok installed\n"
+    "libnvidia-ml1\t535.261.03-1~deb12u1\tinstall ok installed\n"
+    "nvidia-driver-bin\t535.261.030-1\tinstall ok installed\n"  # 535.261.030: another release
+    "libcudart11.0\t11.8.89~11.8.0-5~deb12u1\tinstall ok installed\n"
+    "docker.io\t20.10.24+dfsg1-1+deb12u1\tinstall ok installed\n"
+    "oldpkg\t1.0\tdeinstall ok config-files\n"
+)
+
+
+def hold_module() -> ModuleType:
+    path = paths.plugins_dir() / "modules" / "hearth_hold.py"
+    spec = importlib.util.spec_from_file_location("hearth_hold_under_test", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_query_keeps_installed_packages_with_their_selection() -> None:
+    installed = hold_module().parse_query(QUERY)
+    assert installed["libcuda1"] == ("535.261.03-1", "hold")  # arch qualifier dropped
+    assert installed["nvidia-smi"] == ("535.261.03-1", "install")
+    assert "oldpkg" not in installed  # removed, only its config files left
+
+
+def test_choose_by_name_and_by_version() -> None:
+    mod = hold_module()
+    installed = mod.parse_query(QUERY)
+    pattern = re.escape("535.261.03") + "[-~+.]"
+    packages, to_hold = mod.choose(installed, ["docker.io", "absent"], ".*", pattern)
+    assert packages == ["docker.io", "libcuda1", "libnvidia-ml1", "nvidia-smi"]
+    assert to_hold == ["docker.io", "libnvidia-ml1", "nvidia-smi"]  # libcuda1 is held already
+    packages, to_hold = mod.choose(installed, [], "^(libcu|libnv)", "^11\\.8\\.89")
+    assert (packages, to_hold) == (["libcudart11.0"], ["libcudart11.0"])
+    assert mod.choose(installed, ["libcuda1"], ".*", None) == (["libcuda1"], [])
+
+
+def test_module_in_check_mode_reads_the_real_dpkg_and_sets_nothing(tmp_path: Path) -> None:
+    """Through the real ``ansible`` CLI on this machine's dpkg: check mode only, so nothing is
+    held here; the answer must agree with ``apt-mark showhold``."""
+    if not Path("/usr/bin/dpkg-query").exists():
+        pytest.skip("no dpkg on this machine")
+    before = subprocess.run(["apt-mark", "showhold"], capture_output=True, text=True).stdout
+    args = {"names": ["dpkg", "no-such-package-here"]}
+    result = run_local(tmp_path, "hearth_hold", args, "--check")
+    held_before = "dpkg" in before.split()
+    assert result["packages"] == ["dpkg"]  # the package that is not installed is left alone
+    assert result["held"] == ([] if held_before else ["dpkg"])
+    assert result["changed"] is (not held_before)
+    after = subprocess.run(["apt-mark", "showhold"], capture_output=True, text=True).stdout
+    assert after == before
+
+
+def run_local(tmp_path: Path, module: str, args: dict[str, Any], *flags: str) -> dict[str, Any]:
+    """``module`` on localhost through the real ``ansible`` CLI; its result."""
+    env = dict(
+        os.environ,
+        ANSIBLE_STDOUT_CALLBACK="ansible.builtin.minimal",
+        ANSIBLE_HOME=str(tmp_path / "home"),
+        ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
+    )
+    cmd = [str(Path(sys.executable).parent / "ansible"), "-i", "localhost,", "-c", "local"]
+    cmd += ["-M", str(paths.plugins_dir() / "modules"), "localhost", *flags, "-m", module]
+    cmd += ["-a", json.dumps(args)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    match = re.search(r"^localhost \| ([A-Z!]+) => ", proc.stdout, re.M)
+    assert match, proc.stdout + proc.stderr
+    result, _ = json.JSONDecoder().raw_decode(proc.stdout[match.end() :])
+    assert isinstance(result, dict)
+    return {**result, "status": match.group(1)}
+
+
+def test_paths_makes_alters_and_removes_in_one_call_idempotently(tmp_path: Path) -> None:
+    user = pwd.getpwuid(os.getuid()).pw_name
+    group = grp.getgrgid(os.getgid()).gr_name
+    top, child, gone = tmp_path / "top", tmp_path / "top" / "child", tmp_path / "gone"
+    (gone / "inside").mkdir(parents=True)
+    args = {
+        "paths": [
+            {"path": str(top), "owner": user, "group": group, "mode": "2755"},
+            {"path": str(child), "mode": "0750"},
+            {"path": str(gone), "state": "absent"},
+        ]
+    }
+    checked = run_local(tmp_path, "hearth_paths", args, "--check")
+    assert checked["changed"] is True
+    assert checked["changed_paths"] == [str(top), str(child), str(gone)]
+    assert not top.exists() and gone.exists(), "check mode changed the machine"
+    done = run_local(tmp_path, "hearth_paths", args)
+    assert done["changed_paths"] == [str(top), str(child), str(gone)]
+    assert stat.S_IMODE(top.stat().st_mode) == 0o2755 and not gone.exists()
+    assert stat.S_IMODE(child.stat().st_mode) == 0o750
+    again = run_local(tmp_path, "hearth_paths", args)
+    assert (again["changed"], again["changed_paths"]) == (False, [])
+    child.chmod(0o700)  # drift: only that directory is reported, and put back
+    drifted = run_local(tmp_path, "hearth_paths", args)
+    assert drifted["changed_paths"] == [str(child)]
+    assert stat.S_IMODE(child.stat().st_mode) == 0o750
+
+
+def test_paths_refuses_a_file_where_a_directory_belongs(tmp_path: Path) -> None:
+    (tmp_path / "plain").write_text("x")
+    result = run_local(tmp_path, "hearth_paths", {"paths": [{"path": str(tmp_path / "plain")}]})
+    assert result["status"] == "FAILED!"
+    assert result["msg"] == f"{tmp_path / 'plain'} exists and is not a directory"
+
+
+def fake_mitogen(tmp_path: Path, high: tuple[int, int]) -> Path:
+    strategy = tmp_path / "ansible_mitogen" / "plugins" / "strategy"
+    strategy.mkdir(parents=True)
+    (strategy / "mitogen_linear.py").write_text("# strategy\n")
+    (tmp_path / "ansible_mitogen" / "loaders.py").write_text(
+        f"ANSIBLE_VERSION_MIN = (2, 10)\nANSIBLE_VERSION_MAX = {high}\n"
+    )
+    return strategy
+
+
+def test_mitogen_missing_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "mitogen_strategy_dir", lambda: None)
+    assert "not installed" in runner.mitogen_problem()
+    with pytest.raises(EnvironmentProblem, match="--strategy mitogen: Mitogen is not installed"):
+        runner.ansible_env(runner.Tuning(strategy="mitogen"))
+
+
+def test_mitogen_outside_its_ansible_range_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from ansible.release import __version__ as core
+
+    major, minor = (int(p) for p in core.split(".")[:2])
+    strategy = fake_mitogen(tmp_path, (major, minor - 1))
+    monkeypatch.setattr(runner, "mitogen_strategy_dir", lambda: strategy)
+    problem = runner.mitogen_problem()
+    assert f"ansible-core {core} is outside the releases the installed Mitogen supports" in problem
+    assert f"2.10 to {major}.{minor - 1}" in problem
+
+
+def test_mitogen_in_range_sets_the_strategy(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from ansible.release import __version__ as core
+
+    major, minor = (int(p) for p in core.split(".")[:2])
+    strategy = fake_mitogen(tmp_path, (major, minor))
+    monkeypatch.setattr(runner, "mitogen_strategy_dir", lambda: strategy)
+    low, high = runner.MITOGEN_ANSIBLE_CORE
+    if not low <= (major, minor) <= high:
+        assert "the releases Hearth has run Mitogen with" in runner.mitogen_problem()
+        return
+    assert runner.mitogen_problem() == ""
+    env = runner.ansible_env(runner.Tuning(strategy="mitogen"))
+    assert env["ANSIBLE_STRATEGY"] == "mitogen_linear"
+    assert env["ANSIBLE_STRATEGY_PLUGINS"] == str(strategy)
+    monkeypatch.delenv("HEARTH_STRATEGY", raising=False)
+    assert "ANSIBLE_STRATEGY" not in runner.ansible_env(runner.Tuning())
+    monkeypatch.setenv("HEARTH_STRATEGY", "mitogen")  # a whole test session with Mitogen
+    assert runner.ansible_env(runner.Tuning())["ANSIBLE_STRATEGY"] == "mitogen_linear"
+
+
+def test_unknown_strategy_is_invalid_input() -> None:
+    with pytest.raises(InvalidInputError, match="--strategy free: expected one of linear, mitogen"):
+        runner.ansible_env(runner.Tuning(strategy="free"))

@@ -1473,9 +1473,11 @@ def logs_verify(inventory: Path, limit: str | None, vault_password_file: Path | 
         checked, problem = verify_host(log)
         files = len(log.files)
         head = "" if log.head is not None else " (front door not answering: head not compared)"
+        records = sum(len(digests) for _, digests in log.prompts)
+        kept = f", {records} prompt record(s) match" if log.prompts else ""
         if problem is None:
             console.print(
-                f"[green]✓[/] {log.host}: {checked} line(s) in {files} file(s) hold{head}"
+                f"[green]✓[/] {log.host}: {checked} line(s) in {files} file(s) hold{kept}{head}"
             )
         else:
             console.print(f"[bold red]✗[/] {log.host}: {problem}", highlight=False)

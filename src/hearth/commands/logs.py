@@ -7,6 +7,11 @@ What is read on a host (sudo where Ansible would become; read-only): ``/health``
 checked are the bytes on the disk. The chain is verified in-process
 (:func:`hearth.frontdoor.reqlog.verify_chain`); the head catches a last line edited or lines cut
 off the end, which no later line would reveal.
+
+Prompt files (``prompts-YYYY-MM-DD.jsonl``, only where a site logs prompts) never leave the
+host: the script prints, per line, its ``seq`` and sha256 (computed there, by the same steps as
+:func:`hearth.frontdoor.reqlog.digest_lines`), and :func:`hearth.frontdoor.reqlog.verify_prompts`
+compares them with the ``prompt_sha256`` the chained request lines hold.
 """
 
 from __future__ import annotations
@@ -35,6 +40,25 @@ __all__ = [
 
 DEFAULT_STATE_DIR = "/var/lib/hearth/frontdoor"
 _MARK = "==hearth-log== "
+# Run on the host over its prompt files: per file a mark, then "LINE SEQ SHA256" per line (SEQ
+# "-" when the line does not parse). Only digests are printed: no prompt leaves the host.
+_PROMPT_DIGESTS = f"""
+import hashlib, json, os, sys
+for path in sys.argv[1:]:
+    if not os.path.isfile(path):
+        continue
+    print({_MARK!r} + "prompts " + os.path.basename(path))
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    for number, raw in enumerate(lines, 1):
+        try:
+            seq = str(int(json.loads(raw)["seq"]))
+        except Exception:
+            seq = "-"
+        print(number, seq, hashlib.sha256(raw).hexdigest())
+"""
 
 
 @dataclass
@@ -46,6 +70,8 @@ class HostLog:
     files: list[tuple[str, bytes]] = field(default_factory=list)
     head: dict[str, Any] | None = None
     error: str = ""
+    prompts: list[tuple[str, list[tuple[int, int | None, str]]]] = field(default_factory=list)
+    """Each kept prompt file's name and its lines' (number, seq, sha256), computed on the host."""
 
 
 def fetch_script(state_dir: str, port: int, address: str = "127.0.0.1", tls: bool = False) -> str:
@@ -63,7 +89,8 @@ def fetch_script(state_dir: str, port: int, address: str = "127.0.0.1", tls: boo
     return (
         f"echo '{_MARK}health'; python3 -c {shlex.quote(health)} 2>/dev/null || echo '{{}}'; "
         f'for f in {directory}/requests-*.jsonl; do [ -f "$f" ] || continue; '
-        f'echo "{_MARK}file $(basename "$f")"; base64 -w0 "$f"; echo; done'
+        f'echo "{_MARK}file $(basename "$f")"; base64 -w0 "$f"; echo; done; '
+        f"python3 -c {shlex.quote(_PROMPT_DIGESTS)} {directory}/prompts-*.jsonl"
     )
 
 
@@ -88,6 +115,14 @@ def parse_fetch(host: str, text: str) -> HostLog:
                 found.files.append((name, base64.b64decode(body, validate=True)))
             except (binascii.Error, ValueError):
                 found.error = f"{name}: could not be read back (not base64)"
+        elif kind == "prompts":
+            digests: list[tuple[int, int | None, str]] = []
+            for row in section:
+                parts = row.split()
+                if len(parts) == 3 and parts[0].isdigit():
+                    seq = int(parts[1]) if parts[1].isdigit() else None
+                    digests.append((int(parts[0]), seq, parts[2]))
+            found.prompts.append((name, digests))
 
     for line in text.splitlines():
         if line.startswith(_MARK):
@@ -98,11 +133,24 @@ def parse_fetch(host: str, text: str) -> HostLog:
         section.append(line)
     close()
     found.files.sort()
+    found.prompts.sort()
     return found
 
 
 def verify_host(log: HostLog) -> tuple[int, str | None]:
-    """Lines that hold and the first problem (``None``: the chain holds, up to the head)."""
+    """Lines that hold and the first problem (``None``: the chain holds, up to the head, and
+    every kept prompt record is the one its request line records)."""
+    checked, problem = _verify_chain(log)
+    if problem is not None or not log.prompts:
+        return checked, problem
+    problems = reqlog.verify_prompts(log.files, log.prompts)
+    if not problems:
+        return checked, None
+    more = f" (and {len(problems) - 1} more prompt-file problem(s))" if len(problems) > 1 else ""
+    return checked, problems[0].text() + more
+
+
+def _verify_chain(log: HostLog) -> tuple[int, str | None]:
     if log.error:
         return 0, log.error
     checked, broken = reqlog.verify_chain(log.files)

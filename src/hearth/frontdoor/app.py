@@ -33,7 +33,11 @@ One JSON line per request goes to stdout (time, model, endpoint, status, seconds
 tokens): never the key, never the prompt. With a ``state_dir``, the same facts (and the model's
 version and the client's address) also go to the hash-chained request log
 (:mod:`hearth.frontdoor.reqlog`) that ``hearth logs verify`` checks and ``hearth keys usage``
-reads.
+reads. Only when the site opts in (``prompts.log``), each OpenAI request's body as the client
+sent it and the answer's text (a streamed answer is copied as it is relayed, never held back) go
+to the day's prompt file, bound to the request line by its sha256; the front door deletes prompt
+files older than ``prompts.retention_days`` at start, at a reload and at the first request of
+each UTC day. Headers (the key among them) are never written.
 """
 
 from __future__ import annotations
@@ -191,6 +195,9 @@ class Caller:
     client: str = ""
     requested: str = ""
     admitted: bool = False
+    prompt: dict[str, Any] | None = None
+    """The body as the client sent it, kept only when prompts are logged."""
+    answer: str | list[str] | None = None
 
 
 def _client(request: Request) -> str:
@@ -208,15 +215,33 @@ def _usage(data: object) -> tuple[int, int]:
     )
 
 
+def _answer_text(data: object) -> str | list[str] | None:
+    """The text of an OpenAI answer's choices (``message.content`` or ``text``): a string for one
+    choice, a list by index for several, ``None`` without choices (embeddings, errors)."""
+    choices = data.get("choices") if isinstance(data, Mapping) else None
+    if not isinstance(choices, list) or not choices:
+        return None
+    texts: list[str] = []
+    for choice in choices:
+        if not isinstance(choice, Mapping):
+            continue
+        message = choice.get("message")
+        text = message.get("content") if isinstance(message, Mapping) else choice.get("text")
+        texts.append(text if isinstance(text, str) else "")
+    return texts[0] if len(texts) == 1 else texts
+
+
 class _SseTokens:
     """Counts tokens in a relayed server-sent-event stream: the final ``usage`` when the engine
-    sends one, else one completion token per chunk that carries text."""
+    sends one, else one completion token per chunk that carries text. With ``capture``, it also
+    keeps a copy of the text of each choice (the prompt log's answer)."""
 
-    def __init__(self) -> None:
+    def __init__(self, capture: bool = False) -> None:
         self._buffer = b""
         self.chunks = 0
         self.prompt = 0
         self.completion: int | None = None
+        self._parts: dict[int, list[str]] | None = {} if capture else None
 
     def feed(self, data: bytes) -> None:
         self._buffer += data
@@ -237,8 +262,22 @@ class _SseTokens:
                 self.prompt, self.completion = prompt, completion
             for choice in event.get("choices") or [] if isinstance(event, dict) else []:
                 delta = choice.get("delta") or {}
-                if choice.get("text") or (isinstance(delta, dict) and delta.get("content")):
+                text = choice.get("text") or (delta.get("content") if isinstance(delta, dict)
+                                              else None)  # fmt: skip
+                if text:
                     self.chunks += 1
+                    if self._parts is not None and isinstance(text, str):
+                        index = choice.get("index", 0)
+                        self._parts.setdefault(index if isinstance(index, int) else 0,
+                                               []).append(text)  # fmt: skip
+
+    @property
+    def text(self) -> str | list[str] | None:
+        """The copied answer (as :func:`_answer_text` gives it); ``None`` without capture."""
+        if self._parts is None:
+            return None
+        texts = ["".join(self._parts[i]) for i in sorted(self._parts)] or [""]
+        return texts[0] if len(texts) == 1 else texts
 
     @property
     def completion_tokens(self) -> int:
@@ -266,7 +305,9 @@ class FrontDoor:
         state = config.state_dir
         self.limiter = Limiter(state / "quota.json" if state is not None else None)
         self.request_log = RequestLog(state) if state is not None else None
+        self._prune_day = -1  # the UTC day (days since the epoch) prompt files were last pruned
         self._publish(config)
+        self._prune_prompts()
 
     def _publish_keys(self) -> None:
         self.metrics.key_expiry.clear()
@@ -289,6 +330,7 @@ class FrontDoor:
         self.config = loaded.config
         self.digests = dict(loaded.digests)
         self._publish(loaded.config)
+        self._prune_prompts()
         self.metrics.reloads.labels("ok").inc()
         self._log(json.dumps({"event": "reload", **self.digests}, sort_keys=True))
 
@@ -322,6 +364,22 @@ class FrontDoor:
         self.limiter.save()
         if self.request_log is not None:
             self.request_log.close()
+
+    def _prune_prompts(self) -> None:
+        """Delete the prompt files older than the retention (once a UTC day, and at start and
+        reload); said on stderr, never a reason to stop answering."""
+        if self.request_log is None:
+            return
+        self._prune_day = int(time.time() // 86400)
+        try:
+            removed = self.request_log.prune_prompts(self.config.prompt_retention_days)
+        except OSError as e:
+            print(f"hearth-frontdoor: prompt retention: {e}", file=sys.stderr, flush=True)
+            return
+        if removed:
+            days = self.config.prompt_retention_days
+            self._log(json.dumps({"event": "prompts_deleted", "files": removed,
+                                  "retention_days": days}))  # fmt: skip
 
     def _backends(self, route: ModelRoute) -> list[str]:
         """The route's backends, starting with the next one in turn (round robin)."""
@@ -359,6 +417,8 @@ class FrontDoor:
                     if name:
                         self.metrics.key_tokens.labels(name, model, kind).inc(count)
         if self.request_log is not None:
+            if int(time.time() // 86400) != self._prune_day:
+                self._prune_prompts()
             entry: dict[str, Any] = {
                 "key": name,
                 "model": model,
@@ -372,8 +432,12 @@ class FrontDoor:
             }
             if caller is not None and caller.requested and caller.requested != model:
                 entry["alias"] = caller.requested
+            prompt: dict[str, Any] | None = None
+            if caller is not None and caller.prompt is not None and self.config.log_prompts:
+                prompt = {"key": name, "model": model, "endpoint": endpoint,
+                          "request": caller.prompt, "answer": caller.answer}  # fmt: skip
             try:
-                self.request_log.write(entry)
+                self.request_log.write(entry, prompt)
             except OSError as e:  # a full disk must not stop the answers; it is said loudly
                 print(f"hearth-frontdoor: request log: {e}", file=sys.stderr, flush=True)
         line = {
@@ -536,6 +600,8 @@ class FrontDoor:
         if not isinstance(payload, dict):
             self._record(None, endpoint, 400, caller, started)
             return _error(400, "the body must be a JSON object", "invalid_request_error", "bad")
+        if self.config.log_prompts and self.request_log is not None:
+            caller.prompt = dict(payload)  # as the client sent it (an alias is renamed below)
         if not isinstance(payload.get("model"), str) or not payload["model"]:
             self._record(None, endpoint, 400, caller, started)
             return _error(
@@ -701,7 +767,10 @@ class FrontDoor:
             tokens = (0, 0)
             if "json" in answer.headers.get("content-type", ""):
                 with contextlib.suppress(ValueError):
-                    tokens = _usage(answer.json())
+                    data = answer.json()
+                    tokens = _usage(data)
+                    if isinstance(key, Caller) and key.prompt is not None:
+                        key.answer = _answer_text(data)
             self._record(route, endpoint, answer.status_code, key, started, tokens)
             return Response(
                 answer.content,
@@ -725,7 +794,8 @@ class FrontDoor:
             self.metrics.in_flight.labels(route.name).dec()
             self._record(route, endpoint, 503, key, started)
             return self._unavailable(route)
-        counter = _SseTokens()
+        caller = key if isinstance(key, Caller) and key.prompt is not None else None
+        counter = _SseTokens(capture=caller is not None)
         response, backend = sent
 
         async def relay() -> AsyncIterator[bytes]:
@@ -747,6 +817,8 @@ class FrontDoor:
                 self._done(route, backend)
                 self.metrics.in_flight.labels(route.name).dec()
                 tokens = (counter.prompt, counter.completion_tokens)
+                if caller is not None:
+                    caller.answer = counter.text
                 self._record(route, endpoint, status, key, started, tokens)
 
         return StreamingResponse(
@@ -805,6 +877,8 @@ class FrontDoor:
         finally:
             self.metrics.in_flight.labels(route.name).dec()
         tokens = (len(prompt.split()), len(text.split()))
+        if isinstance(key, Caller) and key.prompt is not None:
+            key.answer = text
         self._record(route, endpoint, 200, key, started, tokens)
         created = int(time.time())
         ident = f"hearth-{uuid.uuid4().hex}"

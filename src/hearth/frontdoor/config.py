@@ -12,6 +12,7 @@ Ansible writes two JSON files on each front door host (``roles/front_door``):
          "max_body_bytes": 8388608,
          "state_dir": "/var/lib/hearth/frontdoor",
          "tls": {"cert": "/etc/hearth/frontdoor/tls.crt", "key": "/etc/hearth/frontdoor/tls.key"},
+         "prompts": {"log": false, "retention_days": 7},
          "aliases": {"chat": "smollm2"},
          "models": {"smollm2": {"engine": "llamacpp", "version": "v1", "api": "openai",
                                 "backends": ["http://127.0.0.1:8080"], "embeddings": false,
@@ -75,6 +76,7 @@ __all__ = [
 ]
 
 APIS = ("openai", "kserve")
+DEFAULT_PROMPT_RETENTION_DAYS = 7
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
@@ -145,6 +147,12 @@ class FrontDoorConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     """With both: HTTPS only (PEM files; the certificate of ``hearth tls init`` or the site's)."""
+    log_prompts: bool = False
+    """Opt-in: each request's body and answer go to ``prompts-YYYY-MM-DD.jsonl`` in the state
+    directory, bound to the chained request line by its sha256 (:mod:`hearth.frontdoor.reqlog`)."""
+    prompt_retention_days: int = DEFAULT_PROMPT_RETENTION_DAYS
+    """Prompt files of days older than this are deleted (at start, reload and each new UTC day),
+    whether or not prompts are logged now."""
 
     def resolve(self, name: str) -> ModelRoute | None:
         """The route of a model name or alias."""
@@ -259,7 +267,19 @@ def parse_config(raw: object) -> FrontDoorConfig:
     tls = raw.get("tls") or {}
     if not isinstance(tls, Mapping) or bool(tls.get("cert")) != bool(tls.get("key")):
         raise ConfigError("tls: expected {cert: PEM file, key: PEM file} (both, or no tls)")
+    prompts = raw.get("prompts") or {}
+    if not isinstance(prompts, Mapping) or not isinstance(prompts.get("log", False), bool):
+        raise ConfigError("prompts: expected {log: true|false, retention_days: N}")
+    retention = prompts.get("retention_days", DEFAULT_PROMPT_RETENTION_DAYS)
+    if isinstance(retention, bool) or not isinstance(retention, int) or retention <= 0:
+        raise ConfigError(
+            f"prompts.retention_days: expected a positive number of days, got {retention!r}"
+        )
+    if prompts.get("log") is True and state is None:
+        raise ConfigError("prompts.log: needs a state_dir to write the prompt files to")
     return FrontDoorConfig(
+        log_prompts=prompts.get("log") is True,
+        prompt_retention_days=retention,
         tls_cert=Path(str(tls["cert"])) if tls.get("cert") else None,
         tls_key=Path(str(tls["key"])) if tls.get("key") else None,
         aliases={str(k): str(v) for k, v in aliases.items()},

@@ -1,9 +1,9 @@
 """The front door's request log: one JSON line per request, hash-chained, rotated daily.
 
 Each line is a JSON object with, beside the request's facts (time, key name, model and version,
-endpoint, status, tokens, seconds, client address; never the key, never the prompt), ``seq`` (its
-number, counting on across files) and ``prev``: the sha256 of the previous line's bytes (without
-the newline). The first line ever has ``prev`` = 64 zeros. The file is
+endpoint, status, tokens, seconds, client address; never the key, never the prompt: see below),
+``seq`` (its number, counting on across files) and ``prev``: the sha256 of the previous line's
+bytes (without the newline). The first line ever has ``prev`` = 64 zeros. The file is
 ``requests-YYYY-MM-DD.jsonl`` (UTC day) in the state directory; the first line of a day carries
 the hash of the last line of the day before, so the chain runs across rotations.
 
@@ -15,6 +15,15 @@ the last line it wrote).
 
 At start the writer reads the last line of the newest file and continues its chain (a last line
 that does not parse is a break the verifier will report; the writer starts over from it).
+
+Prompts and answers (only when a site opts in, ``front_door_log_prompts``) go to a file of their
+own, ``prompts-YYYY-MM-DD.jsonl`` (mode 0600, same UTC day as the request line): one record per
+request, ``{"seq", "time", "key", "model", "endpoint", "request", "answer"}``, where ``seq`` is
+the number of the request line it belongs to. The chained request line carries only
+``prompt_sha256``, the sha256 of that record's bytes. So deleting prompt files after their
+retention (:meth:`RequestLog.prune_prompts`) leaves every chained line as it was, and each kept
+record is still bound to the chain: an edited record no longer hashes to what its request line
+says, and :func:`verify_prompts` names it.
 """
 
 from __future__ import annotations
@@ -33,14 +42,18 @@ __all__ = [
     "GENESIS",
     "Break",
     "RequestLog",
+    "digest_lines",
     "iter_records",
     "line_hash",
     "log_files",
+    "prompt_files",
     "verify_chain",
+    "verify_prompts",
 ]
 
 GENESIS = "0" * 64
 _FILE = re.compile(r"^requests-(\d{4}-\d{2}-\d{2})\.jsonl$")
+_PROMPTS = re.compile(r"^prompts-(\d{4}-\d{2}-\d{2})\.jsonl$")
 
 
 def line_hash(line: bytes) -> str:
@@ -52,6 +65,13 @@ def log_files(directory: Path) -> list[Path]:
     if not directory.is_dir():
         return []
     return sorted(p for p in directory.iterdir() if _FILE.match(p.name))
+
+
+def prompt_files(directory: Path) -> list[Path]:
+    """The prompt files in ``directory``, oldest first."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if _PROMPTS.match(p.name))
 
 
 def _last_line(path: Path) -> bytes | None:
@@ -67,7 +87,8 @@ def _last_line(path: Path) -> bytes | None:
 
 
 class RequestLog:
-    """Appends chained lines to the day's file in ``directory``."""
+    """Appends chained lines to the day's file in ``directory`` (and, for a request whose prompt
+    is logged, its record to the day's prompt file)."""
 
     def __init__(self, directory: Path, clock: Any = None) -> None:
         import time
@@ -76,6 +97,10 @@ class RequestLog:
         self._clock = clock or time.time
         self._fd: int | None = None
         self._day = ""
+        self._prompt_fd: int | None = None
+        self._prompt_day = ""
+        self.pruned_on = ""
+        """The UTC day of the last :meth:`prune_prompts` (one run per day is enough)."""
         self.seq = 0
         self.head = GENESIS
         for path in reversed(log_files(directory)):
@@ -98,26 +123,68 @@ class RequestLog:
         self._day = day
         return self._fd
 
-    def write(self, record: Mapping[str, Any]) -> str:
-        """Append ``record`` (with ``seq`` and ``prev`` added); the line written."""
+    def _open_prompts(self, day: str) -> int:
+        if self._prompt_fd is not None and day == self._prompt_day:
+            return self._prompt_fd
+        self._close_prompts()
+        path = self.directory / f"prompts-{day}.jsonl"
+        self._prompt_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._prompt_day = day
+        return self._prompt_fd
+
+    def write(self, record: Mapping[str, Any], prompt: Mapping[str, Any] | None = None) -> str:
+        """Append ``record`` (with ``seq`` and ``prev`` added); the line written. With
+        ``prompt`` (the request's body and its answer), its record goes to the day's prompt
+        file first and the line carries the record's sha256 (``prompt_sha256``)."""
         now = float(self._clock())
         moment = dt.datetime.fromtimestamp(now, dt.UTC)
-        line = {
-            "time": moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            **record,
-            "seq": self.seq + 1,
-            "prev": self.head,
-        }
+        day = moment.date().isoformat()
+        when = moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        line = {"time": when, **record, "seq": self.seq + 1, "prev": self.head}
+        if prompt is not None:
+            kept = {"time": when, **prompt, "seq": self.seq + 1}
+            content = json.dumps(kept, sort_keys=True, separators=(",", ":")).encode("utf-8")
+            os.write(self._open_prompts(day), content + b"\n")
+            line["prompt_sha256"] = line_hash(content)
         data = json.dumps(line, sort_keys=True, separators=(",", ":")).encode("utf-8")
-        os.write(self._open(moment.date().isoformat()), data + b"\n")
+        os.write(self._open(day), data + b"\n")
         self.seq += 1
         self.head = line_hash(data)
         return data.decode("utf-8")
+
+    def prune_prompts(self, retention_days: int, now: float | None = None) -> list[str]:
+        """Delete the prompt files of UTC days more than ``retention_days`` before today (a
+        record is kept at least that many whole days, and gone within a day after); the names
+        deleted. The request files are never touched: their lines hold only the hashes."""
+        moment = dt.datetime.fromtimestamp(float(self._clock()) if now is None else now, dt.UTC)
+        today = moment.date()
+        oldest = (today - dt.timedelta(days=retention_days)).isoformat()
+        removed: list[str] = []
+        for path in prompt_files(self.directory):
+            match = _PROMPTS.match(path.name)
+            if match is None or match.group(1) >= oldest:
+                continue
+            if path.name == f"prompts-{self._prompt_day}.jsonl":
+                self._close_prompts()
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(path.name)
+        self.pruned_on = today.isoformat()
+        return removed
+
+    def _close_prompts(self) -> None:
+        if self._prompt_fd is not None:
+            os.close(self._prompt_fd)
+            self._prompt_fd = None
+            self._prompt_day = ""
 
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        self._close_prompts()
 
 
 @dataclass(frozen=True)
@@ -129,6 +196,8 @@ class Break:
     problem: str
 
     def text(self) -> str:
+        if not self.line:  # the file as a whole
+            return f"{self.file}: {self.problem}"
         return f"{self.file}:{self.line}: {self.problem}"
 
 
@@ -174,6 +243,82 @@ def verify_chain(files: Sequence[tuple[str, bytes]]) -> tuple[int, Break | None]
             previous, expected_seq, where = raw, seq + 1, (name, number)
             checked += 1
     return checked, None
+
+
+def digest_lines(content: bytes) -> list[tuple[int, int | None, str]]:
+    """Each line of a prompt file as (1-based line number, its ``seq`` or ``None`` when the line
+    does not parse, sha256 of its bytes): what ``hearth logs verify`` needs of a prompt file,
+    computed on the host so that no prompt leaves it (``hearth.commands.logs`` runs the same
+    steps there)."""
+    lines = content.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    found: list[tuple[int, int | None, str]] = []
+    for number, raw in enumerate(lines, start=1):
+        try:
+            seq: int | None = int(json.loads(raw)["seq"])
+        except (ValueError, KeyError, TypeError):
+            seq = None
+        found.append((number, seq, line_hash(raw)))
+    return found
+
+
+def verify_prompts(
+    files: Sequence[tuple[str, bytes]],
+    prompts: Sequence[tuple[str, Sequence[tuple[int, int | None, str]]]],
+) -> list[Break]:
+    """Check kept prompt records against the request lines that hold their hashes: ``files``
+    are the request files (name, content), ``prompts`` each prompt file's name and
+    :func:`digest_lines`. Every record must hash to the ``prompt_sha256`` of the request line
+    with its ``seq``; every request line of a day whose prompt file is kept must find its record
+    there. A day's prompt file deleted whole (retention) is not a problem. The problems, in
+    file order (empty: every kept record holds)."""
+    recorded: dict[int, tuple[str, int, str]] = {}  # seq -> request file, line, prompt_sha256
+    by_day: dict[str, list[int]] = {}
+    for name, content in files:
+        match = _FILE.match(name)
+        for number, raw in enumerate(content.splitlines(), start=1):
+            try:
+                record = json.loads(raw)
+                digest, seq = record["prompt_sha256"], int(record["seq"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            if not isinstance(digest, str):
+                continue
+            recorded[seq] = (name, number, digest)
+            if match is not None:
+                by_day.setdefault(match.group(1), []).append(seq)
+    problems: list[Break] = []
+    for name, digests in prompts:
+        seen: set[int] = set()
+        for number, found, digest in digests:
+            if found is None:
+                problems.append(Break(name, number, "not a prompt record (edited)"))
+                continue
+            seq = found
+            seen.add(seq)
+            where = recorded.get(seq)
+            if where is None:
+                problems.append(Break(
+                    name, number,
+                    f"no request line records a prompt of seq {seq} (added, or its line's "
+                    "prompt_sha256 removed)",
+                ))  # fmt: skip
+            elif where[2] != digest:
+                problems.append(Break(
+                    name, number,
+                    f"edited: its hash is not the one request line seq {seq} ({where[0]}:"
+                    f"{where[1]}) records",
+                ))  # fmt: skip
+        match = _PROMPTS.match(name)
+        for seq in by_day.get(match.group(1) if match else "", []):
+            if seq not in seen:
+                file, line, _ = recorded[seq]
+                problems.append(Break(
+                    name, 0,
+                    f"the prompt record of seq {seq} ({file}:{line}) was removed from it",
+                ))  # fmt: skip
+    return problems
 
 
 def iter_records(contents: Iterable[bytes]) -> Iterator[dict[str, Any]]:

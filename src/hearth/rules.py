@@ -398,13 +398,15 @@ def front_door_keys(host: HostView) -> Iterator[Finding]:
 
 @rule("front_door")
 def front_door_settings(host: HostView) -> Iterator[Finding]:
-    """The front door binds to an IP address; its timeouts and body limit are positive."""
+    """The front door binds to an IP address; its timeouts, body limit and prompt retention (days)
+    are positive."""
     address = host.get("front_door_bind_address", "0.0.0.0")  # noqa: S104 - the default
     if not _is_ip(address):
         yield Finding("front_door_bind_address", address, "expected an IP address")
     yield from _positive(
-        host, "front_door_connect_timeout", "front_door_read_timeout", "front_door_max_body_bytes"
-    )
+        host, "front_door_connect_timeout", "front_door_read_timeout", "front_door_max_body_bytes",
+        "front_door_prompt_retention_days",
+    )  # fmt: skip
 
 
 @rule("front_door")

@@ -5,7 +5,8 @@ keys file holds only sha256 hashes, mode 0600, owned by the container's user, an
 declared keys' hashes with their policies (a key appended by hand fails); it answers /health,
 refuses an API request without a key (401), and serves its Prometheus metrics. With
 ``front_door_tls`` it serves the certificate deployed beside its configuration (not expired, nor
-within 14 days of it) and nothing over plain HTTP. The keys and their
+within 14 days of it) and nothing over plain HTTP. Prompt files, where a site logs prompts, are
+mode 0600 and none outlives its retention. The keys and their
 hashes are never part of the declared state the audit sees: the audit passes a fingerprint of each
 declared key's hash (hearth.checklib.key_fingerprint), and a drift is reported by count, position
 and key name.
@@ -13,13 +14,14 @@ and key name.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from typing import Any
 
 import pytest
 
-from hearth.checklib import docker_inspect, http_get, keys_drift
+from hearth.checklib import docker_inspect, http_get, keys_drift, observe
 from hearth.frontdoor.policy import POLICY_FIELDS
 from hearth.tls import served_problems
 
@@ -103,6 +105,31 @@ def test_keys_file_holds_exactly_the_declared_keys(host: Any, hearth_vars: dict[
         )
     drift = keys_drift(hearth_vars.get("front_door_key_fingerprints") or [], entries)
     assert not drift, f"{keys.path}: {drift} (a key added or changed by hand?)"
+
+
+def test_prompt_files_are_private_and_within_their_retention(
+    host: Any, hearth_vars: dict[str, Any]
+) -> None:
+    """Prompt files (written only when ``front_door_log_prompts``) are readable by the front
+    door's user only, and none is of a day older than ``front_door_prompt_retention_days``."""
+    state = str(hearth_vars["front_door_state_dir"])
+    listed = host.run(
+        "find %s -maxdepth 1 -name 'prompts-*.jsonl' -printf '%%f %%U %%m\\n'", state
+    )
+    assert listed.rc == 0, f"{state}: could not be listed: {listed.stderr.strip()[:200]}"
+    found = [line.split() for line in listed.stdout.splitlines() if line.strip()]
+    observe("prompt_files", len(found))
+    days = int(hearth_vars["front_door_prompt_retention_days"])
+    oldest = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=days)).isoformat()
+    for name, uid, mode in found:
+        assert (int(uid), mode) == (UID, "600"), (
+            f"{state}/{name}: expected uid {UID} mode 0600, found uid {uid} mode 0{mode}"
+        )
+        day = name.removeprefix("prompts-").removesuffix(".jsonl")
+        assert day >= oldest, (
+            f"{state}/{name}: older than the retention ({days} days): the front door should "
+            "have deleted it"
+        )
 
 
 def test_front_door_healthy_and_refuses_requests_without_a_key(

@@ -19,8 +19,12 @@ One scenario, in order (each test builds on the ones before):
 5. `hearth audit`'s front door checks pass (policies in keys.json, a rotated key's two hashes, the
    served certificate is the deployed one), and the certificate check fails when the deployed
    certificate is not the one served;
-6. `hearth logs verify` passes, then names the line edited on the host;
-7. the guard with the real model: the pinned prompt reaches the engine (the engine counts the
+6. prompts opted in (`front_door_log_prompts: true`, `hearth up --tags front_door`: a reload): a
+   streamed answer of the real model is recorded as the client received it, bound to its
+   request line by sha256; `hearth logs verify` checks the record and names it once edited on
+   the host; the audit's prompt-file check passes (0600, the front door's user);
+7. `hearth logs verify` passes, then names the line edited on the host;
+8. the guard with the real model: the pinned prompt reaches the engine (the engine counts the
    same prompt tokens as for that system message sent to it directly), a client system message
    is refused (400), and a body beyond the admin key's max_input_bytes gets 413.
 """
@@ -293,6 +297,7 @@ def test_audit_passes_with_policies_and_a_rotated_keys_two_hashes(
         "test_front_door_metrics_are_up": "passed",
         "test_front_door_serves_the_deployed_certificate": "passed",
         "test_keys_file_holds_exactly_the_declared_keys": "passed",
+        "test_prompt_files_are_private_and_within_their_retention": "passed",
     }
     said = done.stdout + done.stderr + report.read_text()
     assert not any(key in said for key in gateway.keys.values())
@@ -323,6 +328,54 @@ def test_certificate_check_fails_when_the_deployed_one_is_not_served(
     assert code != 0 and "serves the certificate" in said and "not the deployed" in said, said
     code, said = audit()
     assert code == 0, said
+
+
+def test_prompts_opted_in_are_recorded_bound_to_the_chain_and_verified(
+    gateway: Gateway,
+) -> None:
+    opt_in = gateway.directory / "group_vars" / "frontdoor" / "prompts.yml"
+    opt_in.write_text(yaml.safe_dump({"front_door_log_prompts": True}))
+    gateway.up("--tags", "front_door")
+    assert json.loads(gateway.sh("cat /etc/hearth/frontdoor/config.json"))["prompts"]["log"]
+    user = [{"role": "user", "content": "What is the capital of France?"}]
+    stream = gateway.client(gateway.keys["admin"]).chat.completions.create(
+        model="chat", messages=user, max_tokens=8, temperature=0, stream=True
+    )
+    streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert streamed
+    for _ in range(50):  # the record is written once the stream has ended (just after)
+        path = gateway.sh(f"ls {STATE}/prompts-*.jsonl 2>/dev/null | tail -1")
+        raw = gateway.sh(f"tail -n 1 {path}") if path else ""
+        if raw and json.loads(raw)["request"].get("stream"):
+            break
+        time.sleep(0.1)
+    record = json.loads(raw)
+    assert record["answer"] == streamed and record["request"]["messages"] == user
+    assert record["request"]["model"] == "chat" and record["model"] == "smollm2"
+    lines = gateway.sh(f"cat {STATE}/requests-*.jsonl").splitlines()
+    (line,) = [json.loads(x) for x in lines if json.loads(x)["seq"] == record["seq"]]
+    assert line["prompt_sha256"] == hashlib.sha256(raw.encode()).hexdigest()
+    assert gateway.sh(f"stat -c '%u %a' {path}") == "10003 600"
+    kept = gateway.sh(f"cat {STATE}/prompts-*.jsonl")
+    assert not any(key in kept for key in gateway.keys.values())
+
+    done = gateway.hearth("logs", "verify", "-i", str(gateway.inventory))
+    assert done.returncode == 0 and "prompt record(s) match" in done.stdout, done.stdout
+    number = int(gateway.sh(f"wc -l < {path}"))
+    edit = """sed -i '$ s/"answer":"/"answer":"X/'"""
+    gateway.sh(f"cp -a {path} /root/prompts.bak && {edit} {path}")
+    try:
+        done = gateway.hearth("logs", "verify", "-i", str(gateway.inventory))
+    finally:
+        gateway.sh(f"cp -a --remove-destination /root/prompts.bak {path}")
+    name = path.rsplit("/", 1)[1]
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert f"{HOST}: {name}:{number}: edited" in done.stdout, done.stdout
+    audit = gateway.hearth(
+        "audit", "-i", str(gateway.inventory), "--limit", HOST, "--check",
+        "front_door/test_prompt_files_are_private_and_within_their_retention",
+    )  # fmt: skip
+    assert audit.returncode == 0, audit.stdout[-3000:] + audit.stderr
 
 
 def test_logs_verify_names_the_edited_line(gateway: Gateway) -> None:

@@ -250,3 +250,17 @@ def test_bad_prompt_settings_are_refused(prompts: dict[str, Any], message: str) 
         fd_config.parse_config({**CONFIG, "state_dir": "/tmp/state", "prompts": prompts})
     with pytest.raises(fd_config.ConfigError, match="needs a state_dir"):
         fd_config.parse_config({**CONFIG, "prompts": {"log": True}})
+
+
+def test_a_prompt_that_cannot_be_written_still_leaves_its_request_line(tmp_path: Path) -> None:
+    moment = dt.datetime(2026, 11, 28, 9, tzinfo=dt.UTC).timestamp()
+    (tmp_path / "prompts-2026-11-28.jsonl").mkdir()  # unwritable as a file
+    log = reqlog.RequestLog(tmp_path, clock=lambda: moment)
+    log.write({"key": "lab", "status": 200}, {"request": {"prompt": QUESTION}, "answer": "x"})
+    log.close()
+    (line,) = request_lines(tmp_path)
+    assert line["prompt_error"] and "prompt_sha256" not in line
+    assert (
+        reqlog.verify_chain([(p.name, p.read_bytes()) for p in reqlog.log_files(tmp_path)])[1]
+        is None
+    )

@@ -144,8 +144,11 @@ class RequestLog:
         if prompt is not None:
             kept = {"time": when, **prompt, "seq": self.seq + 1}
             content = json.dumps(kept, sort_keys=True, separators=(",", ":")).encode("utf-8")
-            os.write(self._open_prompts(day), content + b"\n")
-            line["prompt_sha256"] = line_hash(content)
+            try:
+                os.write(self._open_prompts(day), content + b"\n")
+                line["prompt_sha256"] = line_hash(content)
+            except OSError as e:  # the request line is still written, saying so
+                line["prompt_error"] = e.strerror or type(e).__name__
         data = json.dumps(line, sort_keys=True, separators=(",", ":")).encode("utf-8")
         os.write(self._open(day), data + b"\n")
         self.seq += 1

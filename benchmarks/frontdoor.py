@@ -31,7 +31,9 @@ end. Each request asks for ``--max-tokens`` (default 8) tokens at temperature 0;
 ``direct``, ``front door`` and ``front door + prompts`` (limits and TLS are the proxy's cost,
 measured against the fake engine). Defaults there: concurrency 1,2, 8 s per row in four slices
 taken in turn (direct, front door, + prompts, again), as the model's own time varies with what
-else the shared cores run.
+else the shared cores run; then a paired run at concurrency 1 (one request by each path in
+turn, the difference taken within each turn) for twice as long, whose median difference is the
+steadiest figure of the front door's added latency over a real model on shared cores.
 
     python benchmarks/frontdoor.py [--concurrency 1,8,32] [--seconds 5]
     python benchmarks/frontdoor.py --engine real [--concurrency 1,2] [--seconds 8]
@@ -187,7 +189,7 @@ def start_real_engine() -> tuple[str, str]:
     argv = engines.render_command(models.parse_models([declaration])[0], port=port)
     name = f"hearth-bench-frontdoor-{os.getpid()}"
     subprocess.run(
-        ["docker", "run", "-d", "--rm", "--name", name, "--label", "io.hearth.test=bench",
+        ["docker", "run", "-d", "--rm", "--name", name, "--label", "io.hearth.test=bench-frontdoor",
          "--network", "host", "--read-only", "--tmpfs", "/tmp",
          "-v", f"{model.path.parent}:/models/smollm2/current:ro", tag, *argv],
         check=True, capture_output=True,
@@ -276,6 +278,45 @@ def run_rows(
                   f"{p50:>8.2f} {p99:>8.2f} {added}")  # fmt: skip
 
 
+def paired(rows: list[tuple[str, str, str | None]], seconds: float, body: bytes) -> None:
+    """One request by each row in turn, again and again (the order rotating), for ``seconds``:
+    each row's latency minus the first row's in the same turn, so a slow spell of the shared
+    cores falls on both sides of each difference. Prints the median and mean difference."""
+    import statistics
+
+    async def run() -> dict[str, list[float]]:
+        differences: dict[str, list[float]] = {label: [] for label, _, _ in rows[1:]}
+        async with httpx.AsyncClient(timeout=60, trust_env=False) as client:
+
+            async def one(url: str, key: str | None) -> float:
+                headers = {"content-type": "application/json"}
+                if key:
+                    headers["authorization"] = f"Bearer {key}"
+                began = time.perf_counter()
+                answer = await client.post(url + "/v1/chat/completions", content=body,
+                                           headers=headers)  # fmt: skip
+                if answer.status_code != 200:
+                    raise SystemExit(f"{url}: {answer.status_code} {answer.text[:200]}")
+                return time.perf_counter() - began
+
+            for _, url, key in rows:  # connections open before the clock starts
+                await one(url, key)
+            deadline = time.perf_counter() + seconds
+            turn = 0
+            while time.perf_counter() < deadline:
+                order = rows[turn % len(rows) :] + rows[: turn % len(rows)]
+                took = {label: await one(url, key) for label, url, key in order}
+                for label in differences:
+                    differences[label].append(took[label] - took[rows[0][0]])
+                turn += 1
+        return differences
+
+    for label, values in asyncio.run(run()).items():
+        print(f"paired, concurrency 1 ({len(values)} turns): {label} minus {rows[0][0]}: "
+              f"median {statistics.median(values) * 1e3:+.2f} ms, "
+              f"mean {statistics.fmean(values) * 1e3:+.2f} ms")  # fmt: skip
+
+
 def report_logs(directory: Path) -> None:
     logged = sum(p.read_bytes().count(b"\n") for p in directory.glob("*/state/requests-*"))
     prompts = list(directory.glob("*/state/prompts-*"))
@@ -347,6 +388,7 @@ def main_real(levels: list[int], seconds: float, max_tokens: int) -> None:
                     ("front door + prompts", logging_url, KEY),
                 ]
                 run_rows(rows, levels, seconds, True, body, rounds=4)
+                paired(rows, 2 * seconds, body)
                 report_logs(Path(tmp))
                 log_write_cost()
             finally:

@@ -251,17 +251,20 @@ def test_backup_then_loss_then_restore(fleet: Fleet, tmp_path: Path) -> None:
     assert any(n.startswith("hosts/lab3/prometheus/") for n in names), names[:20]
 
 
-def _audit(fleet: Fleet, host: str) -> dict[str, str]:
-    """``role/check: outcome`` of every audit check on ``host``."""
+def _audit(fleet: Fleet, host: str) -> tuple[dict[str, str], dict[str, str]]:
+    """``role/check: outcome`` of every audit check on ``host``, and the messages of those that
+    did not pass."""
     done = fleet.hearth("audit", "--limit", host, "--format", "json")
     report = json.loads(done.stdout)
     checks = report["hosts"][host]["checks"]
-    return {f"{c['role']}/{c['check']}": c["outcome"] for c in checks}
+    outcomes = {f"{c['role']}/{c['check']}": c["outcome"] for c in checks}
+    why = {f"{c['role']}/{c['check']}": c["message"] for c in checks if c["outcome"] != "passed"}
+    return outcomes, why
 
 
 def test_a_destroyed_host_rebuilt_and_restored(fleet: Fleet, tmp_path: Path) -> None:
-    audit_before = _audit(fleet, "lab3")
-    assert audit_before and set(audit_before.values()) <= {"passed", "skipped"}, audit_before
+    audit_before, why = _audit(fleet, "lab3")
+    assert audit_before and set(audit_before.values()) <= {"passed", "skipped"}, why
     csv_before = fleet.sh("lab3", f"cat {CSV}").splitlines()
     changelog = fleet.sh("lab1", f"cat {CHANGELOG}")
     before_loss = time.time() - 10
@@ -309,7 +312,8 @@ def test_a_destroyed_host_rebuilt_and_restored(fleet: Fleet, tmp_path: Path) -> 
         answer = _prometheus_at(fleet, before_loss)
         time.sleep(0 if answer else 2)
     assert answer, "Prometheus has no data for a time before the loss after the restore"
-    assert _audit(fleet, "lab3") == audit_before
+    audit_after, why = _audit(fleet, "lab3")
+    assert audit_after == audit_before, why
 
     # restoring again, or in check mode, changes nothing (Prometheus is not even stopped)
     pid = fleet.sh("lab3", "systemctl show -p MainPID --value prometheus").strip()

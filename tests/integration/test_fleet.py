@@ -285,7 +285,8 @@ def test_a_destroyed_host_rebuilt_and_restored(fleet: Fleet, tmp_path: Path) -> 
         subprocess.run(["docker", "volume", "rm", "-f", f"{old}-docker"], capture_output=True,
                        check=True)  # fmt: skip
         began = time.monotonic()
-        state = lab_mod.up(3, inventory_dir=tmp_path / "lab-inventory", owner=TEST_OWNER)
+        # the lab's own inventory directory, as the session's lab fixture gave it
+        state = lab_mod.up(3, inventory_dir=Path(fleet.state.inventory).parent, owner=TEST_OWNER)
         timings["lab up"] = time.monotonic() - began
         new_id = subprocess.run(["docker", "inspect", "-f", "{{.Id}}", old], capture_output=True,
                                 text=True, check=True).stdout.strip()  # fmt: skip

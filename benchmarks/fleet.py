@@ -7,8 +7,9 @@ On a running lab (``hearth lab up``; HEARTH_LAB_ID picks it) or any inventory:
    forks 25), each --repeat times; best of the runs, and the ratio. Both as an operator runs
    them: a CLI process per run (inventory loading included).
 2. `hearth collect` over every host: time and archive size.
-3. `hearth backup` then `hearth restore` of that archive: times and archive size (what a backup
-   holds depends on what the hosts run: a converged monitoring host brings a TSDB snapshot).
+3. `hearth backup` then `hearth restore` of that archive, then the same restore again (the hosts
+   hold everything: nothing is put back): times and archive size (what a backup holds depends on
+   what the hosts run: a converged monitoring host brings a TSDB snapshot).
 
     HEARTH_LAB_ID=7 python benchmarks/fleet.py [--inventory INV --vault-password-file F]
         [--repeat 3] [--skip-backup]
@@ -84,6 +85,12 @@ def main() -> None:
         if rc != 0:
             raise SystemExit(f"restore failed (rc={rc}):\n{out[-3000:]}")
         print(f"restore: {seconds:.1f} s")
+        # the hosts hold everything already: a second restore puts nothing back
+        again, rc, out = timed([*hearth, "restore", *common, "--from", str(archives[-1])])
+        if rc != 0:
+            raise SystemExit(f"second restore failed (rc={rc}):\n{out[-3000:]}")
+        print(f"restore again (nothing to put back): {again:.1f} s, "
+              f"{again / seconds:.2f} of the first")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -88,6 +88,16 @@ def hearth_held_problems(lines, pins):
     )
 
 
+def hearth_upgrade_metrics(state):
+    """The host's upgrade state as node_exporter textfile metrics
+    (C(hearth.commands.upgrade.render_metrics)), stamped now."""
+    import time
+
+    return import_hearth("commands.upgrade").commands.upgrade.render_metrics(
+        _plain(state), time.time()
+    )
+
+
 class FilterModule(object):
     def filters(self):
         return {
@@ -95,4 +105,5 @@ class FilterModule(object):
             "hearth_dkms_report": hearth_dkms_report,
             "hearth_reboot_plan": hearth_reboot_plan,
             "hearth_held_problems": hearth_held_problems,
+            "hearth_upgrade_metrics": hearth_upgrade_metrics,
         }

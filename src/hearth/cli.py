@@ -1598,21 +1598,27 @@ def backup(
     help="The archive `hearth backup` wrote (its .sha256 beside it).",
 )  # fmt: skip
 @click.option("--limit", "-l", help="Only these hosts or groups (Ansible pattern).")
+@click.option(
+    "--check", "check_mode", is_flag=True, help="Report what would change; change nothing."
+)
 @vault_option
 def restore(
-    inventory: Path, archive: Path, limit: str | None, vault_password_file: Path | None
-) -> None:
-    """Verify a backup archive (checksum, manifest, inventory) and put it back on the hosts."""
+    inventory: Path, archive: Path, limit: str | None, check_mode: bool,
+    vault_password_file: Path | None,
+) -> None:  # fmt: skip
+    """Verify a backup archive (checksum, manifest, inventory) and put it back on the hosts;
+    what the hosts already hold is left as it is, so a second restore changes nothing."""
     from hearth.fleet import backup as backup_mod
 
     _ensure_collections()
     inv = _validated(inventory, vault_password_file)
     hosts, run, seconds = backup_mod.restore(
-        inv, archive, limit=limit, vault_password_file=vault_password_file,
+        inv, archive, limit=limit, check=check_mode, vault_password_file=vault_password_file,
         on_event=_progress_printer(False), say=_say,
     )  # fmt: skip
     print_recap(run)
-    console.print(f"[green]✓[/] restored {archive.name} on {', '.join(hosts)} ({seconds:.1f} s)")
+    done = "would restore (check mode: nothing was changed)" if check_mode else "restored"
+    console.print(f"[green]✓[/] {done} {archive.name} on {', '.join(hosts)} ({seconds:.1f} s)")
 
 
 # ------------------------------------------------------------------------------------- upgrade
@@ -1641,6 +1647,13 @@ def upgrade(
     batch_value = _batch(batch)  # before any host is read
     inv = _validated(inventory, vault_password_file)
     hosts = cmd.upgrade_hosts(inv, limit)
+    skipped = cmd.skipped_hosts(inv, hosts)
+    hosts = [h for h in hosts if h not in skipped]
+    for host in skipped:
+        console.print(f"  {host}: skipped (upgrade_skip: true): left as it is, serving")
+    if not hosts:
+        console.print("nothing to upgrade: every host selected has upgrade_skip: true")
+        return
     cut = cmd.batches(hosts, batch_value)
     problems = cmd.drain_problems(cmd.serving_models(inv), cut)
     if problems and not allow_downtime:
@@ -1656,8 +1669,10 @@ def upgrade(
         f"[bold]hearth upgrade[/] {inventory}: {len(hosts)} host(s) in {len(cut)} batch(es): "
         + " | ".join(", ".join(b) for b in cut)
     )
+    # the play's own batches (serial) are cut from the same hosts as ``cut``
+    play_limit = ",".join([limit or "all", *(f"!{h}" for h in skipped)]) if skipped else limit
     result = runner.run_playbook(
-        "upgrade.yml", inventory, limit=limit, vault_password_file=vault_password_file,
+        "upgrade.yml", inventory, limit=play_limit, vault_password_file=vault_password_file,
         on_event=_progress_printer(False), label="upgrade",
         extravars={"hearth_upgrade_batch": batch_value, "upgrade_allow_downtime": allow_downtime},
     )  # fmt: skip

@@ -655,18 +655,45 @@ def plan_from_vars(
     return plan_host(host, models, gpus_for_host(declared, facts))
 
 
+def _untagged(value: Any) -> Any:
+    """A value of ansible-core 2.19's cache as plain data: its tagged values (``{"__ansible_type":
+    "_AnsibleTaggedStr", "value": …, "tags": […]}``, which keep a value's origin and trust) as
+    the values themselves."""
+    if isinstance(value, dict):
+        if "__ansible_type" in value and "value" in value:
+            return _untagged(value["value"])
+        return {k: _untagged(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_untagged(v) for v in value]
+    return value
+
+
 def cached_facts(host: str, facts_dir: Path | None = None) -> dict[str, Any] | None:
-    """The host's facts from Hearth's fact cache (Ansible's jsonfile cache), if any."""
+    """The host's facts from Hearth's fact cache (Ansible's jsonfile cache), if any.
+
+    ansible-core 2.19 names the file ``s<schema>_<host>`` and wraps the facts as a JSON string
+    under ``__payload__``; earlier releases write the facts as they are to ``<host>``. The newest
+    file wins."""
     from hearth import paths
 
-    path = (facts_dir or paths.facts_dir()) / host
-    if not path.is_file():
+    directory = facts_dir or paths.facts_dir()
+    if not directory.is_dir():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    candidates = [
+        p for p in directory.glob(f"s*_{host}") if re.fullmatch(r"s\d+_", p.name[: -len(host)])
+    ]
+    if (directory / host).is_file():
+        candidates.append(directory / host)
+    for path in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(data, dict) and set(data) == {"__payload__"}:
+                data = _untagged(json.loads(data["__payload__"]))
+        except (OSError, ValueError, TypeError):
+            continue
+        if isinstance(data, dict):
+            return data
+    return None
 
 
 def plan_inventory(

@@ -12,6 +12,11 @@ so it has manifests and a changelog.
    Prometheus' data wiped), `hearth restore`: the old CSV rows, the changelog byte for byte, and
    Prometheus answering for a time before the loss.
 4. Refusals: a tampered archive and another inventory's archive, exit 2, nothing changed.
+5. The whole loss: lab3 (Prometheus, Alertmanager, the canary) destroyed with its volume,
+   recreated by the lab's `up` (what `hearth lab up` runs), converged by `hearth up`, restored:
+   the same audit result as before, the old canary rows, Prometheus' data from before the loss,
+   lab1's changelog intact; the engine on lab1 answered every request of a load loop meanwhile;
+   a second restore and a check-mode restore change nothing.
 """
 
 from __future__ import annotations
@@ -29,10 +34,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from labkit import container_exec, hearth
+from labkit import TEST_OWNER, container_exec, hearth
 from test_monitoring import Monitored, monitored
+from test_rollout import Load
 
 from hearth import lab as lab_mod
+from hearth.fleet import backup as backup_mod
+from hearth.inventory import check_inventory
 
 __all__ = ["monitored"]  # the fixture, reused
 SHARES = "monitoring"  # test_monitoring.py's converged layer, converged once for both
@@ -241,3 +249,79 @@ def test_backup_then_loss_then_restore(fleet: Fleet, tmp_path: Path) -> None:
         names = [m.name for m in tar]
     assert "hosts/lab3/canary/results.csv" in names and "hosts/lab1/models/changelog.jsonl" in names
     assert any(n.startswith("hosts/lab3/prometheus/") for n in names), names[:20]
+
+
+def _audit(fleet: Fleet, host: str) -> tuple[dict[str, str], dict[str, str]]:
+    """``role/check: outcome`` of every audit check on ``host``, and the messages of those that
+    did not pass."""
+    done = fleet.hearth("audit", "--limit", host, "--format", "json")
+    report = json.loads(done.stdout)
+    checks = report["hosts"][host]["checks"]
+    outcomes = {f"{c['role']}/{c['check']}": c["outcome"] for c in checks}
+    why = {f"{c['role']}/{c['check']}": c["message"] for c in checks if c["outcome"] != "passed"}
+    return outcomes, why
+
+
+def test_a_destroyed_host_rebuilt_and_restored(fleet: Fleet, tmp_path: Path) -> None:
+    audit_before, why = _audit(fleet, "lab3")
+    assert audit_before and set(audit_before.values()) <= {"passed", "skipped"}, why
+    csv_before = fleet.sh("lab3", f"cat {CSV}").splitlines()
+    changelog = fleet.sh("lab1", f"cat {CHANGELOG}")
+    before_loss = time.time() - 10
+    assert _prometheus_at(fleet, before_loss), "Prometheus had no data before the loss"
+    out = tmp_path / "backups"
+    done = fleet.hearth("backup", "-o", str(out))
+    assert done.returncode == 0, done.stdout[-5000:] + done.stderr
+    (archive,) = out.glob("hearth-backup-lab-*.tar.zst")
+
+    engine = next(h.address for h in fleet.state.hosts if h.name == "lab1")
+    old = _container(fleet.state, "lab3")
+    old_id = subprocess.run(["docker", "inspect", "-f", "{{.Id}}", old], capture_output=True,
+                            text=True, check=True).stdout.strip()  # fmt: skip
+    timings: dict[str, float] = {}
+    with Load(f"http://{engine}:8080", workers=1) as load:
+        # the loss: the host and its Docker volume
+        subprocess.run(["docker", "rm", "-f", "-v", old], capture_output=True, check=True)
+        subprocess.run(["docker", "volume", "rm", "-f", f"{old}-docker"], capture_output=True,
+                       check=True)  # fmt: skip
+        began = time.monotonic()
+        # the lab's own inventory directory, as the session's lab fixture gave it
+        state = lab_mod.up(3, inventory_dir=Path(fleet.state.inventory).parent, owner=TEST_OWNER)
+        timings["lab up"] = time.monotonic() - began
+        new_id = subprocess.run(["docker", "inspect", "-f", "{{.Id}}", old], capture_output=True,
+                                text=True, check=True).stdout.strip()  # fmt: skip
+        assert new_id != old_id and not fleet.sh("lab3", f"ls {CSV} 2>/dev/null || true").strip()
+        for playbook in ("base.yml", "monitoring.yml"):
+            began = time.monotonic()
+            done = fleet.hearth("up", "--playbook", playbook, "--limit", "lab3")
+            timings[playbook] = time.monotonic() - began
+            assert done.returncode == 0, f"{playbook}:\n{done.stdout[-5000:]}{done.stderr}"
+        assert not _prometheus_at(fleet, before_loss), "the rebuilt Prometheus has old data"
+        began = time.monotonic()
+        done = fleet.hearth("restore", "--from", str(archive), "--limit", "lab3")
+        timings["restore"] = time.monotonic() - began
+        assert done.returncode == 0, done.stdout[-5000:] + done.stderr
+    print("\nrebuild of lab3: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
+    assert state.hosts[2].name == "lab3" and load.covered
+    assert load.ok > 0 and not load.failures, load.failures[:5]
+
+    assert set(csv_before) <= set(fleet.sh("lab3", f"cat {CSV}").splitlines())
+    assert fleet.sh("lab1", f"cat {CHANGELOG}") == changelog
+    deadline = time.monotonic() + 60
+    answer: list[object] = []
+    while time.monotonic() < deadline and not answer:
+        answer = _prometheus_at(fleet, before_loss)
+        time.sleep(0 if answer else 2)
+    assert answer, "Prometheus has no data for a time before the loss after the restore"
+    audit_after, why = _audit(fleet, "lab3")
+    assert audit_after == audit_before, why
+
+    # restoring again, or in check mode, changes nothing (Prometheus is not even stopped)
+    pid = fleet.sh("lab3", "systemctl show -p MainPID --value prometheus").strip()
+    inventory = check_inventory(fleet.inventory, vault_password_file=fleet.vault)
+    for check in (True, False):
+        hosts, run, _ = backup_mod.restore(
+            inventory, archive, limit="lab3", check=check, vault_password_file=fleet.vault
+        )
+        assert hosts == ["lab3"] and run.changed == 0, (check, run.hosts["lab3"])
+    assert fleet.sh("lab3", "systemctl show -p MainPID --value prometheus").strip() == pid

@@ -21,9 +21,12 @@ In order (each test builds on the ones before):
    held, the engine healthy and answering its golden questions, then undrained, the silence
    expired, the canary's timer running again; state files say done; the summary says so.
 3. A second run finds both hosts done and reboots nothing.
+   With lab2 set `upgrade_skip: true`, the run says lab2 is skipped.
 4. A pin the archive does not have stops the run at lab1 (exit 3) with lab1 left drained and
-   the summary saying where; lab2 untouched; 0 failed requests. With the pin fixed (back to the
-   old version: a downgrade), `hearth upgrade` resumes lab1 where it stopped and finishes both.
+   the summary saying where; lab2 untouched; 0 failed requests; lab1's node_exporter publishes
+   the stopped window, and Prometheus' HostUpgradeStopped fires, held by the window's silence in
+   Alertmanager. With the pin fixed (back to the old version: a downgrade), `hearth upgrade`
+   resumes lab1 where it stopped and finishes both.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import json
 import subprocess
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +62,7 @@ CLEAN = (
     f"rm -f {STATE}; apt-mark unhold {PACKAGE} >/dev/null 2>&1; true"
 )
 BOOT = "cut -d' ' -f22 /proc/1/stat"  # PID 1's start time: new after each container restart
+METRICS = "/var/lib/prometheus/node-exporter/hearth_upgrade.prom"
 
 
 @dataclass
@@ -104,6 +109,12 @@ class Site:
 
     def silences(self) -> list[dict[str, Any]]:
         text = self.sh(DOOR, "curl -fsS http://127.0.0.1:9093/api/v2/silences")
+        return list(json.loads(text)) if text else []
+
+    def alerts(self, name: str) -> list[dict[str, Any]]:
+        """Alertmanager's alerts of that name, with their state (active, suppressed)."""
+        query = urllib.parse.quote(f'alertname="{name}"')
+        text = self.sh(DOOR, f"curl -fsS 'http://127.0.0.1:9093/api/v2/alerts?filter={query}'")
         return list(json.loads(text)) if text else []
 
 
@@ -287,6 +298,10 @@ def test_the_upgrade_runs_host_by_host_under_load_with_no_failed_request(site: S
         assert f"SKIPPED on {host}: DKMS check: not a GPU node" in out
         assert site.sh(host, "docker inspect -f '{{.State.Health.Status}} {{.State.Status}}' "
                        "hearth-engine-smollm2").endswith("running")  # fmt: skip
+        published = site.sh(host, f"cat {METRICS}")
+        assert 'hearth_upgrade_step_info{step="done"} 1' in published, published
+        assert "hearth_upgrade_stopped 0" in published, published
+        assert "hearth_upgrade_in_progress 0" in published, published
     # one host at a time: lab1's window closed before lab2's began, never both drained at once
     assert states["lab1"]["finished"] <= states["lab2"]["started"]
     assert not [s for s in watch.drained("lab1") if s in watch.drained("lab2")]
@@ -309,6 +324,18 @@ def test_a_second_run_finds_both_hosts_done(site: Site) -> None:
     for host in SERVING:
         assert f"{host}: DONE already: upgraded to these pins" in done.stdout
         assert site.boot(host) == booted[host], f"{host} rebooted again"
+    # the skip label: lab2 is left out, said so, and lab1 alone is in the run
+    skip = site.directory / "host_vars" / "lab2.yml"
+    skip.parent.mkdir(exist_ok=True)
+    skip.write_text("upgrade_skip: true\n")
+    try:
+        done = site.hearth("skip", "upgrade")
+    finally:
+        skip.unlink()
+    assert done.returncode == 0, f"{done.stdout[-6000:]}\n{done.stderr[-2000:]}"
+    assert "lab2: skipped (upgrade_skip: true)" in done.stdout, done.stdout[-3000:]
+    assert "1 host(s) in 1 batch(es): lab1" in done.stdout, done.stdout[-3000:]
+    assert "lab2: DONE already" not in done.stdout
 
 
 def test_a_failed_host_stops_the_run_and_a_second_run_resumes_it(site: Site) -> None:
@@ -328,6 +355,16 @@ def test_a_failed_host_stops_the_run_and_a_second_run_resumes_it(site: Site) -> 
     backends = site.routing()["models"]["smollm2"]["backends"]
     assert backends and not any(lab1 in b for b in backends), backends
     assert site.upgrade_state("lab2") == before, "lab2 was touched after lab1 failed"
+    # the stopped window as metrics, and its alert, held by the window's own silence
+    published = site.sh("lab1", f"cat {METRICS}")
+    assert "hearth_upgrade_stopped 1" in published and 'step="engines stopped"' in published
+    deadline, held = time.monotonic() + 120, []
+    while time.monotonic() < deadline and not held:
+        held = [a for a in site.alerts("HostUpgradeStopped") if a["labels"].get("host") == "lab1"]
+        time.sleep(0 if held else 3)
+    assert held, "HostUpgradeStopped never reached Alertmanager"
+    assert held[0]["status"]["state"] == "suppressed", held[0]["status"]
+    assert set(held[0]["status"]["silencedBy"]) <= set(left["silence_id"].split(","))
 
     site.pin(site.old)  # a real version: a downgrade, as a rollback of the pin would be
     with Load(site.door, limit=50000) as load:
@@ -339,4 +376,5 @@ def test_a_failed_host_stops_the_run_and_a_second_run_resumes_it(site: Site) -> 
     for host in SERVING:
         assert (site.upgrade_state(host) or {}).get("step") == "done", host
         assert site.package(host) == f"{site.old} hold", host
+        assert "hearth_upgrade_stopped 0" in site.sh(host, f"cat {METRICS}")
     assert site.routing() == {"models": {}}

@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -294,3 +295,53 @@ def test_cli_restore_refuses_before_contacting_any_host(tmp_path: Path, inv: Any
     assert not (home / "runs").exists() or not any((home / "runs").iterdir())
     keep = _cli("backup", "-i", str(inv.path), "--keep", "0", env=env)
     assert keep.returncode == 2 and "--keep 0" in keep.stderr
+
+
+# ------------------------------------------------------------------- restore of Prometheus
+def _block(root: Path, ulid: str, sources: list[str] | None = None, level: int = 1) -> None:
+    """A Prometheus block directory as the TSDB writes it (meta.json, version 1)."""
+    (root / ulid / "chunks").mkdir(parents=True)
+    meta = {
+        "ulid": ulid, "minTime": 0, "maxTime": 7200000, "version": 1,
+        "stats": {"numSamples": 10, "numSeries": 1, "numChunks": 1},
+        "compaction": {"level": level, "sources": sources or [ulid]},
+    }  # fmt: skip
+    (root / ulid / "meta.json").write_text(json.dumps(meta))
+
+
+def test_missing_blocks_are_those_the_host_lacks_even_after_compaction(tmp_path: Path) -> None:
+    saved, host = tmp_path / "saved", tmp_path / "host"
+    _block(saved, "01A")
+    _block(saved, "01B")
+    _block(saved, "01C", ["01X", "01Y"], level=2)  # the backup's own compacted block
+    (saved / "snapshots").mkdir()  # not a block
+    host.mkdir()
+    assert backup.missing_blocks(saved, backup.tsdb_block_ids(host)) == ["01A", "01B", "01C"]
+    # restored, then merged by Prometheus' compaction into one block of a new ULID
+    _block(host, "01M", ["01A", "01B", "01X", "01Y"], level=2)
+    (host / "wal").mkdir()
+    (host / "01Z.tmp-for-deletion").mkdir()  # no meta.json: skipped
+    assert backup.tsdb_block_ids(host) == ["01A", "01B", "01M", "01X", "01Y"]
+    assert backup.missing_blocks(saved, backup.tsdb_block_ids(host)) == []
+    # a block the host never had, and one merged only in part
+    _block(saved, "01D")
+    _block(saved, "01E", ["01X", "01W"], level=2)
+    assert backup.missing_blocks(saved, backup.tsdb_block_ids(host)) == ["01D", "01E"]
+
+
+def test_the_hosts_block_walk_is_the_packages(tmp_path: Path) -> None:
+    """roles/backup runs the same walk with the host's python3 (no Hearth there): both agree."""
+    _block(tmp_path, "01A")
+    _block(tmp_path, "01M", ["01B", "01C"], level=2)
+    (tmp_path / "01Q").mkdir()
+    (tmp_path / "01Q" / "meta.json").write_text("{not json")
+    roles = Path(__file__).resolve().parents[2] / "roles"
+    script = yaml.safe_load((roles / "backup" / "vars" / "main.yml").read_text())[
+        "_backup_tsdb_known_script"
+    ]
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    assert json.loads(done.stdout) == backup.tsdb_block_ids(tmp_path) == ["01A", "01B", "01C",
+                                                                          "01M"]  # fmt: skip
+    assert json.loads(subprocess.run([sys.executable, "-c", script, str(tmp_path / "none")],
+                      capture_output=True, text=True, check=True).stdout) == []  # fmt: skip

@@ -555,6 +555,9 @@ def known_metrics() -> set[str]:
                "consecutive_failures": 0, "p95": 0, "baseline": 0, "leak": 0,
                "completion_tokens": 0, "runs": 1}  # fmt: skip
     names |= _exported_text(canary.render_metrics([summary]))
+    from hearth.commands import upgrade
+
+    names |= _exported_text(upgrade.render_metrics({"step": "drained", "message": "x"}, 0))
     from prometheus_client import generate_latest
 
     from hearth.frontdoor.app import Metrics as FrontDoorMetrics

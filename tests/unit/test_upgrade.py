@@ -324,3 +324,57 @@ def test_a_recorded_probe_of_a_real_gpu_vm_without_dkms_refuses_the_reboot() -> 
         "cannot tell which kernel boots next: no boot loader configuration found (grubby, "
         "/boot/grub/grub.cfg, /vmlinuz); not rebooting"
     )
+
+
+def _samples(text: str) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        sample.name + "".join(f"/{v}" for v in sample.labels.values()): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_the_upgrade_state_is_published_as_metrics() -> None:
+    """What roles/upgrade writes to node_exporter's textfile directory at each step (the
+    HostUpgradeStopped alert reads it; its promtool case is in the prometheus role's tests)."""
+    stopped = {"step": "drained", "started": "2026-11-28T10:00:00Z", "message": "gate failed"}
+    assert _samples(upgrade.render_metrics(stopped, 1_800_000_000.4)) == {
+        "hearth_upgrade_step_info/drained": 1,
+        "hearth_upgrade_in_progress": 1,
+        "hearth_upgrade_stopped": 1,
+        "hearth_upgrade_step_timestamp_seconds": 1_800_000_000,
+        "hearth_upgrade_started_timestamp_seconds": 1_795_860_000,
+    }
+    done = {**stopped, "step": "done", "message": "", "finished": "2026-11-28T10:30:00Z"}
+    figures = _samples(upgrade.render_metrics(done, 0))
+    assert figures["hearth_upgrade_stopped"] == figures["hearth_upgrade_in_progress"] == 0
+    assert figures["hearth_upgrade_finished_timestamp_seconds"] == 1_795_861_800
+    running = _samples(upgrade.render_metrics({"step": "rebooted", "message": ""}, 0))
+    assert running["hearth_upgrade_in_progress"] == 1 and running["hearth_upgrade_stopped"] == 0
+    # the role writes it through its filter
+    text = _filter("hearth_upgrade")["hearth_upgrade_metrics"](stopped)
+    assert _samples(text)["hearth_upgrade_stopped"] == 1
+
+
+def test_skipped_hosts_are_left_out_of_the_batches(tmp_path: Path) -> None:
+    """``upgrade_skip: true`` (the GPU Operator's skip label): the host is not upgraded and
+    keeps serving, so a batch of the other replica alone drains nothing for good."""
+    import yaml
+
+    from hearth.inventory import load_inventory
+
+    models = [{"name": "m", "version": "1", "engine": "llamacpp", "format": "gguf"}]
+    (tmp_path / "host_vars").mkdir()
+    (tmp_path / "host_vars" / "gpu02.yml").write_text("upgrade_skip: true\n")
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump({"all": {
+        "vars": {"hearth_models": models},
+        "children": {"gpu_nodes": {"hosts": {"gpu01": {}, "gpu02": {}, "gpu03": {}}},
+                     "inference": {"hosts": {"gpu01": {}, "gpu02": {}}}},
+    }}))  # fmt: skip
+    inv = load_inventory(tmp_path / "hosts.yml")
+    hosts = upgrade.upgrade_hosts(inv, None)
+    assert upgrade.skipped_hosts(inv, hosts) == ["gpu02"]
+    left = [h for h in hosts if h not in upgrade.skipped_hosts(inv, hosts)]
+    assert upgrade.batches(left, 1) == [["gpu01"], ["gpu03"]]

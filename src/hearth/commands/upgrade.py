@@ -7,11 +7,14 @@ The control node's part, before and after ``playbooks/upgrade.yml``:
   allowed);
 - each host's state file (``/var/lib/hearth/upgrade.json``, written by the playbook step by step,
   so a second run resumes where the first stopped), read back over SSH, and the summary of where
-  each host was left.
+  each host was left;
+- hosts kept out of every upgrade (``upgrade_skip: true``, as the GPU Operator's skip label), and
+  the state as metrics (node_exporter's textfile collector) for the ``HostUpgradeStopped`` alert.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -27,7 +30,9 @@ __all__ = [
     "batches",
     "drain_problems",
     "read_states",
+    "render_metrics",
     "serving_models",
+    "skipped_hosts",
     "upgrade_hosts",
 ]
 
@@ -69,6 +74,17 @@ def upgrade_hosts(inventory: Any, limit: str | None) -> list[str]:
             + " to upgrade; nothing was changed"
         )
     return hosts
+
+
+def skipped_hosts(inventory: Any, hosts: Sequence[str]) -> list[str]:
+    """The ``hosts`` the inventory keeps out of every upgrade (``upgrade_skip: true``): the
+    playbook leaves them as they are (roles/upgrade's preflight asks the same setting), they keep
+    serving, and the batches are cut from the others."""
+    return [h for h in hosts if _true(inventory.hostvars(h).get("upgrade_skip", False))]
+
+
+def _true(value: Any) -> bool:
+    return value is True or str(value).strip().lower() in ("true", "yes", "on", "1")
 
 
 def batches(hosts: Sequence[str], batch: int | str) -> list[list[str]]:
@@ -143,6 +159,45 @@ class HostState:
 
 
 _READ = f"cat {STATE_FILE} 2>/dev/null || true"
+
+
+def _epoch(value: Any) -> float | None:
+    try:
+        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def render_metrics(state: Mapping[str, Any], now: float) -> str:
+    """The host's upgrade state (its state file's data) for node_exporter's textfile collector:
+    the step reached, whether a window is open, whether it stopped at a failed step (the
+    ``HostUpgradeStopped`` alert), and when it started, changed and finished (unix time)."""
+    step = str(state.get("step") or "not started")
+    stopped = bool(state.get("message")) and step != "done"
+    lines = [
+        "# HELP hearth_upgrade_step_info The step the host's `hearth upgrade` window reached.",
+        "# TYPE hearth_upgrade_step_info gauge",
+        f"hearth_upgrade_step_info{{step={json.dumps(step)}}} 1",
+        "# HELP hearth_upgrade_in_progress 1 while the host's upgrade window is open.",
+        "# TYPE hearth_upgrade_in_progress gauge",
+        f"hearth_upgrade_in_progress {int(step not in ('done', 'not started'))}",
+        "# HELP hearth_upgrade_stopped 1 when the window stopped at a failed step (the host is "
+        "left where it stopped; `hearth upgrade` again resumes).",
+        "# TYPE hearth_upgrade_stopped gauge",
+        f"hearth_upgrade_stopped {int(stopped)}",
+        "# HELP hearth_upgrade_step_timestamp_seconds Unix time the step was reached.",
+        "# TYPE hearth_upgrade_step_timestamp_seconds gauge",
+        f"hearth_upgrade_step_timestamp_seconds {now:.0f}",
+    ]
+    for key in ("started", "finished"):
+        at = _epoch(state.get(key)) if state.get(key) else None
+        if at is not None:
+            lines += [
+                f"# HELP hearth_upgrade_{key}_timestamp_seconds Unix time the window {key}.",
+                f"# TYPE hearth_upgrade_{key}_timestamp_seconds gauge",
+                f"hearth_upgrade_{key}_timestamp_seconds {at:.0f}",
+            ]
+    return "\n".join(lines) + "\n"
 
 
 def read_states(inventory: Any, hosts: Sequence[str]) -> list[HostState]:

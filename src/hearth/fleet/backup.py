@@ -330,12 +330,13 @@ def restore(
     archive: Path,
     *,
     limit: str | None = None,
+    check: bool = False,
     vault_password_file: Path | None = None,
     on_event: runner.EventSink | None = None,
     say: Callable[[str], None] = lambda _: None,
 ) -> tuple[list[str], runner.RunResult, float]:
-    """Verify ``archive`` and put it back on the selected hosts; every refusal comes before any
-    host is contacted."""
+    """Verify ``archive`` and put it back on the selected hosts (``check``: report what would
+    change, change nothing); every refusal comes before any host is contacted."""
     began = time.monotonic()
     chosen = select_hosts(inventory, limit)
     ident = identity(inventory)
@@ -357,6 +358,7 @@ def restore(
             "restore.yml",
             Path(inventory.path),
             limit=",".join(hosts),
+            check=check,
             extravars={"backup_restore_dir": str(tree / "hosts") + "/{{ inventory_hostname }}"},
             vault_password_file=vault_password_file,
             on_event=on_event,
@@ -364,6 +366,36 @@ def restore(
         )
     run.raise_for_status()
     return hosts, run, time.monotonic() - began
+
+
+def tsdb_block_ids(storage: Path) -> list[str]:
+    """Every block a Prometheus data directory holds, by ULID: each block's own and the blocks it
+    was compacted from (``meta.json``'s ``compaction.sources``). A restored block that
+    Prometheus has since merged into a bigger one is still known by its ULID there."""
+    known: set[str] = set()
+    for meta in sorted(storage.glob("*/meta.json")):
+        try:
+            data = json.loads(meta.read_text())
+        except (OSError, ValueError):
+            continue  # a block being written or deleted: Prometheus' own business
+        known.add(str(data.get("ulid") or meta.parent.name))
+        known.update(str(s) for s in (data.get("compaction") or {}).get("sources") or [])
+    return sorted(known)
+
+
+def missing_blocks(backup_storage: Path, known: list[str] | set[str]) -> list[str]:
+    """The blocks of a backed-up Prometheus directory that a host's Prometheus lacks: a block is
+    there when its ULID, or every block it was compacted from, is ``known`` on the host
+    (:func:`tsdb_block_ids` of the host's directory). What a restore copies, so that a second
+    restore of the same archive copies nothing and does not stop Prometheus."""
+    have = set(known)
+    missing = []
+    for meta in sorted(backup_storage.glob("*/meta.json")):
+        data = json.loads(meta.read_text())
+        sources = set((data.get("compaction") or {}).get("sources") or []) or {data["ulid"]}
+        if data["ulid"] not in have and not sources <= have:
+            missing.append(meta.parent.name)
+    return missing
 
 
 def read_manifest(archive: Path) -> dict[str, Any]:
@@ -383,7 +415,9 @@ __all__ = [
     "build_archive",
     "check_identity",
     "identity",
+    "missing_blocks",
     "read_manifest",
     "restore",
+    "tsdb_block_ids",
     "verify_archive",
 ]

@@ -367,6 +367,16 @@ def alert_rules(
             "anyone. Check the receiver's URL, credentials and the network path.",
             "10m",
         ),
+        _alert(
+            "HostUpgradeStopped",
+            "max by (host) (hearth_upgrade_stopped) == 1",
+            "critical",
+            "hearth upgrade stopped on {{ $labels.host }}",
+            "The maintenance window of {{ $labels.host }} stopped at a failed step: the host is "
+            "left where it stopped (drained at the front door, its engines maybe stopped). Read "
+            "the summary of `hearth upgrade`, fix the cause and run it again: it resumes there. "
+            "(The window's own silence holds this alert until the silence expires.)",
+        ),
     ]
     return {
         "groups": [

@@ -33,9 +33,9 @@ class Tuning:
     pipelining: bool = True
     control_persist: str = "15m"
     fact_caching: bool = True
-    # Facts of the hosts a run contacts are gathered afresh once per run (playbooks/preflight.yml
-    # clears theirs first); the cache serves the hosts outside --limit (Prometheus' targets, the
-    # planner, the audit's recorded GPUs), so it keeps their last facts for a month.
+    # Facts of the hosts a run contacts are gathered afresh once per run (playbooks/preflight.yml);
+    # the cache serves the hosts outside --limit (Prometheus' targets, the planner, the audit's
+    # recorded GPUs), so it keeps their last facts for a month.
     fact_cache_timeout: int = 30 * 86400
     # "linear" (Ansible's own) or "mitogen" (Mitogen for Ansible's mitogen_linear, opt-in:
     # `hearth up --strategy mitogen`, or $HEARTH_STRATEGY for every run of a process, such as

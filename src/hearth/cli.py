@@ -888,6 +888,7 @@ def models_log(
                 else ""
             )
             + (f"  ({event['reason']})" if event.get("reason") else "")
+            + ("  [fast path]" if event.get("path") == "fast" else "")
         )
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     for state in states:

@@ -15,6 +15,8 @@ In order (each test builds on the ones before):
    hosts, its kept engines and verified files are there): 0 failed requests, v1 live on both
    hosts, `rolled back` with path fast and the health and warm-up gates in the changelog; with
    the inventory set back to v1 as the command says, a run changes nothing.
+   A rollback the fast path cannot take (lab2 lost its kept engine of v2) goes the full gated
+   path and says why; the fast rollback to v1 after it puts lab2 back.
 5. The first host's new engine is killed while it is gated: the run stops (exit 3, the health
    gate), the second host is not touched, v1 serves on both, 0 failed requests.
 6. A drain-first rollout (forced: the lab has no GPU to run out of): a batch that would drain
@@ -330,6 +332,7 @@ def test_rollback_to_v1_from_the_kept_engine(fleet: Fleet) -> None:
     assert status.returncode == 0 and "v1" in status.stdout, status.stdout + status.stderr
     log = fleet.hearth("log", "models", "log", "smollm2")
     assert log.returncode == 0 and "refused" in log.stdout and "rolled back" in log.stdout
+    assert "[fast path]" in log.stdout, log.stdout
     # as the command says: the inventory keeps v1, and a run then changes nothing
     fleet.declare("v1")
     result = runner.run_playbook(
@@ -337,6 +340,42 @@ def test_rollback_to_v1_from_the_kept_engine(fleet: Fleet) -> None:
     )
     result.raise_for_status()
     assert all(result.hosts[h].changed == 0 for h in HOSTS), result.artifacts
+
+
+def test_a_rollback_the_fast_path_cannot_take_goes_the_full_gated_path(fleet: Fleet) -> None:
+    """lab2 lost its kept engine of v2: a rollback to v2 there takes the full gated path and says
+    why (0 failed requests, v2 live, the golden questions asked); the fast rollback to v1 that
+    follows puts things back as the tests after this one expect them."""
+    fleet.sh("lab2", f"docker rm {ENGINE}--v2")
+    with Load(fleet.door) as load:
+        time.sleep(2)
+        done = fleet.hearth(
+            "rollback v2 full", "models", "rollback", "smollm2", "--to", "v2", "--limit", "lab2",
+            "--no-backup",
+        )  # fmt: skip
+    said = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 0, said[-6000:]
+    assert (
+        "full gated path (not the fast one): lab2: no kept container of v2 "
+        f"({ENGINE}--v2 was removed or pruned)" in said
+    ), said[-3000:]
+    assert load.failures == [] and load.covered, load.failures[:10]
+    assert fleet.live_version("lab2") == "v2 running" and fleet.live_version("lab1") == "v1 running"
+    last = fleet.events("lab2")[-1]
+    assert (last["to_version"], last["path"]) == ("v2", "full"), last
+    assert last["gates"] == ["health", "warm-up", "golden questions"], last
+    with Load(fleet.door) as load:
+        time.sleep(2)
+        done = fleet.hearth(
+            "rollback v1 fast", "models", "rollback", "smollm2", "--to", "v1", "--limit", "lab2",
+            "--no-backup",
+        )  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode == 0 and "fast path" in output, output[-6000:]
+    assert load.failures == [] and load.covered, load.failures[:10]
+    assert fleet.live_version("lab2") == "v1 running"
+    last = fleet.events("lab2")[-1]
+    assert (last["event"], last["to_version"], last["path"]) == ("rolled back", "v1", "fast")
 
 
 def test_an_engine_killed_mid_rollout_stops_the_run_before_the_next_host(fleet: Fleet) -> None:

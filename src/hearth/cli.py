@@ -977,11 +977,17 @@ def _models_fast_rollback(
         "there" + ("; its golden questions are asked again (--gate)" if gate else
                    "; health and warm-up gate it (--gate to ask its golden questions again)")
     )  # fmt: skip
-    fast = {**extravars, "hearth_rollback_model": model, "hearth_rollback_path": "fast"}
+    hosts = ",".join(h for h, _ in serving)
+    fast = {
+        **extravars, "hearth_rollback_model": model, "hearth_rollback_path": "fast",
+        "hearth_rollback_hosts": hosts,
+    }  # fmt: skip
     if not gate:
         fast["inference_engine_golden_gate"] = False
     result = runner.run_playbook(
-        "rollback.yml", inventory, limit=",".join(h for h, _ in serving), vault_password_file=vault,
+        # the hosts serving the model, and the front doors (their routes name its version)
+        "rollback.yml", inventory, limit=f"{hosts},frontdoor",
+        vault_password_file=vault,
         on_event=_progress_printer(False), extravars=fast, label="models-rollback-fast",
     )  # fmt: skip
     refused = [m for _, _, m in result.failures if "HEARTH-FAST" in m]

@@ -12,6 +12,7 @@ front door:
    is not the rollback's own time): wall time, the time from the command's start until each
    host's live engine is v1 and answers its health check (polled every 0.25 s), and the files
    the run hashed (model_verify's `hashed`: 0, the kept files are checked by their record);
+   then, with the inventory set to v1, what an inference run changes (0 on each host);
 3. v1 → v2 again, then `hearth models rollback --to v1 --full --no-backup`, the full gated path,
    measured the same way; the ratio full / fast;
 4. failed requests and broken streams in each window.
@@ -116,7 +117,15 @@ def main() -> None:
     rollout_sent = load.sent
 
     fast = _rollback(fleet, state, ())
-    # back to v2 (the inventory declares it), then the same rollback the full gated way
+    # as the command says, the inventory set to v1: a run then changes nothing
+    fleet.declare("v1")
+    kept = runner.run_playbook(
+        "inference.yml", fleet.inventory, vault_password_file=vault, label="bench-kept"
+    )
+    kept.raise_for_status()
+    after = {h: kept.hosts[h].changed for h in HOSTS}
+    # back to v2, then the same rollback the full gated way
+    fleet.declare("v2")
     forward = runner.run_playbook(
         "inference.yml", fleet.inventory, vault_password_file=vault, label="bench-forward"
     )
@@ -136,6 +145,7 @@ def main() -> None:
             print(f"    {line}")
     if fast["hashed"] is not None:
         print(f"  files hashed by the fast rollback: {fast['hashed']}")
+    print(f"  then `hearth up` (inference) with the inventory at v1: changed {after}")
     first = [min(f["answering"].values(), default=0.0) for f in (fast, full)]
     last = [max(f["answering"].values(), default=0.0) for f in (fast, full)]
     if first[0] and last[0]:

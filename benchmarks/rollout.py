@@ -8,16 +8,21 @@ front door:
 
 1. v1 → v2 through `hearth up --playbook inference.yml`: wall time, and per host the time from
    the candidate's start to the promotion (the runner's task events);
-2. `hearth models rollback --to v1 --no-backup` (the automatic backup before it is not the
-   rollback's own time): wall time, and the time from the command's start until every host's
-   live engine is v1 and answers its health check (polled every 0.25 s);
-3. failed requests and broken streams in each window.
+2. `hearth models rollback --to v1 --no-backup`, the fast path (the automatic backup before it
+   is not the rollback's own time): wall time, the time from the command's start until each
+   host's live engine is v1 and answers its health check (polled every 0.25 s), and the files
+   the run hashed (model_verify's `hashed`: 0, the kept files are checked by their record);
+   then, with the inventory set to v1, what an inference run changes (0 on each host);
+3. v1 → v2 again, then `hearth models rollback --to v1 --full --no-backup`, the full gated path,
+   measured the same way; the ratio full / fast;
+4. failed requests and broken streams in each window.
 
     HEARTH_LAB_ID=12 python benchmarks/rollout.py      # a lab it may reset (not your lab 0)
 
-Figures only; nothing is asserted. The lab's model loads in about a second; the rollback's
-time to answer is the kept engine's start plus a health check, and does not grow with the
-model's download size (nothing is downloaded or copied).
+Figures only; nothing is asserted. Why the fast rollback does not grow with the model's size:
+nothing is downloaded, copied, hashed or loaded into Docker (the count of hashed files says
+so); what is left is the kept engine's start (llama.cpp maps weights the host served minutes
+before) and a health check and warm-up. The lab has one model size (SmolLM2-135M, 98 MB).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 TESTS = Path(__file__).resolve().parent.parent / "tests" / "integration"
 sys.path.insert(0, str(TESTS))
@@ -58,9 +64,8 @@ def _per_host_rollout(artifacts: Path) -> dict[str, float]:
 
 def main() -> None:
     os.environ.setdefault("HEARTH_LAB_ID", "12")
-    from labkit import container_exec, hearth
     from test_inference import API_KEY
-    from test_rollout import DOOR, ENGINE, GOLDEN_ONLY, HOSTS, PORT, Fleet, Load, _clean
+    from test_rollout import DOOR, GOLDEN_ONLY, HOSTS, PORT, Fleet, Load, _clean
 
     from hearth import images, runner
     from hearth import lab as lab_mod
@@ -111,6 +116,54 @@ def main() -> None:
     rollout_failed = len(load.failures)
     rollout_sent = load.sent
 
+    fast = _rollback(fleet, state, ())
+    # as the command says, the inventory set to v1: a run then changes nothing
+    fleet.declare("v1")
+    kept = runner.run_playbook(
+        "inference.yml", fleet.inventory, vault_password_file=vault, label="bench-kept"
+    )
+    kept.raise_for_status()
+    after = {h: kept.hosts[h].changed for h in HOSTS}
+    # back to v2, then the same rollback the full gated way
+    fleet.declare("v2")
+    forward = runner.run_playbook(
+        "inference.yml", fleet.inventory, vault_password_file=vault, label="bench-forward"
+    )
+    forward.raise_for_status()
+    full = _rollback(fleet, state, ("--full",))
+
+    print(f"\nrollout v1 → v2, 2 hosts one at a time: {rollout_s:.1f} s in all")
+    for host, seconds in sorted(per_host.items()):
+        print(f"  {host}: candidate start → promoted: {seconds:.1f} s")
+    print(f"  requests during the rollout: {rollout_sent}, failed: {rollout_failed}")
+    for name, found in (("fast path", fast), ("full gated path (--full)", full)):
+        print(f"rollback → v1, {name}: {found['command']:.1f} s for the command")
+        for host, seconds in sorted(found["answering"].items()):
+            print(f"  {host}: v1 live and answering {seconds:.1f} s after the command started")
+        print(f"  requests during the rollback: {found['sent']}, failed: {len(found['failures'])}")
+        for line in found["failures"][:5]:
+            print(f"    {line}")
+    if fast["hashed"] is not None:
+        print(f"  files hashed by the fast rollback: {fast['hashed']}")
+    print(f"  then `hearth up` (inference) with the inventory at v1: changed {after}")
+    first = [min(f["answering"].values(), default=0.0) for f in (fast, full)]
+    last = [max(f["answering"].values(), default=0.0) for f in (fast, full)]
+    if first[0] and last[0]:
+        print(
+            f"full / fast: command {full['command'] / fast['command']:.1f}x, first host answering "
+            f"{first[1] / first[0]:.1f}x, last host answering {last[1] / last[0]:.1f}x"
+        )
+    _clean(fleet)
+
+
+def _rollback(fleet: Any, state: Any, extra: tuple[str, ...]) -> dict[str, Any]:
+    """`hearth models rollback --to v1` under the load loop: the command's time, each host's
+    time until its live engine is v1 and healthy, the load's failures, files hashed."""
+    from labkit import container_exec, hearth
+    from test_rollout import ENGINE, HOSTS, Load
+
+    from hearth import paths
+
     answering: dict[str, float] = {}
     stop = threading.Event()
 
@@ -132,30 +185,40 @@ def main() -> None:
 
     with Load(fleet.door) as load:
         time.sleep(2)
-        began = time.monotonic()
+        began, wall = time.monotonic(), time.time()
         watcher = threading.Thread(target=watch, args=(began,), daemon=True)
         watcher.start()
         done = hearth(
             "models", "rollback", "smollm2", "--to", "v1", "-i", str(fleet.inventory),
-            "--vault-password-file", str(vault), "--no-backup",
+            "--vault-password-file", str(fleet.vault), "--no-backup", *extra,
         )  # fmt: skip
-        rollback_s = time.monotonic() - began
+        command = time.monotonic() - began
         watcher.join(timeout=30)
         stop.set()
     if done.returncode != 0:
-        raise SystemExit(f"rollback failed:\n{done.stdout[-4000:]}")
+        raise SystemExit(f"rollback {' '.join(extra)} failed:\n{done.stdout[-4000:]}")
+    runs = [
+        d
+        for d in sorted(paths.runs_dir().glob("*-models-rollback-fast"))
+        if d.stat().st_mtime >= wall
+    ]
+    return {
+        "command": command,
+        "answering": answering,
+        "sent": load.sent,
+        "failures": list(load.failures),
+        "hashed": _hashed(runs[-1]) if runs else None,
+    }
 
-    print(f"\nrollout v1 → v2, 2 hosts one at a time: {rollout_s:.1f} s in all")
-    for host, seconds in sorted(per_host.items()):
-        print(f"  {host}: candidate start → promoted: {seconds:.1f} s")
-    print(f"  requests during the rollout: {rollout_sent}, failed: {rollout_failed}")
-    print(f"rollback → v1 (kept engines): {rollback_s:.1f} s for the command")
-    for host, seconds in sorted(answering.items()):
-        print(f"  {host}: v1 live and answering {seconds:.1f} s after the command started")
-    print(f"  requests during the rollback: {load.sent}, failed: {len(load.failures)}")
-    for line in load.failures[:5]:
-        print(f"    {line}")
-    _clean(fleet)
+
+def _hashed(run: Path) -> int:
+    """Files model_verify hashed in a run (its job events' `hashed`)."""
+    count = 0
+    for path in run.rglob("job_events/*.json"):
+        data = json.loads(path.read_text()).get("event_data") or {}
+        if data.get("task_action", "").endswith("model_verify"):
+            count += len((data.get("res") or {}).get("hashed") or [])
+    return count
 
 
 if __name__ == "__main__":

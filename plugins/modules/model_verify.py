@@ -66,6 +66,13 @@ options:
       - A file (root's) that keeps, for each file that matched, its sha256 and what C(stat) said
         of it; files unchanged since are not hashed again. Without it, every file is hashed.
     type: path
+  record_root:
+    description:
+      - The directory O(record) is kept for, when O(path) is a staging directory that is then
+        renamed there (its files keep their device, inode and change time), so that the version
+        put in place has the record of its verification and a later check (a fast rollback)
+        need not hash it again. Default O(path).
+    type: path
 attributes:
   check_mode:
     support: full
@@ -269,6 +276,7 @@ def main():
             name=dict(type="str", default="model"),
             fail_on_mismatch=dict(type="bool", default=True),
             record=dict(type="path"),
+            record_root=dict(type="path"),
         ),
         supports_check_mode=True,
     )
@@ -288,15 +296,16 @@ def main():
             module.fail_json(**result)
         module.exit_json(**result)
     record_path = module.params["record"]
+    record_root = os.path.realpath(module.params["record_root"] or root)
     record = None
     if record_path:
         record = read_record(record_path)
-        if record and (read_root(record_path) != os.path.realpath(root)):
+        if record and (read_root(record_path) != record_root):
             record = {}  # a record of another directory: hash everything
     try:
         verified, missing, mismatches, hashed = verify(root, module.params["files"], record)
         if record is not None and not module.check_mode:
-            write_record(record_path, os.path.realpath(root), record)
+            write_record(record_path, record_root, record)
     except (IOError, OSError) as exc:
         module.fail_json(msg="model %s: cannot read the files in %s: %s" % (name, root, exc))
     ok = not missing and not mismatches

@@ -888,6 +888,7 @@ def models_log(
                 else ""
             )
             + (f"  ({event['reason']})" if event.get("reason") else "")
+            + ("  [fast path]" if event.get("path") == "fast" else "")
         )
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     for state in states:
@@ -898,6 +899,7 @@ def models_log(
 def _models_switch(
     inventory: Path, model: str, version: str | None, reason: str, limit: str | None,
     vault: Path | None, batch: str | None, rollback: bool, allow_downtime: bool, no_backup: bool,
+    full: bool = False, gate: bool = False,
 ) -> None:  # fmt: skip
     from hearth import runner
     from hearth.commands import models as cmd
@@ -914,7 +916,8 @@ def _models_switch(
             "outage with --allow-downtime."
         )
     _ensure_collections()
-    inv, serving, states = _models_read(inventory, model, limit, vault)
+    serving = cmd.serving_hosts(inv, model, limit)  # the inventory validated once, above
+    states = cmd.read_hosts(inv, model, serving)
     declared = str(serving[0][1].get("version"))
     if rollback:
         version = cmd.target_version(states, model, version)
@@ -929,17 +932,27 @@ def _models_switch(
     if version != declared:
         extravars["hearth_model_overrides"] = cmd.overrides_for(states, model, version)
     word = "rollback" if rollback else "rollout"
+    path = cmd.rollback_path(
+        states, version, cmd.deployed_model(states, extravars.get("hearth_model_overrides") or {}),
+        full,
+    ) if rollback else None  # fmt: skip
     _backup_before(inv, [h for h, _ in serving], vault, f"{word} of {model}", no_backup)
     console.print(
         f"[bold]hearth models {word}[/] {model} → {version} on {', '.join(dict(serving))}"
     )
-    # Docker is there on hosts that serve the model: its role is not run again (seconds saved
-    # before the first host's engine moves)
-    result = runner.run_playbook(
-        "inference.yml", inventory, limit=limit, vault_password_file=vault,
-        on_event=_progress_printer(False), extravars=extravars, skip_tags="container_runtime",
-        label=f"models-{word}",
-    )  # fmt: skip
+    result = None
+    if path is not None and path.fast:
+        result = _models_fast_rollback(inventory, model, serving, vault, extravars, gate)
+    elif path is not None:
+        _say_full_path(path.why)
+    if result is None:
+        # Docker is there on hosts that serve the model: its role is not run again (seconds
+        # saved before the first host's engine moves)
+        result = runner.run_playbook(
+            "inference.yml", inventory, limit=limit, vault_password_file=vault,
+            on_event=_progress_printer(False), extravars=extravars, skip_tags="container_runtime",
+            label=f"models-{word}",
+        )  # fmt: skip
     print_recap(result)
     result.raise_for_status()
     console.print(f"[green]✓[/] {model} {version} serves on {', '.join(dict(serving))}")
@@ -948,6 +961,44 @@ def _models_switch(
             f"  The inventory still declares {declared}: the next `hearth up` goes back to it. "
             f"To keep {version}: {cmd.inventory_hint(inv, model, version)}"
         )
+
+
+def _models_fast_rollback(
+    inventory: Path, model: str, serving: Sequence[tuple[str, Any]], vault: Path | None,
+    extravars: dict[str, Any], gate: bool,
+) -> Any:  # fmt: skip
+    """playbooks/rollback.yml on the hosts serving ``model`` (docs/models.md, the fast
+    rollback); None after a host refused it before changing anything (the caller then runs the
+    full path, which converges the rest), else the run's result."""
+    from hearth import runner
+
+    console.print(
+        "  fast path: every host keeps the version's engine and verified files, and it served "
+        "there" + ("; its golden questions are asked again (--gate)" if gate else
+                   "; health and warm-up gate it (--gate to ask its golden questions again)")
+    )  # fmt: skip
+    hosts = ",".join(h for h, _ in serving)
+    fast = {
+        **extravars, "hearth_rollback_model": model, "hearth_rollback_path": "fast",
+        "hearth_rollback_hosts": hosts,
+    }  # fmt: skip
+    if not gate:
+        fast["inference_engine_golden_gate"] = False
+    result = runner.run_playbook(
+        # the hosts serving the model, and the front doors (their routes name its version)
+        "rollback.yml", inventory, limit=f"{hosts},frontdoor",
+        vault_password_file=vault,
+        on_event=_progress_printer(False), extravars=fast, label="models-rollback-fast",
+    )  # fmt: skip
+    refused = [m for _, _, m in result.failures if "HEARTH-FAST" in m]
+    if result.failed_hosts and refused:
+        _say_full_path([m.split("HEARTH-FAST", 1)[1].strip() for m in refused])
+        return None
+    return result
+
+
+def _say_full_path(why: Sequence[str]) -> None:
+    console.print("  full gated path (not the fast one): " + "; ".join(why))
 
 
 def _backup_before(
@@ -1029,16 +1080,24 @@ def models_rollout(
 @_batch_option
 @_downtime_option
 @_no_backup_option
+@click.option(
+    "--gate", is_flag=True,
+    help="Ask the version's golden questions again on the fast path (it passed them here).",
+)  # fmt: skip
+@click.option("--full", is_flag=True, help="Take the full gated path of a rollout.")
 @vault_option
 def models_rollback(
     inventory: Path, model: str, to: str | None, reason: str, limit: str | None,
-    batch: str | None, allow_downtime: bool, no_backup: bool, vault_password_file: Path | None,
+    batch: str | None, allow_downtime: bool, no_backup: bool, gate: bool, full: bool,
+    vault_password_file: Path | None,
 ) -> None:  # fmt: skip
     """Go back to the previous (or --to) version from the kept container and files: no download,
-    no rebuild; gated and switched like a rollout."""
+    no rebuild. A version that served on every host, with its kept engine and verified files,
+    goes back the fast way (health and warm-up, then the switch); anything else takes the full
+    gated path of a rollout, saying why."""
     _models_switch(
         inventory, model, to, reason, limit, vault_password_file, batch, True, allow_downtime,
-        no_backup,
+        no_backup, full, gate,
     )  # fmt: skip
 
 

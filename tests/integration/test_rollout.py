@@ -11,8 +11,12 @@ In order (each test builds on the ones before):
 3. v3, whose chat template drops the user's question, is refused at the golden-question gate on
    the first host (exit 3 naming the gate and the question); v2 serves on both hosts, the second
    host untouched; the refusal is in the changelog; 0 failed requests.
-4. `hearth models rollback --to v1` from the kept container: 0 failed requests, v1 live on both
-   hosts; with the inventory set back to v1 as the command says, a run changes nothing.
+4. `hearth models rollback --to v1` from the kept container, the fast path (v1 served on both
+   hosts, its kept engines and verified files are there): 0 failed requests, v1 live on both
+   hosts, `rolled back` with path fast and the health and warm-up gates in the changelog; with
+   the inventory set back to v1 as the command says, a run changes nothing.
+   A rollback the fast path cannot take (lab2 lost its kept engine of v2) goes the full gated
+   path and says why; the fast rollback to v1 after it puts lab2 back.
 5. The first host's new engine is killed while it is gated: the run stops (exit 3, the health
    gate), the second host is not touched, v1 serves on both, 0 failed requests.
 6. A drain-first rollout (forced: the lab has no GPU to run out of): a batch that would drain
@@ -298,6 +302,8 @@ def test_rollback_to_v1_from_the_kept_engine(fleet: Fleet) -> None:
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-6000:]
     assert "To keep v1" in output, output[-2000:]
+    # v1 served on both hosts and its kept engines and verified files are there: the fast path
+    assert "fast path" in output and "full gated path" not in output, output[-4000:]
     assert load.failures == [] and load.covered, load.failures[:10]
     # the automatic backup of both hosts came first (hearth_backup_before_changes, default on)
     assert "backup before the rollback of smollm2 of lab1, lab2" in output, output[-4000:]
@@ -315,10 +321,18 @@ def test_rollback_to_v1_from_the_kept_engine(fleet: Fleet) -> None:
         assert live_id == kept_ids[host], f"{host}: v1 was not brought back from its kept engine"
         back = [e for e in fleet.events(host) if e["event"] == "rolled back"]
         assert back and back[-1]["to_version"] == "v1" and back[-1]["reason"] == "test"
+        assert back[-1]["from_version"] == "v2" and back[-1]["path"] == "fast", back[-1]
+        # it passed its golden questions here: health and warm-up gate the fast path
+        assert back[-1]["gates"] == ["health", "warm-up"], back[-1]
+        kept = fleet.sh(host, f"docker inspect --format '{{{{.State.Status}}}}' {ENGINE}--v2")
+        assert kept == "exited", f"{host}: v2's engine is not kept stopped ({kept!r})"
+        assert fleet.sh(host, "readlink /var/lib/hearth/models/smollm2/current") == "v1"
+    assert fleet.routing() == {"models": {}}, "a finished rollback leaves no routing override"
     status = fleet.hearth("status", "models", "status", "smollm2")
     assert status.returncode == 0 and "v1" in status.stdout, status.stdout + status.stderr
     log = fleet.hearth("log", "models", "log", "smollm2")
     assert log.returncode == 0 and "refused" in log.stdout and "rolled back" in log.stdout
+    assert "[fast path]" in log.stdout, log.stdout
     # as the command says: the inventory keeps v1, and a run then changes nothing
     fleet.declare("v1")
     result = runner.run_playbook(
@@ -326,6 +340,42 @@ def test_rollback_to_v1_from_the_kept_engine(fleet: Fleet) -> None:
     )
     result.raise_for_status()
     assert all(result.hosts[h].changed == 0 for h in HOSTS), result.artifacts
+
+
+def test_a_rollback_the_fast_path_cannot_take_goes_the_full_gated_path(fleet: Fleet) -> None:
+    """lab2 lost its kept engine of v2: a rollback to v2 there takes the full gated path and says
+    why (0 failed requests, v2 live, the golden questions asked); the fast rollback to v1 that
+    follows puts things back as the tests after this one expect them."""
+    fleet.sh("lab2", f"docker rm {ENGINE}--v2")
+    with Load(fleet.door) as load:
+        time.sleep(2)
+        done = fleet.hearth(
+            "rollback v2 full", "models", "rollback", "smollm2", "--to", "v2", "--limit", "lab2",
+            "--no-backup",
+        )  # fmt: skip
+    said = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 0, said[-6000:]
+    assert (
+        "full gated path (not the fast one): lab2: no kept container of v2 "
+        f"({ENGINE}--v2 was removed or pruned)" in said
+    ), said[-3000:]
+    assert load.failures == [] and load.covered, load.failures[:10]
+    assert fleet.live_version("lab2") == "v2 running" and fleet.live_version("lab1") == "v1 running"
+    last = fleet.events("lab2")[-1]
+    assert (last["to_version"], last["path"]) == ("v2", "full"), last
+    assert last["gates"] == ["health", "warm-up", "golden questions"], last
+    with Load(fleet.door) as load:
+        time.sleep(2)
+        done = fleet.hearth(
+            "rollback v1 fast", "models", "rollback", "smollm2", "--to", "v1", "--limit", "lab2",
+            "--no-backup",
+        )  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode == 0 and "fast path" in output, output[-6000:]
+    assert load.failures == [] and load.covered, load.failures[:10]
+    assert fleet.live_version("lab2") == "v1 running"
+    last = fleet.events("lab2")[-1]
+    assert (last["event"], last["to_version"], last["path"]) == ("rolled back", "v1", "fast")
 
 
 def test_an_engine_killed_mid_rollout_stops_the_run_before_the_next_host(fleet: Fleet) -> None:

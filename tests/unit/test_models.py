@@ -654,6 +654,28 @@ def test_model_verify_hashes_only_files_written_since_they_matched(tmp_path: Pat
     assert rc == 0 and again["hashed"] == [] and again["ok"] is True, again
 
 
+def test_a_staging_directory_verified_for_its_final_place_needs_no_hash_there(
+    tmp_path: Path,
+) -> None:
+    """record_root: the model store verifies a new version in its staging directory, then renames
+    it into place; the record is the final directory's, so a later check there (a fast rollback)
+    hashes nothing, and a file written since is hashed again."""
+    staging, final = tmp_path / ".incoming" / "v1", tmp_path / "v1"
+    staging.mkdir(parents=True)
+    (staging / "w.gguf").write_bytes(b"weights")
+    files = [{"path": "w.gguf", "sha256": hashlib.sha256(b"weights").hexdigest()}]
+    record = str(tmp_path / "rec" / "v1.json")
+    args = {"path": str(staging), "files": files, "record": record, "record_root": str(final)}
+    rc, first = _ansible_module(args)
+    assert rc == 0 and first["hashed"] == ["w.gguf"], first
+    staging.rename(final)
+    rc, there = _ansible_module({"path": str(final), "files": files, "record": record})
+    assert rc == 0 and there["ok"] is True and there["hashed"] == [], there
+    (final / "w.gguf").write_bytes(b"weights")
+    rc, again = _ansible_module({"path": str(final), "files": files, "record": record})
+    assert rc == 0 and again["hashed"] == ["w.gguf"], again
+
+
 def _ansible_module(args: dict[str, Any], check: bool = False) -> tuple[int, dict[str, Any]]:
     env = {
         **os.environ,

@@ -23,9 +23,11 @@ from hearth.errors import InvalidInputError
 
 __all__ = [
     "HostModel",
+    "RollbackPath",
     "downtime_problems",
     "overrides_for",
     "read_hosts",
+    "rollback_path",
     "rollout_hows",
     "serving_hosts",
     "target_version",
@@ -33,11 +35,12 @@ __all__ = [
 
 STORE = "/var/lib/hearth/models"
 MANIFEST = "hearth-model.json"
+VERIFIED = "/var/lib/hearth/verified"  # model_store_verified_dir: model_verify's records
 
 # Runs on each host (python3, standard library only): what it keeps of one model, as JSON.
 _PROBE = r"""
 import json, os, subprocess, sys
-name, store = sys.argv[1], sys.argv[2]
+name, store, verified = sys.argv[1], sys.argv[2], sys.argv[3]
 home = os.path.join(store, name)
 out = {"versions": {}, "current": "", "containers": [], "events": []}
 try:
@@ -53,12 +56,41 @@ for entry in sorted(os.listdir(home)) if os.path.isdir(home) else []:
             out["versions"][entry] = json.load(f)
     except (OSError, ValueError):
         out["versions"][entry] = None
-fmt = "{{.Names}}\t{{.State}}\t{{.Label \"io.hearth.version\"}}\t{{.Label \"io.hearth.slot\"}}"
+fmt = ("{{.Names}}\t{{.State}}\t{{.Label \"io.hearth.version\"}}\t{{.Label \"io.hearth.slot\"}}"
+       "\t{{.Image}}")
 ps = subprocess.run(["docker", "ps", "-a", "--filter", "label=io.hearth.model=" + name,
                      "--format", fmt], capture_output=True, text=True)
 for line in ps.stdout.splitlines():
-    parts = (line.split("\t") + ["", "", "", ""])[:4]
-    out["containers"].append(dict(zip(["name", "state", "version", "slot"], parts)))
+    parts = (line.split("\t") + ["", "", "", "", ""])[:5]
+    out["containers"].append(dict(zip(["name", "state", "version", "slot", "image"], parts)))
+# Each kept version's files against the model store's record of them (model_verify's): "" when
+# every file is the one last verified (same sha256, not written since: device, inode, size,
+# mtime, ctime), else why not. Nothing is hashed.
+out["verified"] = {}
+for version, manifest in out["versions"].items():
+    root = os.path.join(home, version)
+    try:
+        with open(os.path.join(verified, name, version + ".json")) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        out["verified"][version] = "no record of its verified files"
+        continue
+    why = ""
+    if record.get("root") != os.path.realpath(root):
+        why = "the record is of another directory"
+    for entry in (manifest or {}).get("files") or []:
+        known = (record.get("files") or {}).get(entry.get("path")) or {}
+        try:
+            st = os.stat(os.path.join(root, entry.get("path", "")))
+        except OSError:
+            why = why or entry.get("path", "?") + " is missing"
+            continue
+        if known.get("sha256") != entry.get("sha256"):
+            why = why or entry.get("path", "?") + " was not verified with its sha256"
+        elif known.get("stat") != [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+                                   st.st_ctime_ns]:
+            why = why or entry.get("path", "?") + " was written since it was verified"
+    out["verified"][version] = why
 try:
     with open(os.path.join(store, "changelog.jsonl")) as f:
         for line in f:
@@ -84,6 +116,7 @@ class HostModel:
     versions: dict[str, Any] = field(default_factory=dict)
     containers: list[dict[str, str]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
+    verified: dict[str, str] = field(default_factory=dict)
     error: str = ""
 
     @property
@@ -169,7 +202,7 @@ def read_hosts(
     conns = [
         connect.host_connection(h, inventory.resolved_vars(h, []), become=True) for h in declared
     ]
-    command = f"python3 -c {shlex.quote(_PROBE)} {shlex.quote(model)} {STORE}"
+    command = f"python3 -c {shlex.quote(_PROBE)} {shlex.quote(model)} {STORE} {VERIFIED}"
     result = execute.run_command(conns, command, become=True)
     states: list[HostModel] = []
     for output in result.outputs:
@@ -186,6 +219,7 @@ def read_hosts(
                 state.versions = dict(raw.get("versions") or {})
                 state.containers = list(raw.get("containers") or [])
                 state.events = list(raw.get("events") or [])
+                state.verified = {str(k): str(v) for k, v in (raw.get("verified") or {}).items()}
         states.append(state)
     return states
 
@@ -262,3 +296,111 @@ def inventory_hint(inventory: Any, model: str, version: str) -> str:
         if f"name: {model}" in text and "hearth_models" in text:
             return f"{path}: set version: {version} (and its files) for {model}"
     return f"hearth_models: set version: {version} (and its files) for {model}"
+
+
+# ------------------------------------------------------------------------------------ rollback
+# The outcomes in the changelog that prove a version served on a host: promoted or rolled back
+# to it (it passed its gates there), or replaced by a rollout (it was the live engine).
+_SERVED_TO = ("promoted", "rolled back")
+_SERVED_FROM = ("promoted", "rolled back", "refused")
+# What must be as it was when the version served: the weights and everything that shapes the
+# engine's command (hearth.models.fingerprints).
+_SAME = ("weights", "engine_args", "chat_template")
+
+
+@dataclass(frozen=True)
+class RollbackPath:
+    """How a rollback runs: ``fast`` (playbooks/rollback.yml: the kept engine back in the live
+    slot, health and warm-up, the front door switched; nothing fetched, hashed, copied or
+    rebuilt, no golden questions unless ``--gate``), else the full gated path of a rollout, with
+    ``why`` it is not fast: one line per host and reason."""
+
+    fast: bool
+    why: list[str] = field(default_factory=list)
+
+
+def served(state: HostModel, version: str) -> bool:
+    """Whether the host's changelog shows ``version`` serving there: promoted or rolled back to
+    (its gates passed on this host), or replaced by a later rollout (it was the live engine)."""
+    for event in state.events:
+        kind = event.get("event")
+        if kind in _SERVED_TO and event.get("to_version") == version:
+            return True
+        if kind in _SERVED_FROM and event.get("from_version") == version:
+            return True
+    return False
+
+
+def fast_rollback_problems(
+    state: HostModel, version: str, deployed: Mapping[str, Any]
+) -> list[str]:
+    """Why this host cannot roll back to ``version`` the fast way (empty: it can). ``deployed``
+    is the model as the rollback would run it (the declaration with the version's override)."""
+    from hearth.engines import kept_container_name
+
+    model = str(state.declared.get("name"))
+    problems: list[str] = []
+    live = state.live
+    if live is None or live.get("state") != "running":
+        problems.append("no running live engine to switch from")
+    kept_name = kept_container_name(model, version)
+    kept = next((c for c in state.containers if c.get("name") == kept_name), None)
+    if kept is None:
+        problems.append(f"no kept container of {version} ({kept_name} was removed or pruned)")
+    elif live is not None and kept.get("image") != live.get("image"):
+        problems.append(
+            f"the kept container of {version} has the image {kept.get('image')!r}, the live "
+            f"engine {live.get('image')!r} (a different engine image)"
+        )
+    manifest = state.versions.get(version)
+    if not manifest:
+        problems.append(f"{version} is not in the model store")
+    else:
+        why = state.verified.get(version, "no record of its verified files")
+        if why:
+            problems.append(f"the files of {version} are not the verified ones: {why}")
+        then = dict(manifest.get("fingerprints") or {})
+        now = _fingerprints(deployed)
+        differ = [k for k in _SAME if then.get(k) != now.get(k)]
+        if not then:
+            problems.append(f"the manifest of {version} records no fingerprints")
+        elif not now:
+            problems.append(f"the declaration of {version} does not parse")
+        elif differ:
+            problems.append(
+                f"{version} served with other {' and '.join(d.replace('_', ' ') for d in differ)}"
+                " than the inventory would run it with now"
+            )
+    if not served(state, version):
+        problems.append(
+            f"{version} never served here (the changelog has no promotion or rollback to it and "
+            "no rollout that replaced it)"
+        )
+    return problems
+
+
+def rollback_path(
+    states: Sequence[HostModel], version: str, deployed: Mapping[str, Any], full: bool = False
+) -> RollbackPath:
+    """The fast path when every host can take it (:func:`fast_rollback_problems`), else the full
+    gated path with the reasons, host by host; ``full`` (``--full``) asks for the full path."""
+    if full:
+        return RollbackPath(False, ["--full asks for the full gated path"])
+    why = [f"{s.host}: {p}" for s in states for p in fast_rollback_problems(s, version, deployed)]
+    return RollbackPath(not why, why)
+
+
+def deployed_model(states: Sequence[HostModel], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The model as a rollout or rollback runs it: the declaration with its override."""
+    declared = dict(states[0].declared)
+    return {**declared, **dict(overrides.get(str(declared.get("name"))) or {})}
+
+
+def _fingerprints(model: Mapping[str, Any]) -> dict[str, Any]:
+    from hearth import models
+
+    try:
+        spec = models.parse_models([dict(model)])[0]
+    except (ValueError, IndexError, InvalidInputError):
+        return {}
+    return dict(models.fingerprints(spec))

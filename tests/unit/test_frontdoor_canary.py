@@ -196,8 +196,8 @@ def test_abort_and_promote_are_reloads_in_place(site: Site) -> None:
     site.route({"models": {"smollm2": {"backends": [site.old], "version": "v1", "reason": "x"}}})
     assert site.ask(6) == ["v1"] * 6
     assert site.metric("hearth_frontdoor_canary_share") == 0
-    site.route({"models": {"smollm2": {"backends": [site.new], "reason": "promoted",
-                                       "versions": {site.new: "v2"}, "version": "v1"}}})  # fmt: skip
+    promoted = {"backends": [site.new], "reason": "promoted", "versions": {site.new: "v2"}}
+    site.route({"models": {"smollm2": {**promoted, "version": "v1"}}})
     assert site.ask(6) == ["v2"] * 6
     assert site.metric("hearth_frontdoor_requests_total", status="200", version="v2") == 8
     assert site.metric("hearth_frontdoor_reloads_total", result="ok") == 3

@@ -55,7 +55,10 @@ def test_a_bad_share_or_soak_names_the_model_and_key(extra: dict[str, Any], word
 
 
 def _view(strategy: str, **extra: Any) -> rules.HostView:
-    variables = {"hearth_models": [_declared(**extra)], "inference_engine_rollout_strategy": strategy}
+    variables = {
+        "hearth_models": [_declared(**extra)],
+        "inference_engine_rollout_strategy": strategy,
+    }
     return rules.HostView("lab1", variables, frozenset({"inference_engine"}))
 
 
@@ -69,9 +72,10 @@ def test_the_rule_refuses_a_share_that_would_roll_out_drain_first() -> None:
 
 def test_the_rule_asks_the_planner_when_the_strategy_is_auto() -> None:
     """Two copies of a model that takes most of the declared GPU do not fit: drain-first."""
+    arch = {**_declared()["architecture"], "params_b": 8.0, "num_layers": 32,
+            "num_attention_heads": 32, "num_kv_heads": 8, "head_dim": 128}  # fmt: skip
     big = {"gpus": [0], "gpu_memory_share": 0.9, "max_model_len": 8192, "max_num_seqs": 8,
-           "architecture": {**_declared()["architecture"], "params_b": 8.0, "num_layers": 32,
-                            "num_attention_heads": 32, "num_kv_heads": 8, "head_dim": 128}}  # fmt: skip
+           "architecture": arch}  # fmt: skip
     variables = {
         "hearth_models": [_declared(canary_share=10, **big)],
         "hearth_declared_gpus": [{"index": 0, "name": "NVIDIA L4", "memory_mib": 23034}],
@@ -127,7 +131,7 @@ def test_no_canary_or_differing_canaries_are_refused() -> None:
         canary_plan([_host("lab1", [])], "smollm2", "abort")
     other = {**CANARY, "to_version": "v3"}
     states = [_host("lab1", [CANARY]), _host("lab2", [other], candidate="v3")]
-    with pytest.raises(InvalidInputError, match="differ .*lab2: v1 → v3.*--limit"):
+    with pytest.raises(InvalidInputError, match=r"differ .*lab2: v1 → v3.*--limit"):
         canary_plan(states, "smollm2", "abort")
     broken = _host("lab1", [CANARY])
     broken.error = "unreachable"

@@ -1077,13 +1077,11 @@ def _models_canary(
         "hearth_canary": {"model": model, "action": action},
         "hearth_rollout_reason": reason or action,
     }
-    target = plan["version"] if action == "promote" else plan["from_version"]
-    if action == "abort":  # the live engines' version is the one declared for this run
-        extravars["hearth_model_overrides"] = cmd.overrides_for(states, model, target)
+    before = ", ".join(plan["from_versions"])
+    target = plan["version"] if action == "promote" else before
     console.print(
         f"[bold]hearth models {action}[/] {model} {plan['version']} ({plan['share']}% canary "
-        f"beside {plan['from_version']}) on {', '.join(plan['hosts'])}: {target} takes every "
-        "request"
+        f"beside {before}) on {', '.join(plan['hosts'])}: {target} takes every request"
     )
     result = runner.run_playbook(
         "inference.yml", inventory, limit=limit, vault_password_file=vault,
@@ -1092,14 +1090,14 @@ def _models_canary(
     )  # fmt: skip
     print_recap(result)
     result.raise_for_status()
-    hosts = ", ".join(dict(serving))
+    hosts = ", ".join(plan["hosts"])
     console.print(f"[green]✓[/] {model} {target} serves every request on {hosts}")
-    declared = str(serving[0][1].get("version"))
-    if action == "abort" and declared != target:
+    if action == "abort":
+        declared = str(serving[0][1].get("version"))
+        hint = cmd.inventory_hint(inv, model, plan["from_versions"][0])
         console.print(
             f"  The inventory still declares {declared} with canary_share: the next `hearth up` "
-            f"starts its canary again. To stay on {target}: "
-            f"{cmd.inventory_hint(inv, model, target)}"
+            f"starts its canary again. To stay on {before}: {hint}"
         )
 
 

@@ -120,10 +120,13 @@ def test_promote_waits_for_the_soak_unless_now() -> None:
     assert "soaks until 2026-11-28T13:00:00Z (about 31 min from now)" in str(caught.value)
     assert "--now" in str(caught.value) and "Nothing was changed" in str(caught.value)
     plan = canary_plan(states, "smollm2", "promote", now=True, at=BEFORE)
-    assert plan == {"version": "v2", "from_version": "v1", "share": 50,
+    assert plan == {"version": "v2", "from_versions": ["v1"], "share": 50,
                     "soak_end": "2026-11-28T13:00:00Z", "hosts": ["lab1", "lab2"]}  # fmt: skip
     assert canary_plan(states, "smollm2", "promote", at=AFTER)["version"] == "v2"
-    assert canary_plan(states, "smollm2", "abort", at=BEFORE)["from_version"] == "v1"
+    assert canary_plan(states, "smollm2", "abort", at=BEFORE)["from_versions"] == ["v1"]
+    # hosts that served different versions before their canary each go back to their own
+    mixed = [_host("lab1", [CANARY]), _host("lab2", [{**CANARY, "from_version": "v0"}])]
+    assert canary_plan(mixed, "smollm2", "abort")["from_versions"] == ["v0", "v1"]
 
 
 def test_no_canary_or_differing_canaries_are_refused() -> None:

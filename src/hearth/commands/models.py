@@ -302,7 +302,8 @@ def canary_plan(
     at: datetime.datetime | None = None,
 ) -> dict[str, Any]:
     """What `hearth models promote|abort` does, from the hosts' state, or exit 2 before any
-    change: ``{version, from_version, share, soak_end, hosts}``. Refused: a host that cannot be
+    change: ``{version, from_versions, share, soak_end, hosts}`` (each host goes back to the
+    version it served before its canary on an abort). Refused: a host that cannot be
     read, no canary of ``model`` on any host, hosts whose canaries differ, and (``promote``)
     a soak that has not ended, unless ``now``."""
     broken = [s for s in states if s.error]
@@ -320,8 +321,8 @@ def canary_plan(
             f"{', '.join(found)} (a canary starts when a version with canary_share rolls out); "
             "nothing was changed"
         )
-    kinds = {(c.get("to_version"), c.get("from_version")) for c in running.values()}
-    if len(kinds) != 1:
+    versions = {str(c.get("to_version")) for c in running.values()}
+    if len(versions) != 1:
         each = "; ".join(
             f"{h}: {c.get('from_version')} → {c.get('to_version')}" for h, c in running.items()
         )
@@ -330,10 +331,10 @@ def canary_plan(
             f"{action} them host by host with --limit. Nothing was changed"
         )
     ends = sorted(str(c.get("soak_end") or "") for c in running.values())
-    version, previous = next(iter(kinds))
+    version = next(iter(versions))
     plan = {
-        "version": str(version),
-        "from_version": str(previous),
+        "version": version,
+        "from_versions": sorted({str(c.get("from_version")) for c in running.values()}),
         "share": next(iter(running.values())).get("share"),
         "soak_end": ends[-1],
         "hosts": sorted(running),

@@ -683,8 +683,12 @@ def canary_backend(
     backends = list(route["backends"] if in_force is None else in_force)
     canary = dict(entry.get("canary") or {})
     pool = [b for b in canary.get("backends", []) if b != new] + [new]
+    versions = dict(entry.get("versions") or {})
+    if live in backends:  # this host's live engine: the version it serves (hosts may differ)
+        versions[live] = stable_version
     entry.update(
         backends=backends,
+        versions=versions,
         reason=reason,
         version=str(entry.get("version") or stable_version),
         canary={"backends": pool, "share": share, "version": version, "soak_end": soak_end},

@@ -249,6 +249,7 @@ def test_a_canary_host_by_host_then_promoted_leaves_no_override() -> None:
     routing = _start(_start({"models": {}}, "lab1"), "lab2")
     entry = routing["models"]["smollm2"]
     assert entry["backends"] == [L1, L2] and entry["version"] == "v1"
+    assert entry["versions"] == {L1: "v1", L2: "v1"}, "each host's live engine, its version"
     assert entry["canary"]["backends"] == [C1, C2] and entry["canary"]["share"] == 50
     # promotion, host by host: to the candidate slot, then back to the live slot (rollout.yml)
     for host in ("lab1", "lab2"):
@@ -259,7 +260,7 @@ def test_a_canary_host_by_host_then_promoted_leaves_no_override() -> None:
             if host == "lab1" and (a, b) == (8080, 8085):
                 middle = routing["models"]["smollm2"]
                 assert middle["backends"] == [C1, L2] and middle["canary"]["backends"] == [C2]
-                assert middle["versions"] == {C1: "v2"}, "lab1's engine serves v2 from now on"
+                assert middle["versions"] == {C1: "v2", L2: "v1"}, "lab1 serves v2 from now on"
     assert routing == {"models": {}}
 
 

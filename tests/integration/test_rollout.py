@@ -524,7 +524,8 @@ def test_a_canary_share_then_abort_then_promote_with_no_failed_request(fleet: Fl
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-6000:]
     assert load.failures == [] and load.covered, load.failures[:10]
-    assert _grown(promoted, _answered_by_version(fleet)) == {"v5"}
+    grown = _grown(promoted, _answered_by_version(fleet))
+    assert grown == {"v5"}, (grown, fleet.routing(), output[-3000:])
     for host in HOSTS:
         assert fleet.live_version(host) == "v5 running", host
         state = "{{.State.Status}}"

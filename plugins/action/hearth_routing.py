@@ -15,9 +15,12 @@ description:
     cannot lose each other's change; run it with C(throttle: 1).
   - A drain that would leave a model with no backend fails before anything is written, unless
     C(allow_downtime).
+  - C(canary) adds a host's candidate engine to the model's canary (C(share) percent of the
+    model's requests, C(hearth.engines.canary_backend)); C(canary_end) takes it out again
+    (an abort, C(hearth.engines.end_canary)).
 options:
   op:
-    description: C(swap), C(drain) or C(undrain).
+    description: C(swap), C(drain), C(undrain), C(canary) or C(canary_end).
     type: str
     required: true
   path:
@@ -63,6 +66,18 @@ options:
   reason:
     description: Why (kept in routing.json beside the override).
     type: str
+  share:
+    description: The canary's percentage of the model's requests (canary, 1-99).
+    type: int
+  version:
+    description: The version the candidate serves (canary).
+    type: str
+  stable_version:
+    description: The version the live engines serve (canary).
+    type: str
+  soak_end:
+    description: When the canary's soak ends (canary; UTC, ISO 8601).
+    type: str
   allow_downtime:
     description: Allow a drain that leaves a model with no backend.
     type: bool
@@ -101,9 +116,9 @@ sha256:
   type: str
   returned: always
 from:
-  description: The base URL the engine left (swap).
+  description: The base URL the engine left (swap, canary_end) or the live engine (canary).
   type: str
-  returned: when op is swap
+  returned: when op is swap, canary or canary_end
 backends:
   description: The base URLs taken out or put back (drain, undrain).
   type: list
@@ -153,8 +168,22 @@ class ActionModule(ActionBase):
                 int(args["from_port"]), int(args["to_port"]), str(args.get("reason") or ""),
             )  # fmt: skip
             return out["routing"], {"from": out["from"], "to": out["to"]}
+        if op in ("canary", "canary_end"):
+            where = (current, routes, str(args["model"]), str(args["host"]),
+                     int(args["from_port"]), int(args["to_port"]))  # fmt: skip
+            if op == "canary":
+                out = hearth.engines.canary_backend(
+                    *where, share=int(args["share"]), version=str(args["version"]),
+                    stable_version=str(args["stable_version"]),
+                    soak_end=str(args.get("soak_end") or ""), reason=str(args.get("reason") or ""),
+                )  # fmt: skip
+            else:
+                out = hearth.engines.end_canary(*where, reason=str(args.get("reason") or ""))
+            return out["routing"], {"from": out["from"], "to": out["to"]}
         if op not in ("drain", "undrain"):
-            raise AnsibleActionFail("op: expected swap, drain or undrain, got %r" % op)
+            raise AnsibleActionFail(
+                "op: expected swap, drain, undrain, canary or canary_end, got %r" % op
+            )
         routing, moved, empty = current, [], []
         for host in [str(h) for h in args.get("hosts") or []]:
             out = hearth.engines.drain_host(

@@ -210,6 +210,14 @@ def hearth_kept_engine_of(version, model):
     return hearth_kept_engine(model, version)
 
 
+def hearth_soak_seconds(text):
+    """The seconds of a canary soak (C(30m), C(2h), C(1d)), as hearth.models reads it."""
+    try:
+        return _hearth().models.soak_seconds(str(text))
+    except ValueError as exc:
+        raise AnsibleFilterError("canary_soak: %s" % exc) from exc
+
+
 def hearth_gate_failure(entry):
     """One failed golden question of a gate's report, in words."""
     entry = _plain(entry or {})
@@ -275,4 +283,5 @@ class FilterModule(object):
             "hearth_env_file": hearth_env_file,
             "hearth_stale_engines": hearth_stale_engines,
             "hearth_engine_health": hearth_engine_health,
+            "hearth_soak_seconds": hearth_soak_seconds,
         }

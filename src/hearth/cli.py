@@ -860,6 +860,22 @@ def models_status(
             live.get("state", "absent"), ", ".join(state.kept) or "none", event if last else "",
         )  # fmt: skip
     console.print(table)
+    _print_canaries(states)
+
+
+def _print_canaries(states: Sequence[Any]) -> None:
+    """A canary share in progress, per host (under `hearth models status`'s table)."""
+    from hearth.commands import models as cmd
+
+    for state in states:
+        canary = None if state.error else cmd.canary_of(state)
+        if canary is not None:
+            console.print(
+                f"{state.host}: canary {canary.get('to_version')} serves {canary.get('share')}% "
+                f"of the requests beside {canary.get('from_version')}, soak until "
+                f"{canary.get('soak_end')} (hearth models promote | abort)",
+                markup=False, highlight=False, soft_wrap=True,
+            )  # fmt: skip
 
 
 @models.command("log")
@@ -1099,6 +1115,80 @@ def models_rollback(
         inventory, model, to, reason, limit, vault_password_file, batch, True, allow_downtime,
         no_backup, full, gate,
     )  # fmt: skip
+
+
+def _models_canary(
+    inventory: Path, model: str, action: str, reason: str, limit: str | None,
+    vault: Path | None, now: bool = False,
+) -> None:  # fmt: skip
+    """`hearth models promote|abort`: read the canary from the hosts (exit 2 before any change
+    when there is none, or its soak has not ended), then run the inference layer with
+    ``hearth_canary`` (the role's canary_promote.yml / canary_abort.yml, per host in batches)."""
+    from hearth import runner
+    from hearth.commands import models as cmd
+
+    inv = _validated(inventory, vault)
+    cmd.serving_hosts(inv, model, limit)  # an unknown model: exit 2 before any host is read
+    _ensure_collections()
+    inv, serving, states = _models_read(inventory, model, limit, vault)
+    plan = cmd.canary_plan(states, model, action, now=now)
+    extravars: dict[str, Any] = {
+        "hearth_canary": {"model": model, "action": action},
+        "hearth_rollout_reason": reason or action,
+    }
+    before = ", ".join(plan["from_versions"])
+    target = plan["version"] if action == "promote" else before
+    console.print(
+        f"[bold]hearth models {action}[/] {model} {plan['version']} ({plan['share']}% canary "
+        f"beside {before}) on {', '.join(plan['hosts'])}: {target} takes every request"
+    )
+    result = runner.run_playbook(
+        "inference.yml", inventory, limit=limit, vault_password_file=vault,
+        on_event=_progress_printer(False), extravars=extravars, skip_tags="container_runtime",
+        label=f"models-{action}",
+    )  # fmt: skip
+    print_recap(result)
+    result.raise_for_status()
+    hosts = ", ".join(plan["hosts"])
+    console.print(f"[green]✓[/] {model} {target} serves every request on {hosts}")
+    if action == "abort":
+        declared = str(serving[0][1].get("version"))
+        hint = cmd.inventory_hint(inv, model, plan["from_versions"][0])
+        console.print(
+            f"  The inventory still declares {declared} with canary_share: the next `hearth up` "
+            f"starts its canary again. To stay on {before}: {hint}"
+        )
+
+
+@models.command("promote")
+@inventory_option
+@click.argument("model")
+@click.option("--now", is_flag=True, help="Promote before the canary's soak has ended.")
+@_reason_option
+@click.option("--limit", "-l", help="Only these hosts or groups (Ansible pattern).")
+@vault_option
+def models_promote(
+    inventory: Path, model: str, now: bool, reason: str, limit: str | None,
+    vault_password_file: Path | None,
+) -> None:  # fmt: skip
+    """End MODEL's canary share by promoting its new version: every request goes to it, the old
+    engine is stopped and kept for a rollback (as after a rollout). Refused before the soak
+    ends, unless --now."""
+    _models_canary(inventory, model, "promote", reason, limit, vault_password_file, now)
+
+
+@models.command("abort")
+@inventory_option
+@click.argument("model")
+@_reason_option
+@click.option("--limit", "-l", help="Only these hosts or groups (Ansible pattern).")
+@vault_option
+def models_abort(
+    inventory: Path, model: str, reason: str, limit: str | None, vault_password_file: Path | None
+) -> None:
+    """End MODEL's canary share by going back: every request to the old version (which never
+    stopped), the new version's engine removed."""
+    _models_canary(inventory, model, "abort", reason, limit, vault_password_file)
 
 
 @models.command("fetch-lab")

@@ -597,16 +597,129 @@ def swap_backend(
         raise InvalidInputError(f"{home}: expected port {from_port} or {to_port}")
     old, new = f"{base}:{from_port}", f"{base}:{to_port}"
     overrides = dict((routing or {}).get("models") or {})
-    in_force = (overrides.get(model) or {}).get("backends")  # [] is in force: all drained
+    entry = dict(overrides.get(model) or {})
+    in_force = entry.get("backends")  # [] is in force: all drained
     current = list(route["backends"] if in_force is None else in_force)
     backends = [new if b == old else b for b in current]
     if new not in backends:
         backends.append(new)
-    if backends == list(route["backends"]):
-        overrides.pop(model, None)
-    else:
-        overrides[model] = {"backends": backends, "reason": reason}
+    # A canary's engine that joins the backends in force (its promotion) keeps its version;
+    # an engine that moves slots keeps the version it was known to serve.
+    versions = dict(entry.get("versions") or {})
+    canary = dict(entry.get("canary") or {})
+    if new in canary.get("backends", []):
+        versions[new] = str(canary.get("version", ""))
+        canary["backends"] = [b for b in canary["backends"] if b != new]
+    elif old in versions:
+        versions[new] = versions.pop(old)
+    entry.update(backends=backends, reason=reason, versions=versions, canary=canary)
+    _put_entry(overrides, model, route, entry)
     return {"routing": {"models": overrides}, "from": old, "to": new}
+
+
+def _put_entry(
+    overrides: dict[str, Any], model: str, route: Mapping[str, Any], entry: dict[str, Any]
+) -> None:
+    """``entry`` as the model's override in ``overrides``, trimmed: versions of engines no
+    longer routed and an empty canary go; an override that says what the inventory's routes say
+    (the same backends, each serving the declared version, no canary) is dropped."""
+    backends = list(entry.get("backends", []))
+    canary = dict(entry.get("canary") or {})
+    pool = list(canary.get("backends") or [])
+    versions = {b: str(v) for b, v in (entry.get("versions") or {}).items() if b in backends + pool}
+    stable = str(entry.get("version") or route.get("version", ""))
+    plain = all(versions.get(b, stable) == str(route.get("version", "")) for b in backends)
+    if backends == list(route["backends"]) and not pool and plain:
+        overrides.pop(model, None)
+        return
+    trimmed: dict[str, Any] = {"backends": backends, "reason": str(entry.get("reason") or "")}
+    if versions:
+        trimmed["versions"] = versions
+    if pool:
+        trimmed["canary"] = {**canary, "backends": pool}
+    if pool or versions or stable != str(route.get("version", "")):
+        trimmed["version"] = stable
+    overrides[model] = trimmed
+
+
+def _canary_urls(
+    routes: Mapping[str, Mapping[str, Any]], model: str, host: str, live: int, canary: int
+) -> tuple[Mapping[str, Any], str, str]:
+    """The model's route and ``host``'s live and canary base URLs (on ports ``live``,
+    ``canary``)."""
+    route = routes.get(model)
+    if route is None or host not in route.get("hosts", []):
+        raise InvalidInputError(f"the front door does not route model {model!r} to {host}")
+    home = str(route["backends"][list(route["hosts"]).index(host)])
+    base, _, _ = home.rpartition(":")
+    return route, f"{base}:{live}", f"{base}:{canary}"
+
+
+def canary_backend(
+    routing: Mapping[str, Any],
+    routes: Mapping[str, Mapping[str, Any]],
+    model: str,
+    host: str,
+    live_port: int,
+    canary_port: int,
+    *,
+    share: int,
+    version: str,
+    stable_version: str,
+    soak_end: str = "",
+    reason: str = "",
+) -> dict[str, Any]:
+    """The front door's ``routing.json`` with ``host``'s new engine of ``model`` (its candidate
+    slot, ``canary_port``) added to the model's canary: ``share`` percent of the model's
+    requests go to the canary's engines (``version``), the rest to the backends in force (the
+    live engines, ``stable_version``), which keep serving. Returns ``{routing, from, to}`` (the
+    live and the canary engine's base URLs). Raises for a share outside 1-99."""
+    if isinstance(share, bool) or not isinstance(share, int) or not 1 <= share <= 99:
+        raise InvalidInputError(f"canary_share {share!r}: expected an integer from 1 to 99")
+    route, live, new = _canary_urls(routes, model, host, live_port, canary_port)
+    overrides = dict((routing or {}).get("models") or {})
+    entry = dict(overrides.get(model) or {})
+    in_force = entry.get("backends")
+    backends = list(route["backends"] if in_force is None else in_force)
+    canary = dict(entry.get("canary") or {})
+    pool = [b for b in canary.get("backends", []) if b != new] + [new]
+    versions = dict(entry.get("versions") or {})
+    if live in backends:  # this host's live engine: the version it serves (hosts may differ)
+        versions[live] = stable_version
+    entry.update(
+        backends=backends,
+        versions=versions,
+        reason=reason,
+        version=str(entry.get("version") or stable_version),
+        canary={"backends": pool, "share": share, "version": version, "soak_end": soak_end},
+    )
+    _put_entry(overrides, model, route, entry)
+    return {"routing": {"models": overrides}, "from": live, "to": new}
+
+
+def end_canary(
+    routing: Mapping[str, Any],
+    routes: Mapping[str, Mapping[str, Any]],
+    model: str,
+    host: str,
+    live_port: int,
+    canary_port: int,
+    reason: str = "",
+) -> dict[str, Any]:
+    """The front door's ``routing.json`` with ``host``'s canary engine of ``model`` taken out of
+    the canary (an abort): its share goes back to the backends in force. The last one out ends
+    the canary; an override that is then the inventory's routes is dropped. Returns
+    ``{routing, from, to}`` (the canary engine left, the live engine that serves on)."""
+    route, live, new = _canary_urls(routes, model, host, live_port, canary_port)
+    overrides = dict((routing or {}).get("models") or {})
+    entry = dict(overrides.get(model) or {})
+    if "backends" not in entry:
+        entry["backends"] = list(route["backends"])
+    canary = dict(entry.get("canary") or {})
+    canary["backends"] = [b for b in canary.get("backends", []) if b != new]
+    entry.update(canary=canary, reason=reason or str(entry.get("reason") or ""))
+    _put_entry(overrides, model, route, entry)
+    return {"routing": {"models": overrides}, "from": new, "to": live}
 
 
 def candidate_of(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -846,9 +959,10 @@ def drain_host(
             if not own & set(backends):
                 backends.append(home)
                 moved.append(home)
-        if sorted(backends) == sorted(route["backends"]):
+        others = {k: v for k, v in override.items() if k not in ("backends", "reason")}
+        if sorted(backends) == sorted(route["backends"]) and not others:
             overrides.pop(model, None)
         elif backends != current or model not in overrides:
             why = reason or override.get("reason", "")
-            overrides[model] = {"backends": backends, "reason": why}
+            overrides[model] = {**others, "backends": backends, "reason": why}
     return {"routing": {"models": overrides}, "backends": moved, "empty": empty}

@@ -66,6 +66,7 @@ __all__ = [
     "parse_gpus",
     "parse_models",
     "read_gguf",
+    "soak_seconds",
 ]
 
 MODELS_VAR = "hearth_models"
@@ -126,9 +127,13 @@ _MODEL_KEYS = (
     "name", "version", "engine", "format", "source", "files", "catalog", "architecture",
     "dtype", "quantization", "kv_cache_dtype", "max_model_len", "max_num_seqs", "gpus",
     "gpu_memory_share", "engine_args", "chat_template", "lora_adapters", "description",
-    "triton_config", "embeddings", "system_prompt", "system_prompt_policy",
+    "triton_config", "embeddings", "system_prompt", "system_prompt_policy", "canary_share",
+    "canary_soak",
 )  # fmt: skip
 SYSTEM_PROMPT_POLICIES = ("refuse", "demote")
+DEFAULT_CANARY_SOAK = "1h"
+_SOAK = re.compile(r"^([1-9][0-9]*)([smhd])$")
+_SOAK_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 """What the front door does with a client's own ``system`` message when the model pins a system
 prompt: ``refuse`` it (400), or ``demote`` it to a ``user`` message after the pinned one."""
 _SOURCE_KEYS = ("type", "path", "url", "repo", "revision", "endpoint")
@@ -261,6 +266,11 @@ class ModelSpec:
     """Pinned by the front door: prepended to every chat request; clients cannot replace it."""
     system_prompt_policy: str = "refuse"
     """A client's own ``system`` message: ``refuse`` (400) or ``demote`` (made a user message)."""
+    canary_share: int | None = None
+    """A new version's rollout stops at a traffic share: this percentage (1-99) of the model's
+    requests goes to it, the rest to the version before, until `hearth models promote|abort`."""
+    canary_soak: str = DEFAULT_CANARY_SOAK
+    """How long a canary share runs before `hearth models promote` accepts it (without --now)."""
 
     @property
     def tensor_parallel_size(self) -> int:
@@ -646,6 +656,36 @@ def _parse_triton_config(c: _Collector, where: str, engine: object, raw: object)
     return {str(k): v for k, v in raw.items()}
 
 
+def soak_seconds(text: str) -> int:
+    """The seconds of a canary soak (``30m``, ``2h``, ``1d``); ValueError for anything else."""
+    match = _SOAK.match(str(text))
+    if match is None:
+        raise ValueError(f"expected a duration like 30m, 2h or 1d, got {text!r}")
+    return int(match.group(1)) * _SOAK_UNITS[match.group(2)]
+
+
+def _parse_canary(c: _Collector, where: str, raw: Mapping[str, Any]) -> tuple[int | None, str]:
+    """``canary_share`` (an integer percentage, 1-99) and ``canary_soak`` (a duration)."""
+    share = raw.get("canary_share")
+    if share is not None and (not _is_int(share) or not 1 <= share <= 99):
+        c.add(
+            where,
+            "canary_share",
+            "expected an integer percentage from 1 to 99 (the share of the model's requests the "
+            f"new version gets while both serve), got {share!r}",
+        )
+        share = None
+    soak = raw.get("canary_soak", DEFAULT_CANARY_SOAK)
+    try:
+        soak_seconds(soak)
+    except ValueError as e:
+        c.add(where, "canary_soak", f"{e} (how long the canary share runs before promotion)")
+        soak = DEFAULT_CANARY_SOAK
+    if "canary_soak" in raw and raw.get("canary_share") is None:
+        c.add(where, "canary_soak", "set, but no canary_share: a soak needs a canary share")
+    return share, str(soak)
+
+
 def _parse_model(c: _Collector, index: int, raw: object) -> ModelSpec | None:
     where = _label(index, raw)
     if not isinstance(raw, Mapping):
@@ -764,6 +804,7 @@ def _parse_model(c: _Collector, index: int, raw: object) -> ModelSpec | None:
             "system_prompt",
             "not for Triton models (the front door pins it on the OpenAI chat API only)",
         )
+    canary_share, canary_soak = _parse_canary(c, where, raw)
     if len(c.problems) > before or source is None:
         return None
     return ModelSpec(
@@ -790,6 +831,8 @@ def _parse_model(c: _Collector, index: int, raw: object) -> ModelSpec | None:
         embeddings=raw.get("embeddings") is True,
         system_prompt=pinned if isinstance(pinned, str) else None,
         system_prompt_policy=str(policy),
+        canary_share=canary_share,
+        canary_soak=canary_soak,
     )
 
 

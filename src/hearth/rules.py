@@ -622,6 +622,42 @@ def engine_settings(host: HostView) -> Iterator[Finding]:
     yield from _positive(host, "inference_engine_health_timeout", "inference_engine_health_delay")
 
 
+@rule("inference_engine")
+def canary_rollout(host: HostView) -> Iterator[Finding]:
+    """A model with a canary share rolls out beside its live engine (both versions serve)."""
+    models = _models(host)
+    if not any(m.canary_share for m in models):
+        return
+    from hearth.errors import HearthError
+    from hearth.models import parse_gpus
+    from hearth.plan import rollout_how
+
+    strategy = str(host.get("inference_engine_rollout_strategy") or "auto")
+    try:
+        gpus = parse_gpus(host.get("hearth_declared_gpus") or [])
+    except (HearthError, TypeError, ValueError):
+        gpus = []
+    for index, model in enumerate(models):
+        if not model.canary_share:
+            continue
+        if strategy == "auto" and not gpus and not model.on_cpu:
+            continue  # the GPUs are known from facts only: the role decides with them
+        try:
+            how = rollout_how(host.name, models, gpus, model.name, strategy)
+        except HearthError:
+            continue  # an unknown strategy: the role's argument spec names it
+        if how.how == "drain":
+            yield Finding(
+                f"hearth_models[{index}].canary_share",
+                model.canary_share,
+                f"model {model.name}: a canary share needs the new version running beside the "
+                f"old one, but its rollout on {host.name} is drain-first ({how.why}); remove "
+                "canary_share, or make both versions fit (inference_engine_rollout_strategy: "
+                "beside, or fewer GPUs per model)",
+                related=("inference_engine_rollout_strategy",),
+            )
+
+
 def _pinned(host: HostView, image_var: str, archive_var: str, sha_var: str) -> Iterator[Finding]:
     image = host.get(image_var) or ""
     if image and not _DIGEST_PINNED.match(str(image)):

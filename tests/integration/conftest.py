@@ -41,10 +41,11 @@ GROUPS = {
         "test_audit_connect", "test_audit_evidence", "test_audit_truth",
         "test_inference", "test_bench",  # SHARES = "inference"
         "test_monitoring", "test_fleet",  # SHARES = "monitoring"
+        "test_model_store", "test_gateway",
     ),
     "lab-b": (
         "test_images", "test_gpu_layer", "test_airgap",  # labs of their own (labkit.EXTRA_LABS)
-        "test_model_store", "test_gateway", "test_rollout", "test_upgrade",
+        "test_rollout", "test_upgrade",
     ),
 }  # fmt: skip
 LAB_BLOCK = 1 + max(EXTRA_LABS.values())

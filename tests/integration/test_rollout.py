@@ -472,3 +472,117 @@ def test_refusals_change_nothing(fleet: Fleet, args: tuple[str, ...], culprit: s
     assert done.returncode == 2, done.stdout + done.stderr
     assert culprit in done.stdout + done.stderr, done.stdout + done.stderr
     assert _container_ids(fleet) == before
+
+
+# ------------------------------------------------------------------- canary share (issue 10)
+NEXT = f"{ENGINE}--next"
+fmt_version = '{{index .Config.Labels "io.hearth.version"}} {{.State.Status}}'
+
+
+def _answered_by_version(fleet: Fleet) -> dict[str, float]:
+    """The front door's answered requests of smollm2 (status 200), by the version that answered
+    (its per-version metrics)."""
+    with urllib.request.urlopen(f"{fleet.door}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        ours = line.startswith("hearth_frontdoor_requests_total{") and 'model="smollm2"' in line
+        if ours and 'status="200"' in line and 'version="' in line:
+            version = line.split('version="', 1)[1].split('"', 1)[0]
+            found[version] = found.get(version, 0.0) + float(line.rsplit(" ", 1)[1])
+    return found
+
+
+def _grown(before: dict[str, float], after: dict[str, float]) -> set[str]:
+    return {v for v, n in after.items() if n > before.get(v, 0.0)}
+
+
+def _canary_started(fleet: Fleet, label: str, olds: dict[str, str]) -> None:
+    with Load(fleet.door) as load:
+        time.sleep(2)
+        done = fleet.hearth(label, "up", "--playbook", "inference.yml")
+        time.sleep(2)
+    assert done.returncode == 0, f"{done.stdout[-6000:]}\n{done.stderr[-2000:]}"
+    assert load.failures == [] and load.covered, load.failures[:10]
+    for host in HOSTS:
+        assert fleet.live_version(host) == f"{olds[host]} running", f"{host}: the old one stopped"
+        running = fleet.sh(host, f"docker inspect --format '{fmt_version}' {NEXT}")
+        assert running == "v5 running", f"{host}: the canary's engine ({running!r})"
+        last = fleet.events(host)[-1]
+        assert (last["event"], last["to_version"], last["share"]) == ("canary", "v5", 50), last
+        assert last["from_version"] == olds[host] and last["soak_end"] > last["time"], last
+    entry = fleet.routing()["models"]["smollm2"]
+    assert entry["canary"]["share"] == 50 and len(entry["canary"]["backends"]) == 2, entry
+
+
+def test_a_canary_share_then_abort_then_promote_with_no_failed_request(fleet: Fleet) -> None:
+    """v5 with canary_share 50: beside the live engines and gated, then half of the requests go
+    to it (both versions answer, by the front door's per-version metrics) while the old engines
+    keep serving; a second run changes nothing; promote before the soak is refused (exit 2);
+    `hearth models abort` sends every request back to the old version and removes v5's engine;
+    the canary again, then `hearth models promote --now`: v5 alone serves, the old engines are
+    kept stopped. 0 failed requests throughout."""
+    olds = {h: fleet.live_version(h).split()[0] for h in HOSTS}
+    fleet.declare("v5", canary_share=50, canary_soak="2h")
+    before = _answered_by_version(fleet)
+    _canary_started(fleet, "canary v5", olds)
+    during = _answered_by_version(fleet)
+    assert _grown(before, during) == {"v5", *olds.values()}, (before, during)
+
+    ids = _container_ids(fleet)
+    again = runner.run_playbook(
+        "inference.yml", fleet.inventory, vault_password_file=fleet.vault, label="canary-noop"
+    )
+    again.raise_for_status()
+    assert all(again.hosts[h].changed == 0 for h in HOSTS), again.artifacts
+    assert _container_ids(fleet) == ids, "a run during the canary restarted a container"
+
+    early = fleet.hearth("promote refused", "models", "promote", "smollm2")
+    said = " ".join((early.stdout + early.stderr).split())
+    assert early.returncode == 2 and "soaks until" in said and "--now" in said, said[-2000:]
+    status = fleet.hearth("canary status", "models", "status", "smollm2")
+    assert "lab1: canary v5 serves 50% of the requests" in " ".join(status.stdout.split())
+
+    with Load(fleet.door) as load:
+        time.sleep(2)
+        done = fleet.hearth("abort", "models", "abort", "smollm2", "--reason", "canary test")
+        time.sleep(2)
+        aborted = _answered_by_version(fleet)
+        time.sleep(3)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-6000:]
+    assert load.failures == [] and load.covered, load.failures[:10]
+    assert _grown(aborted, _answered_by_version(fleet)) <= set(olds.values())
+    for host in HOSTS:
+        assert fleet.live_version(host) == f"{olds[host]} running", host
+        assert fleet.sh(host, f"docker ps -aq --filter name={NEXT}") == ""
+        last = fleet.events(host)[-1]
+        assert (last["event"], last["to_version"]) == ("aborted", "v5"), last
+        assert last["reason"] == "canary test" and last["from_version"] == olds[host], last
+    assert "canary" not in fleet.routing()["models"].get("smollm2", {})
+    assert {k: v for k, v in _container_ids(fleet).items() if NEXT not in k} == {
+        k: v for k, v in ids.items() if NEXT not in k
+    }, "the old engines were restarted"
+
+    _canary_started(fleet, "canary v5 again", olds)
+    with Load(fleet.door) as load:
+        time.sleep(2)
+        done = fleet.hearth("promote", "models", "promote", "smollm2", "--now")
+        time.sleep(2)
+        promoted = _answered_by_version(fleet)
+        time.sleep(3)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-6000:]
+    assert load.failures == [] and load.covered, load.failures[:10]
+    grown = _grown(promoted, _answered_by_version(fleet))
+    assert grown == {"v5"}, (grown, fleet.routing(), output[-3000:])
+    for host in HOSTS:
+        assert fleet.live_version(host) == "v5 running", host
+        state = "{{.State.Status}}"
+        kept = fleet.sh(host, f"docker inspect --format '{state}' {ENGINE}--{olds[host]}")
+        assert kept == "exited", f"{host}: {olds[host]}'s engine is not kept stopped ({kept!r})"
+        assert fleet.sh(host, f"docker ps -aq --filter name={NEXT}") == ""
+        last = fleet.events(host)[-1]
+        assert (last["event"], last["to_version"], last["share"]) == ("promoted", "v5", 50), last
+    assert fleet.routing() == {"models": {}}, "a promoted canary leaves no routing override"
+    fleet.declare("v5")

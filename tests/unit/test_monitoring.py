@@ -564,6 +564,8 @@ def known_metrics() -> set[str]:
 
     door = FrontDoorMetrics()  # the front door's own (Hearth's code): a sample of each labelled one
     door.key_expiry.labels("k").set(0)
+    door.requests.labels("m", "/v1/chat/completions", "200", "k", "v1").inc()
+    door.canary.labels("m", "v2", "v1").set(10)
     names |= _exported_text(generate_latest(door.registry).decode())
     names |= {"up", "ALERTS", "ALERTS_FOR_STATE", "scrape_duration_seconds"}
     return names

@@ -50,6 +50,7 @@ RULE_CASES = {
     "driver_pins": "driver-version-not-of-branch",
     "gpu_compat": "cuda-too-new-for-driver",
     "model_store_settings": "model-store-negative-keep",
+    "canary_rollout": "canary-share-with-drain-first",
     "prometheus_settings": "prometheus-admin-api-on-network",
 }
 # The inventory's own shape and files (hearth.inventory), refused the same way.

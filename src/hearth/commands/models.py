@@ -12,6 +12,7 @@ refused before anything changes (exit 2, naming the model, version and host).
 
 from __future__ import annotations
 
+import datetime
 import json
 import shlex
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,8 @@ from hearth.errors import InvalidInputError
 __all__ = [
     "HostModel",
     "RollbackPath",
+    "canary_of",
+    "canary_plan",
     "downtime_problems",
     "overrides_for",
     "read_hosts",
@@ -404,3 +407,87 @@ def _fingerprints(model: Mapping[str, Any]) -> dict[str, Any]:
     except (ValueError, IndexError, InvalidInputError):
         return {}
     return dict(models.fingerprints(spec))
+
+
+# ------------------------------------------------------------------------- canary shares
+_CANARY_ENDS = ("promoted", "aborted", "refused", "rolled back")
+
+
+def canary_of(state: HostModel) -> dict[str, Any] | None:
+    """The canary share in progress on this host (its ``canary`` event: version, from_version,
+    share, soak_end), or ``None``: the last canary event with no end after it, whose engine (the
+    candidate slot) still runs that version."""
+    name = f"hearth-engine-{state.declared.get('name')}--next"
+    engine = next((c for c in state.containers if c["name"] == name), None)
+    for event in reversed(state.events):
+        if event.get("event") in _CANARY_ENDS:
+            return None
+        if event.get("event") == "canary":
+            if engine is None or engine.get("state") != "running":
+                return None
+            return dict(event) if engine.get("version") == event.get("to_version") else None
+    return None
+
+
+def _utc(text: str) -> datetime.datetime | None:
+    try:
+        return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+    except ValueError:
+        return None
+
+
+def canary_plan(
+    states: Sequence[HostModel],
+    model: str,
+    action: str,
+    now: bool = False,
+    at: datetime.datetime | None = None,
+) -> dict[str, Any]:
+    """What `hearth models promote|abort` does, from the hosts' state, or exit 2 before any
+    change: ``{version, from_versions, share, soak_end, hosts}`` (each host goes back to the
+    version it served before its canary on an abort). Refused: a host that cannot be
+    read, no canary of ``model`` on any host, hosts whose canaries differ, and (``promote``)
+    a soak that has not ended, unless ``now``."""
+    broken = [s for s in states if s.error]
+    if broken:
+        raise InvalidInputError(
+            "cannot read the state of "
+            + "; ".join(f"{s.host}: {s.error}" for s in broken)
+            + "; nothing was changed"
+        )
+    found = {s.host: canary_of(s) for s in states}
+    running = {h: c for h, c in found.items() if c is not None}
+    if not running:
+        raise InvalidInputError(
+            f"hearth models {action}: no canary of model {model!r} runs on "
+            f"{', '.join(found)} (a canary starts when a version with canary_share rolls out); "
+            "nothing was changed"
+        )
+    versions = {str(c.get("to_version")) for c in running.values()}
+    if len(versions) != 1:
+        each = "; ".join(
+            f"{h}: {c.get('from_version')} → {c.get('to_version')}" for h, c in running.items()
+        )
+        raise InvalidInputError(
+            f"hearth models {action}: the canaries of model {model!r} differ ({each}); "
+            f"{action} them host by host with --limit. Nothing was changed"
+        )
+    ends = sorted(str(c.get("soak_end") or "") for c in running.values())
+    version = next(iter(versions))
+    plan = {
+        "version": version,
+        "from_versions": sorted({str(c.get("from_version")) for c in running.values()}),
+        "share": next(iter(running.values())).get("share"),
+        "soak_end": ends[-1],
+        "hosts": sorted(running),
+    }
+    moment = at or datetime.datetime.now(datetime.UTC)
+    end = _utc(ends[-1])
+    if action == "promote" and not now and end is not None and end > moment:
+        left = int((end - moment).total_seconds() // 60) + 1
+        raise InvalidInputError(
+            f"hearth models promote: the canary of {model} {version} ({plan['share']}% of its "
+            f"requests) soaks until {plan['soak_end']} (about {left} min from now); promote it "
+            "then, or now with --now. Nothing was changed"
+        )
+    return plan

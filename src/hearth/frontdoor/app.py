@@ -96,28 +96,29 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "hearth_frontdoor_requests",
-            "API requests answered, by model, endpoint, HTTP status and API key name.",
-            ["model", "endpoint", "status", "key"],
+            "API requests answered, by model, endpoint, HTTP status, API key name and the version "
+            "of the engine that answered (empty when no engine was asked).",
+            ["model", "endpoint", "status", "key", "version"],
             registry=r,
         )
         self.latency = Histogram(
             "hearth_frontdoor_request_duration_seconds",
-            "Time from the request to the last byte of the answer.",
-            ["model", "endpoint"],
+            "Time from the request to the last byte of the answer, by model, endpoint and version.",
+            ["model", "endpoint", "version"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.first_byte = Histogram(
             "hearth_frontdoor_time_to_first_byte_seconds",
             "Time from the request to the engine's first byte (the first token when streaming).",
-            ["model", "endpoint"],
+            ["model", "endpoint", "version"],
             buckets=_TTFB_BUCKETS,
             registry=r,
         )
         self.tokens = Counter(
             "hearth_frontdoor_tokens",
-            "Tokens the engines reported (usage), by model and kind (prompt, completion).",
-            ["model", "kind"],
+            "Tokens the engines reported (usage), by model, kind (prompt, completion) and version.",
+            ["model", "kind", "version"],
             registry=r,
         )
         self.auth_failures = Counter(
@@ -166,6 +167,13 @@ class Metrics:
             "hearth_frontdoor_key_expiry_timestamp_seconds",
             "When an API key expires (Unix time), for keys that declare `expires`.",
             ["key_name"],
+            registry=r,
+        )
+        self.canary = Gauge(
+            "hearth_frontdoor_canary_share",
+            "A canary in progress: the percentage of the model's requests its new version gets "
+            "(version), the rest going to the version before (stable_version).",
+            ["model", "version", "stable_version"],
             registry=r,
         )
         self.models = Gauge(
@@ -300,6 +308,7 @@ class FrontDoor:
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._turn: dict[str, itertools.count[int]] = {}
+        self._canary_turn: dict[str, itertools.count[int]] = {}
         self._log = log or (lambda line: print(line, file=sys.stdout, flush=True))
         self.digests: Mapping[str, str] = {}
         state = config.state_dir
@@ -320,8 +329,13 @@ class FrontDoor:
         for name in config.models:
             self._turn.setdefault(name, itertools.count())
         self.metrics.models.clear()
+        self.metrics.canary.clear()
         for route in config.models.values():
             self.metrics.models.labels(route.name, route.engine, route.version).set(1)
+            if route.canary_backends:
+                self.metrics.canary.labels(route.name, route.canary_version, route.version).set(
+                    route.canary_share
+                )
 
     def reload(self, loaded: Loaded) -> None:
         """Switch to ``loaded`` (one assignment each: a request reads its route once, so it
@@ -381,12 +395,27 @@ class FrontDoor:
             self._log(json.dumps({"event": "prompts_deleted", "files": removed,
                                   "retention_days": days}))  # fmt: skip
 
-    def _backends(self, route: ModelRoute) -> list[str]:
-        """The route's backends, starting with the next one in turn (round robin)."""
-        if not route.backends:
+    def _rotated(self, turns: dict[str, itertools.count[int]], key: str,
+                 backends: Sequence[str]) -> list[str]:  # fmt: skip
+        if not backends:
             return []
-        start = next(self._turn.setdefault(route.name, itertools.count())) % len(route.backends)
-        return list(route.backends[start:] + route.backends[:start])
+        start = next(turns.setdefault(key, itertools.count())) % len(backends)
+        return list(backends[start:]) + list(backends[:start])
+
+    def _backends(self, route: ModelRoute) -> list[str]:
+        """The backends to try, in order: the request's pool, starting with the next backend
+        in turn (round robin), then the other pool. With a canary, ``canary_share`` of every
+        hundred requests (spread evenly: request n goes to the canary when ``n * share mod
+        100 < share``) start with the canary's engines, the others with the backends in force;
+        a pool that refuses the connection hands the request to the other one."""
+        stable = self._rotated(self._turn, route.name, route.backends)
+        if not route.canary_backends or route.canary_share <= 0:
+            return stable
+        canary = self._rotated(self._turn, f"{route.name} canary", route.canary_backends)
+        turn = next(self._canary_turn.setdefault(route.name, itertools.count()))
+        to_canary = (turn * route.canary_share) % 100 < route.canary_share
+        first, then = (canary, stable) if to_canary else (stable, canary)
+        return first + [b for b in then if b not in first]
 
     def _record(
         self,
@@ -398,6 +427,7 @@ class FrontDoor:
         tokens: tuple[int, int] = (0, 0),
         unknown: bool = False,
         client: str = "",
+        backend: str = "",
     ) -> None:
         caller = key if isinstance(key, Caller) else None
         if caller is not None:
@@ -408,12 +438,13 @@ class FrontDoor:
         model = route.name if route is not None else (UNKNOWN if unknown else "")
         seconds = time.monotonic() - started
         name = key.name if isinstance(key, ApiKey) else ""
-        self.metrics.requests.labels(model, endpoint, str(status), name).inc()
+        version = route.version_of(backend) if route is not None and backend else ""
+        self.metrics.requests.labels(model, endpoint, str(status), name, version).inc()
         if route is not None:
-            self.metrics.latency.labels(model, endpoint).observe(seconds)
+            self.metrics.latency.labels(model, endpoint, version).observe(seconds)
             for kind, count in zip(("prompt", "completion"), tokens, strict=True):
                 if count:
-                    self.metrics.tokens.labels(model, kind).inc(count)
+                    self.metrics.tokens.labels(model, kind, version).inc(count)
                     if name:
                         self.metrics.key_tokens.labels(name, model, kind).inc(count)
         if self.request_log is not None:
@@ -422,7 +453,7 @@ class FrontDoor:
             entry: dict[str, Any] = {
                 "key": name,
                 "model": model,
-                "version": route.version if route is not None else "",
+                "version": version or (route.version if route is not None else ""),
                 "endpoint": endpoint,
                 "status": status,
                 "prompt_tokens": tokens[0],
@@ -699,14 +730,20 @@ class FrontDoor:
 
     # ---------------------------------------------------------------------------- forwarding
     async def _send(
-        self, route: ModelRoute, method: str, path: str, body: bytes, stream: bool
+        self,
+        route: ModelRoute,
+        method: str,
+        path: str,
+        body: bytes,
+        stream: bool,
+        order: Sequence[str] | None = None,
     ) -> tuple[httpx.Response, str] | None:
         """The first backend that accepts the connection answers, with its base URL; ``None``
         when none does. A kept-alive connection the engine closed (it restarted) is retried
         once on a new one: the engine saw no request on it. The backend counts the request as
         in flight from the send until the answer is read (a stream: until :meth:`_done`)."""
         headers = {"content-type": "application/json"} if body else {}
-        for backend in self._backends(route):
+        for backend in self._backends(route) if order is None else order:
             url = backend + path
             busy = self.metrics.backend_in_flight.labels(route.name, backend)
             busy.inc()
@@ -753,17 +790,21 @@ class FrontDoor:
         endpoint: str,
     ) -> Response:
         self.metrics.in_flight.labels(route.name).inc()
+        order = self._backends(route)
+        meant = order[0] if order else ""
         try:
             try:
-                sent = await self._send(route, method, path, body, stream=False)
+                sent = await self._send(route, method, path, body, False, order)
             except httpx.HTTPError as e:
-                self._record(route, endpoint, 502, key, started)
+                self._record(route, endpoint, 502, key, started, backend=meant)
                 return _error(502, f"engine error: {type(e).__name__}", "server_error", "engine")
             if sent is None:
-                self._record(route, endpoint, 503, key, started)
+                self._record(route, endpoint, 503, key, started, backend=meant)
                 return self._unavailable(route)
-            answer = sent[0]
-            self.metrics.first_byte.labels(route.name, endpoint).observe(time.monotonic() - started)
+            answer, backend = sent
+            self.metrics.first_byte.labels(route.name, endpoint, route.version_of(backend)).observe(
+                time.monotonic() - started
+            )
             tokens = (0, 0)
             if "json" in answer.headers.get("content-type", ""):
                 with contextlib.suppress(ValueError):
@@ -771,7 +812,7 @@ class FrontDoor:
                     tokens = _usage(data)
                     if isinstance(key, Caller) and key.prompt is not None:
                         key.answer = _answer_text(data)
-            self._record(route, endpoint, answer.status_code, key, started, tokens)
+            self._record(route, endpoint, answer.status_code, key, started, tokens, backend=backend)
             return Response(
                 answer.content,
                 status_code=answer.status_code,
@@ -784,15 +825,17 @@ class FrontDoor:
         self, route: ModelRoute, endpoint: str, body: bytes, key: ApiKey | Caller, started: float
     ) -> Response:
         self.metrics.in_flight.labels(route.name).inc()
+        order = self._backends(route)
+        meant = order[0] if order else ""
         try:
-            sent = await self._send(route, "POST", endpoint, body, stream=True)
+            sent = await self._send(route, "POST", endpoint, body, True, order)
         except httpx.HTTPError as e:
             self.metrics.in_flight.labels(route.name).dec()
-            self._record(route, endpoint, 502, key, started)
+            self._record(route, endpoint, 502, key, started, backend=meant)
             return _error(502, f"engine error: {type(e).__name__}", "server_error", "engine")
         if sent is None:
             self.metrics.in_flight.labels(route.name).dec()
-            self._record(route, endpoint, 503, key, started)
+            self._record(route, endpoint, 503, key, started, backend=meant)
             return self._unavailable(route)
         caller = key if isinstance(key, Caller) and key.prompt is not None else None
         counter = _SseTokens(capture=caller is not None)
@@ -805,9 +848,9 @@ class FrontDoor:
                 async for chunk in response.aiter_bytes():
                     if first:
                         first = False
-                        self.metrics.first_byte.labels(route.name, endpoint).observe(
-                            time.monotonic() - started
-                        )
+                        self.metrics.first_byte.labels(
+                            route.name, endpoint, route.version_of(backend)
+                        ).observe(time.monotonic() - started)
                     counter.feed(chunk)
                     yield chunk
             except httpx.HTTPError:
@@ -819,7 +862,7 @@ class FrontDoor:
                 tokens = (counter.prompt, counter.completion_tokens)
                 if caller is not None:
                     caller.answer = counter.text
-                self._record(route, endpoint, status, key, started, tokens)
+                self._record(route, endpoint, status, key, started, tokens, backend=backend)
 
         return StreamingResponse(
             relay(),
@@ -860,18 +903,22 @@ class FrontDoor:
         }
         path = f"/v2/models/{route.name}/infer"
         self.metrics.in_flight.labels(route.name).inc()
+        order = self._backends(route)
+        meant = order[0] if order else ""
         try:
             try:
-                sent = await self._send(route, "POST", path, json.dumps(request).encode(), False)
+                sent = await self._send(
+                    route, "POST", path, json.dumps(request).encode(), False, order
+                )
             except httpx.HTTPError as e:
-                self._record(route, endpoint, 502, key, started)
+                self._record(route, endpoint, 502, key, started, backend=meant)
                 return _error(502, f"engine error: {type(e).__name__}", "server_error", "engine")
             if sent is None:
-                self._record(route, endpoint, 503, key, started)
+                self._record(route, endpoint, 503, key, started, backend=meant)
                 return self._unavailable(route)
-            answer = sent[0]
+            answer, meant = sent
             if answer.status_code != 200:
-                self._record(route, endpoint, answer.status_code, key, started)
+                self._record(route, endpoint, answer.status_code, key, started, backend=meant)
                 return Response(answer.content, status_code=answer.status_code)
             text = _output_text(answer.json(), route.text_output)
         finally:
@@ -879,7 +926,7 @@ class FrontDoor:
         tokens = (len(prompt.split()), len(text.split()))
         if isinstance(key, Caller) and key.prompt is not None:
             key.answer = text
-        self._record(route, endpoint, 200, key, started, tokens)
+        self._record(route, endpoint, 200, key, started, tokens, backend=meant)
         created = int(time.time())
         ident = f"hearth-{uuid.uuid4().hex}"
         usage = {

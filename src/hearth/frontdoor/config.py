@@ -29,6 +29,16 @@ Ansible writes two JSON files on each front door host (``roles/front_door``):
         {"models": {"smollm2": {"backends": ["http://10.0.0.12:8085"],
                                 "reason": "rollout smollm2 v2 on lab1"}}}
 
+    During a canary (``canary_share`` on a model), the new version's engines form a second pool
+    that gets ``share`` percent of the model's requests; the ``backends`` serve ``version`` (the
+    version before) and ``versions`` names a backend's own where it differs (a promotion in
+    progress); the per-version metrics are labelled with them::
+
+        {"models": {"smollm2": {"backends": ["http://10.0.0.12:8080"], "version": "v1",
+                                "canary": {"backends": ["http://10.0.0.12:8085"], "share": 10,
+                                           "version": "v2", "soak_end": "2026-11-28T13:00:00Z"},
+                                "reason": "canary of smollm2 v2 on lab1"}}}
+
     Ansible creates it empty and never overwrites it; ``SIGHUP`` makes the running front door
     read all three files again without dropping a request (:func:`load_all`).
 
@@ -72,6 +82,7 @@ __all__ = [
     "parse_config",
     "parse_keys",
     "parse_routing",
+    "parse_routing_entries",
     "verify_key",
 ]
 
@@ -98,6 +109,21 @@ class ModelRoute:
     system_prompt: str | None = None
     """Pinned: prepended to every chat request (:mod:`hearth.frontdoor.guard`)."""
     system_prompt_policy: str = "refuse"
+    canary_backends: tuple[str, ...] = ()
+    """A canary (routing.json): the new version's engines, which get ``canary_share`` percent
+    of the model's requests while ``backends`` (the version before) get the rest."""
+    canary_share: int = 0
+    canary_version: str = ""
+    versions: Mapping[str, str] = field(default_factory=dict)
+    """The version each backend serves where it is not the route's (a rollout in progress)."""
+
+    def version_of(self, backend: str) -> str:
+        """The version the engine at ``backend`` serves (the per-version metrics' label)."""
+        if backend in self.versions:
+            return self.versions[backend]
+        if backend in self.canary_backends:
+            return self.canary_version
+        return self.version
 
 
 @dataclass(frozen=True)
@@ -358,32 +384,85 @@ def load_keys(path: Path) -> list[ApiKey]:
         raise ConfigError(f"{path}: {e}") from e
 
 
-def parse_routing(raw: object, models: Mapping[str, ModelRoute]) -> dict[str, tuple[str, ...]]:
-    """The backends of each overridden model (``routing.json``); a model that is not served or
-    a backend that is not a base URL is refused (the old routing stays)."""
+def _urls(value: object) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(b, str) and re.match(r"^https?://[^/]+$", b) for b in value
+    )
+
+
+def parse_routing_entries(
+    raw: object, models: Mapping[str, ModelRoute]
+) -> dict[str, dict[str, Any]]:
+    """Each overridden model's routing (``routing.json``): its ``backends`` and, optionally,
+    the version they serve (``version``), per-backend ``versions``, and a ``canary`` (``backends``,
+    ``share`` 0-100, ``version``). A model that is not served or a value of the wrong shape is
+    refused (the old routing stays)."""
     entries = raw.get("models") if isinstance(raw, Mapping) else None
     if not isinstance(entries, Mapping):
         raise ConfigError("routing: expected {models: {NAME: {backends: [URL, …]}}}")
-    found: dict[str, tuple[str, ...]] = {}
+    found: dict[str, dict[str, Any]] = {}
     for name, entry in entries.items():
         where = f"routing.models.{name}"
         if name not in models:
             raise ConfigError(f"{where}: the front door serves no model {name!r}")
         backends = entry.get("backends") if isinstance(entry, Mapping) else None
-        if not isinstance(backends, list) or not all(
-            isinstance(b, str) and re.match(r"^https?://[^/]+$", b) for b in backends
-        ):
+        if not _urls(backends):
             raise ConfigError(f"{where}: backends: expected a list of base URLs (http://host:port)")
-        found[str(name)] = tuple(backends)
+        assert isinstance(entry, Mapping) and isinstance(backends, list)
+        parsed: dict[str, Any] = {"backends": tuple(backends)}
+        if entry.get("version") is not None:
+            parsed["version"] = str(entry["version"])
+        versions = entry.get("versions") or {}
+        if not isinstance(versions, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in versions.items()
+        ):
+            raise ConfigError(f"{where}: versions: expected a mapping of base URLs to versions")
+        parsed["versions"] = dict(versions)
+        canary = entry.get("canary")
+        if canary is not None:
+            share = canary.get("share") if isinstance(canary, Mapping) else None
+            if not isinstance(canary, Mapping) or not _urls(canary.get("backends")):
+                raise ConfigError(f"{where}: canary: expected {{backends: [URL, …], share, …}}")
+            if isinstance(share, bool) or not isinstance(share, int) or not 0 <= share <= 100:
+                raise ConfigError(f"{where}: canary.share: expected 0-100, got {share!r}")
+            parsed["canary"] = {
+                "backends": tuple(canary["backends"]),
+                "share": share,
+                "version": str(canary.get("version") or ""),
+            }
+        found[str(name)] = parsed
     return found
 
 
+def parse_routing(raw: object, models: Mapping[str, ModelRoute]) -> dict[str, tuple[str, ...]]:
+    """The backends of each overridden model (``routing.json``, see
+    :func:`parse_routing_entries`)."""
+    return {k: v["backends"] for k, v in parse_routing_entries(raw, models).items()}
+
+
+def _routed(route: ModelRoute, entry: tuple[str, ...] | Mapping[str, Any]) -> ModelRoute:
+    if not isinstance(entry, Mapping):
+        return dataclasses.replace(route, backends=tuple(entry))
+    canary = entry.get("canary") or {}
+    return dataclasses.replace(
+        route,
+        backends=tuple(entry["backends"]),
+        version=str(entry.get("version") or route.version),
+        versions=dict(entry.get("versions") or {}),
+        canary_backends=tuple(canary.get("backends") or ()),
+        canary_share=int(canary.get("share") or 0),
+        canary_version=str(canary.get("version") or ""),
+    )
+
+
 def apply_routing(
-    config: FrontDoorConfig, routing: Mapping[str, tuple[str, ...]]
+    config: FrontDoorConfig,
+    routing: Mapping[str, tuple[str, ...]] | Mapping[str, Mapping[str, Any]],
 ) -> FrontDoorConfig:
-    """``config`` with each overridden model's backends replaced."""
+    """``config`` with each overridden model's backends replaced (and its canary and versions,
+    given :func:`parse_routing_entries`)."""
     models = {
-        name: dataclasses.replace(route, backends=routing[name]) if name in routing else route
+        name: _routed(route, routing[name]) if name in routing else route
         for name, route in config.models.items()
     }
     return dataclasses.replace(config, models=models)
@@ -436,7 +515,7 @@ def load_all(config_path: Path) -> Loaded:
     routing_path = config.routing_file or config_path.with_name("routing.json")
     raw, routing_digest = _read(routing_path, "routing file", missing_ok=True)
     try:
-        routing = parse_routing(raw, config.models) if raw is not None else {}
+        routing = parse_routing_entries(raw, config.models) if raw is not None else {}
     except ConfigError as e:
         raise ConfigError(f"{routing_path}: {e}") from e
     return Loaded(

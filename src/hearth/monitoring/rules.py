@@ -181,7 +181,34 @@ def alert_rules(
     ]
 
     canary = "hearth_model, hearth_version"
+    # A traffic share (canary_share): the new version's error ratio at the front doors against
+    # the version before, over the soak window, each with enough requests to mean something.
+    window, least = s["canary_share_window"], int(s["canary_share_min_requests"])
+    asked = f"sum by (model, version) (increase(hearth_frontdoor_requests_total[{window}]))"
+    failed = (
+        "sum by (model, version) "
+        f'(increase(hearth_frontdoor_requests_total{{status=~"5.."}}[{window}]))'
+    )
+    ratio = f"(({failed} or {asked} * 0) / {asked}) and on (model, version) ({asked} >= {least})"
+    share_on = "group by (model, version, stable_version) (hearth_frontdoor_canary_share)"
+    as_stable = f'label_replace({ratio}, "stable_version", "$1", "version", "(.*)")'
+    canary_share = (
+        f"({ratio}) * on (model, version) group_left (stable_version) {share_on} "
+        f"> on (model, stable_version) group_left {as_stable}"
+    )
     canaries = [
+        _alert(
+            "CanaryShareErrorRate",
+            canary_share,
+            "warning",
+            "Canary {{ $labels.model }} {{ $labels.version }} fails more than "
+            "{{ $labels.stable_version }}",
+            f"Over the last {window}, {{{{ $value | humanizePercentage }}}} of the requests the "
+            "front door sent to {{ $labels.model }} {{ $labels.version }} (its canary share) "
+            "failed (5xx), more than with {{ $labels.stable_version }}. `hearth models abort -i "
+            "INVENTORY {{ $labels.model }}` sends every request back to "
+            "{{ $labels.stable_version }}.",
+        ),
         _alert(
             "CanaryFailing",
             f"max by ({canary}) (hearth_canary_consecutive_failures) >= {s['canary_failures']}",

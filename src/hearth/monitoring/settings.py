@@ -41,6 +41,8 @@ ALERT_DEFAULTS: dict[str, Any] = {
     "canary_failures": 3,
     "canary_latency_factor": 2.0,
     "canary_stale_after": "26h",
+    "canary_share_window": "1h",
+    "canary_share_min_requests": 20,
     "ttft_p95_seconds": 2.0,
     "kv_cache_usage_ratio": 0.95,
     "queue_waiting": 8,
@@ -50,7 +52,10 @@ ALERT_DEFAULTS: dict[str, Any] = {
     "disk_fill_hours": 24,
 }
 DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
-_DURATION_KEYS = {k for k in ALERT_DEFAULTS if k.endswith("_for")} | {"canary_stale_after"}
+_DURATION_KEYS = {k for k in ALERT_DEFAULTS if k.endswith("_for")} | {
+    "canary_stale_after",
+    "canary_share_window",
+}
 
 
 def settings_with_defaults(overrides: Mapping[str, Any] | None) -> dict[str, Any]:

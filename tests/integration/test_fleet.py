@@ -85,6 +85,17 @@ def _prometheus_at(fleet: Fleet, at: float) -> list[object]:
     return list(json.loads(done.stdout)) if done.returncode == 0 else []
 
 
+def _eventually_at(fleet: Fleet, at: float, seconds: float = 60) -> list[object]:
+    """Prometheus' answer for time ``at``, waiting up to ``seconds`` for one (a restored block is
+    loaded a moment after Prometheus answers)."""
+    deadline = time.monotonic() + seconds
+    answer = _prometheus_at(fleet, at)
+    while not answer and time.monotonic() < deadline:
+        time.sleep(2)
+        answer = _prometheus_at(fleet, at)
+    return answer
+
+
 @pytest.fixture(scope="module")
 def fleet(monitored: Monitored, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     directory = tmp_path_factory.mktemp("fleet") / "inventory"
@@ -218,12 +229,9 @@ def test_backup_then_loss_then_restore(fleet: Fleet, tmp_path: Path) -> None:
         fleet.state, "lab3", "runuser", "-u", owners[0], "--", "test", "-w", CSV
     )
     assert writable.returncode == 0, f"{CSV} is not writable by the canary's user {owners[0]}"
-    deadline = time.monotonic() + 60
-    answer: list[object] = []
-    while time.monotonic() < deadline and not answer:
-        answer = _prometheus_at(fleet, before_loss)
-        time.sleep(0 if answer else 2)
-    assert answer, "Prometheus has no data for a time before the loss after the restore"
+    assert _eventually_at(fleet, before_loss), (
+        "Prometheus has no data for a time before the loss after the restore"
+    )
 
     # refusals: a tampered copy, another inventory's; nothing changes on the hosts
     csv_sum = fleet.sh("lab3", f"md5sum {CSV}")
@@ -307,12 +315,9 @@ def test_a_destroyed_host_rebuilt_and_restored(fleet: Fleet, tmp_path: Path) -> 
 
     assert set(csv_before) <= set(fleet.sh("lab3", f"cat {CSV}").splitlines())
     assert fleet.sh("lab1", f"cat {CHANGELOG}") == changelog
-    deadline = time.monotonic() + 60
-    answer: list[object] = []
-    while time.monotonic() < deadline and not answer:
-        answer = _prometheus_at(fleet, before_loss)
-        time.sleep(0 if answer else 2)
-    assert answer, "Prometheus has no data for a time before the loss after the restore"
+    assert _eventually_at(fleet, before_loss), (
+        "Prometheus has no data for a time before the loss after the restore"
+    )
     audit_after, why = _audit(fleet, "lab3")
     assert audit_after == audit_before, why
 

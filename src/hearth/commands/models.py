@@ -227,9 +227,8 @@ def read_hosts(
     return states
 
 
-def target_version(states: Sequence[HostModel], model: str, to: str | None) -> str:
-    """The version a rollback goes to: ``to``, else the newest version every host keeps. Exit 2
-    naming the host where it is not kept (pruned, or never there)."""
+def refuse_unread(states: Sequence[HostModel]) -> None:
+    """Exit 2 naming every host whose model state could not be read (nothing is changed)."""
     broken = [s for s in states if s.error]
     if broken:
         raise InvalidInputError(
@@ -237,6 +236,12 @@ def target_version(states: Sequence[HostModel], model: str, to: str | None) -> s
             + "; ".join(f"{s.host}: {s.error}" for s in broken)
             + "; nothing was changed"
         )
+
+
+def target_version(states: Sequence[HostModel], model: str, to: str | None) -> str:
+    """The version a rollback goes to: ``to``, else the newest version every host keeps. Exit 2
+    naming the host where it is not kept (pruned, or never there)."""
+    refuse_unread(states)
     if to is None:
         candidates: list[str] | None = None
         for state in states:
@@ -448,13 +453,7 @@ def canary_plan(
     version it served before its canary on an abort). Refused: a host that cannot be
     read, no canary of ``model`` on any host, hosts whose canaries differ, and (``promote``)
     a soak that has not ended, unless ``now``."""
-    broken = [s for s in states if s.error]
-    if broken:
-        raise InvalidInputError(
-            "cannot read the state of "
-            + "; ".join(f"{s.host}: {s.error}" for s in broken)
-            + "; nothing was changed"
-        )
+    refuse_unread(states)
     found = {s.host: canary_of(s) for s in states}
     running = {h: c for h, c in found.items() if c is not None}
     if not running:

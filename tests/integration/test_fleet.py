@@ -300,9 +300,9 @@ def test_a_destroyed_host_rebuilt_and_restored(fleet: Fleet, tmp_path: Path) -> 
                                 text=True, check=True).stdout.strip()  # fmt: skip
         assert new_id != old_id and not fleet.sh("lab3", f"ls {CSV} 2>/dev/null || true").strip()
         # the base layer on lab3 alone; the monitoring layer on every host, since Prometheus'
-        # targets follow the other hosts' GPU facts, which only that layer's run gathers (a run
-        # limited to lab3 would read them from each host's last run: here the fixture's model
-        # store run, which gathers none, so it would fall back to the inventory's gpu_nodes)
+        # DCGM targets follow the other hosts' GPU facts, which no run limited to lab3 knows (no
+        # fact outlives a run yet, docs/converge.md: it would fall back to the inventory's
+        # gpu_nodes and scrape a DCGM exporter lab1 does not run)
         for playbook, limit in (("base.yml", ["--limit", "lab3"]), ("monitoring.yml", [])):
             began = time.monotonic()
             done = fleet.hearth("up", "--playbook", playbook, *limit)

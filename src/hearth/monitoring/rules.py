@@ -194,7 +194,9 @@ def alert_rules(
     as_stable = f'label_replace({ratio}, "stable_version", "$1", "version", "(.*)")'
     canary_share = (
         f"({ratio}) * on (model, version) group_left (stable_version) {share_on} "
-        f"> on (model, stable_version) group_left {as_stable}"
+        # Prometheus prints a group_left without labels as `group_left ()`: the audit compares
+        # the loaded expression token by token
+        f"> on (model, stable_version) group_left () {as_stable}"
     )
     canaries = [
         _alert(

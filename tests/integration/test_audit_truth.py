@@ -156,6 +156,13 @@ BREAKS = [
     _case("common", "test_journal", "lab2",
           edit("/etc/systemd/journald.conf.d/90-hearth.conf", "sed -i '/^Storage=/d' $F"),
           "expected Storage=persistent, not found"),
+    # ---------------------------------------------------------------- front_door (lab1)
+    # a prompt file left readable by others, of a day long past the retention (the front door
+    # writes them 0600 and deletes the old ones; prompts are off in this lab, so none is there)
+    _case("front_door", "test_prompt_files_are_private_and_within_their_retention", "lab1",
+          ("install -m 0644 /dev/null /var/lib/hearth/frontdoor/prompts-2000-01-01.jsonl",
+           "rm -f /var/lib/hearth/frontdoor/prompts-2000-01-01.jsonl"),
+          "prompts-2000-01-01.jsonl: expected uid"),
     # ------------------------------------------------------------ nvidia_driver (lab1)
     _case("nvidia_driver", "test_driver_installed_at_the_pin", "lab1",
           edit("/var/lib/dpkg/status",

@@ -359,6 +359,7 @@ def test_audit_passes_with_the_engine_and_front_door_checks(site: Site, tmp_path
         ("front_door", "test_front_door_metrics_are_up"): "passed",
         ("front_door", "test_front_door_serves_the_deployed_certificate"): "skipped",  # HTTP lab
         ("front_door", "test_keys_file_holds_exactly_the_declared_keys"): "passed",
+        ("front_door", "test_prompt_files_are_private_and_within_their_retention"): "passed",
         ("inference_engine", "test_engine_containers_run_the_declared_version"): "passed",
         ("inference_engine", "test_engine_metrics_are_up"): "passed",
         ("inference_engine", "test_engines_answer_their_health_check"): "passed",

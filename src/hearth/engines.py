@@ -588,10 +588,7 @@ def swap_backend(
     front door sees the hosts); the model's backends in force are ``routing``'s override when it
     has one. An override equal to the inventory's routes is dropped, so a finished rollout
     leaves ``routing.json`` as it found it. Returns ``{routing, from, to}`` (the base URLs)."""
-    route = routes.get(model)
-    if route is None or host not in route.get("hosts", []):
-        raise InvalidInputError(f"the front door does not route model {model!r} to {host}")
-    home = str(route["backends"][list(route["hosts"]).index(host)])
+    route, home = _host_backend(routes, model, host)
     base, _, port = home.rpartition(":")
     if int(port) not in (from_port, to_port):
         raise InvalidInputError(f"{home}: expected port {from_port} or {to_port}")
@@ -647,12 +644,19 @@ def _canary_urls(
 ) -> tuple[Mapping[str, Any], str, str]:
     """The model's route and ``host``'s live and canary base URLs (on ports ``live``,
     ``canary``)."""
+    route, home = _host_backend(routes, model, host)
+    base, _, _ = home.rpartition(":")
+    return route, f"{base}:{live}", f"{base}:{canary}"
+
+
+def _host_backend(
+    routes: Mapping[str, Mapping[str, Any]], model: str, host: str
+) -> tuple[Mapping[str, Any], str]:
+    """The model's route and ``host``'s backend in it (as the inventory routes it), or exit 2."""
     route = routes.get(model)
     if route is None or host not in route.get("hosts", []):
         raise InvalidInputError(f"the front door does not route model {model!r} to {host}")
-    home = str(route["backends"][list(route["hosts"]).index(host)])
-    base, _, _ = home.rpartition(":")
-    return route, f"{base}:{live}", f"{base}:{canary}"
+    return route, str(route["backends"][list(route["hosts"]).index(host)])
 
 
 def canary_backend(

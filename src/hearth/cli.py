@@ -917,7 +917,6 @@ def _models_switch(
     vault: Path | None, batch: str | None, rollback: bool, allow_downtime: bool, no_backup: bool,
     full: bool = False, gate: bool = False,
 ) -> None:  # fmt: skip
-    from hearth import runner
     from hearth.commands import models as cmd
 
     batch_value = _batch(batch)  # before any host is read
@@ -962,13 +961,7 @@ def _models_switch(
     elif path is not None:
         _say_full_path(path.why)
     if result is None:
-        # Docker is there on hosts that serve the model: its role is not run again (seconds
-        # saved before the first host's engine moves)
-        result = runner.run_playbook(
-            "inference.yml", inventory, limit=limit, vault_password_file=vault,
-            on_event=_progress_printer(False), extravars=extravars, skip_tags="container_runtime",
-            label=f"models-{word}",
-        )  # fmt: skip
+        result = _models_playbook(inventory, limit, vault, extravars, word)
     print_recap(result)
     result.raise_for_status()
     console.print(f"[green]✓[/] {model} {version} serves on {', '.join(dict(serving))}")
@@ -1015,6 +1008,20 @@ def _models_fast_rollback(
 
 def _say_full_path(why: Sequence[str]) -> None:
     console.print("  full gated path (not the fast one): " + "; ".join(why))
+
+
+def _models_playbook(
+    inventory: Path, limit: str | None, vault: Path | None, extravars: dict[str, Any], what: str
+) -> Any:
+    """The inference layer for a `hearth models` command. Docker is there on hosts that serve the
+    model: its role is not run again (seconds saved before the first host's engine moves)."""
+    from hearth import runner
+
+    return runner.run_playbook(
+        "inference.yml", inventory, limit=limit, vault_password_file=vault,
+        on_event=_progress_printer(False), extravars=extravars, skip_tags="container_runtime",
+        label=f"models-{what}",
+    )  # fmt: skip
 
 
 def _backup_before(
@@ -1124,7 +1131,6 @@ def _models_canary(
     """`hearth models promote|abort`: read the canary from the hosts (exit 2 before any change
     when there is none, or its soak has not ended), then run the inference layer with
     ``hearth_canary`` (the role's canary_promote.yml / canary_abort.yml, per host in batches)."""
-    from hearth import runner
     from hearth.commands import models as cmd
 
     inv = _validated(inventory, vault)
@@ -1142,11 +1148,7 @@ def _models_canary(
         f"[bold]hearth models {action}[/] {model} {plan['version']} ({plan['share']}% canary "
         f"beside {before}) on {', '.join(plan['hosts'])}: {target} takes every request"
     )
-    result = runner.run_playbook(
-        "inference.yml", inventory, limit=limit, vault_password_file=vault,
-        on_event=_progress_printer(False), extravars=extravars, skip_tags="container_runtime",
-        label=f"models-{action}",
-    )  # fmt: skip
+    result = _models_playbook(inventory, limit, vault, extravars, action)
     print_recap(result)
     result.raise_for_status()
     hosts = ", ".join(plan["hosts"])

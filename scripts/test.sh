@@ -22,20 +22,23 @@ echo "==> tests"
 if [ "${HEARTH_SKIP_LAB:-0}" = "1" ]; then
   pytest -q -n 2 tests/unit
 else
-  pytest -q -n 2 tests/unit
-  # The lab tests in two groups side by side (tests/integration/conftest.py: GROUPS), each with
-  # its own block of LAB_BLOCK=4 lab ids: lab-a from HEARTH_LAB_ID (default 7), lab-b after it.
-  # Each line of output says its group; the slowest tests of each are listed at its end.
+  # The unit tests side by side with the two lab groups (tests/integration/conftest.py: GROUPS),
+  # each group with its own block of LAB_BLOCK=4 lab ids: lab-a from HEARTH_LAB_ID (default 7),
+  # lab-b after it. Each line of output says its group; the slowest tests of each group are
+  # listed at its end.
   base="${HEARTH_LAB_ID:-7}"
   group() {
     HEARTH_TEST_GROUP="$1" HEARTH_LAB_ID="$2" pytest -q -p no:cacheprovider --durations=20 \
       tests/integration 2>&1 | sed -u "s/^/[$1] /"
   }
+  (pytest -q -n 2 -p no:cacheprovider tests/unit 2>&1 | sed -u "s/^/[unit] /") &
+  unit=$!
   group lab-a "$base" &
   first=$!
   group lab-b "$((base + 4))" &
   second=$!
   status=0
+  wait "$unit" || status=$?
   wait "$first" || status=$?
   wait "$second" || status=$?
   exit "$status"

@@ -37,14 +37,14 @@ from hearth import lab as lab_mod
 # the other, so that it is converged once for all of them. Modules not named here join lab-a.
 GROUPS = {
     "lab-a": (
-        "test_lab_ownership", "test_foundation",
+        "test_lab_ownership", "test_foundation", "test_gpu_layer",  # labs of their own
         "test_audit_connect", "test_audit_evidence", "test_audit_truth",
         "test_inference", "test_bench",  # SHARES = "inference"
         "test_monitoring", "test_fleet",  # SHARES = "monitoring"
         "test_model_store", "test_gateway",
     ),
     "lab-b": (
-        "test_images", "test_gpu_layer", "test_airgap",  # labs of their own (labkit.EXTRA_LABS)
+        "test_images", "test_airgap",  # labs of their own (labkit.EXTRA_LABS)
         "test_rollout", "test_upgrade",
     ),
 }  # fmt: skip

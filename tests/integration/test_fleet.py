@@ -112,6 +112,9 @@ def fleet(monitored: Monitored, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "canary_api_key: " + encrypted.replace("\n", "\n  ") + "\n"
     )
     fleet = Fleet(monitored.state, directory, vault, monitored)
+    # test_monitoring.py, sharing the converged layer, removes the engine to fire EngineDown:
+    # the audit (its scrape targets) and the rebuild test's load loop need it answering
+    monitored.start_engine()
     for args in (
         ("--playbook", "monitoring.yml"),
         ("--playbook", "inference.yml", "--tags", "model_store", "--limit", "lab1"),

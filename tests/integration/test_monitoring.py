@@ -110,10 +110,31 @@ def _firing(state: lab_mod.LabState, name: str) -> list[dict[str, Any]]:
 
 
 class Monitored:
-    def __init__(self, state: lab_mod.LabState, inventory: Path, engine: str) -> None:
+    def __init__(
+        self, state: lab_mod.LabState, inventory: Path, engine: str, run: list[str]
+    ) -> None:
         self.state, self.inventory, self.engine = state, inventory, engine
+        self.run = run  # the `docker run` that starts the engine in lab1's network namespace
         self.prometheus = f"http://{_address(state, 'lab3')}:9090"
         self.timings: dict[str, float] = {}
+        self.started = time.time()  # before any run that saw WEBHOOK_TOKEN
+
+    def start_engine(self, seconds: float = 120) -> None:
+        """The engine running and answering /health (test_engine_down_reaches_the_webhook
+        removes it; a module sharing this fixture after it needs it back)."""
+        subprocess.run(["docker", "rm", "-f", self.engine], capture_output=True, check=False)
+        subprocess.run(self.run, check=True, capture_output=True)
+        health = f"http://{_address(self.state, 'lab1')}:8080/health"
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(health, timeout=5) as answer:
+                    if answer.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(1)
+        pytest.fail(f"the lab engine {self.engine} did not answer {health} in {seconds:.0f} s")
 
 
 @pytest.fixture(scope="module")
@@ -171,13 +192,13 @@ def _converge_monitoring(
 
     argv = engines.render_command(models.parse_models([declaration])[0])
     engine = f"hearth-lab-{lab_mod.lab_id()}-engine"
+    run = [
+        "docker", "run", "-d", "--name", engine, "--label", "io.hearth.test=monitoring",
+        "--network", f"container:{_container(lab, 'lab1')}", "--read-only", "--tmpfs", "/tmp",
+        "-v", f"{model.path.parent}:/models/smollm2/current:ro", image.tag, *argv,
+    ]  # fmt: skip
     subprocess.run(["docker", "rm", "-f", engine], capture_output=True, check=False)
-    subprocess.run(
-        ["docker", "run", "-d", "--name", engine, "--label", "io.hearth.test=monitoring",
-         "--network", f"container:{_container(lab, 'lab1')}", "--read-only", "--tmpfs", "/tmp",
-         "-v", f"{model.path.parent}:/models/smollm2/current:ro", image.tag, *argv],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    subprocess.run(run, check=True, capture_output=True)
 
     script = Path(tempfile.mkdtemp()) / "hearth-webhook.py"
     script.write_text(WEBHOOK_SERVER)
@@ -194,7 +215,7 @@ def _converge_monitoring(
     )  # fmt: skip
     assert started.returncode == 0, started.stderr
 
-    result = Monitored(lab, inventory, engine)
+    result = Monitored(lab, inventory, engine, run)
     for playbook in ("base.yml", "monitoring.yml"):
         began = time.monotonic()
         done = hearth("up", "-i", str(inventory), "--playbook", playbook)
@@ -349,9 +370,13 @@ def test_three_failed_canary_runs_fire_the_canary_alert(monitored: Monitored) ->
 
 
 def test_no_secret_in_artifacts(monitored: Monitored) -> None:
+    # every run since this module planted the token (an earlier run cannot hold it; reading the
+    # whole session's runs took two minutes)
     leaked = [
         str(path)
         for path in paths.runs_dir().rglob("*")
-        if path.is_file() and WEBHOOK_TOKEN.encode() in path.read_bytes()
+        if path.is_file()
+        and path.stat().st_mtime >= monitored.started - 1
+        and WEBHOOK_TOKEN.encode() in path.read_bytes()
     ]
     assert not leaked, f"the webhook's token reached: {leaked[:5]}"

@@ -559,11 +559,15 @@ def derived_inputs(
       the alert rules with them;
     - ``front_door_key_fingerprints`` (front_door): name and a fingerprint of the hash of each
       declared API key (:func:`hearth.checklib.key_fingerprint`), never the key or its hash (a
-      rotated key's previous value too, while its overlap lasts).
+      rotated key's previous value too, while its overlap lasts);
+    - ``hearth_listeners_declared``: every socket the host may listen on beyond loopback, from
+      the variables of all its roles (:func:`hearth.listeners.declared_listeners`), for the
+      common role's listener check.
     """
     from hearth import paths
     from hearth.checklib import key_fingerprint
     from hearth.frontdoor.policy import keys_file_entries
+    from hearth.listeners import declared_listeners
     from hearth.plan import cached_facts
 
     derived: dict[str, Any] = {}
@@ -572,6 +576,9 @@ def derived_inputs(
         {k: gpu.get(k) for k in ("index", "uuid", "name")}
         for gpu in facts.get("hearth_gpus") or []
         if isinstance(gpu, dict)
+    ]
+    derived["hearth_listeners_declared"] = [
+        d.as_dict() for d in declared_listeners(resolved, roles)
     ]
     if "prometheus" in roles:
         derived["hearth_model_hosts"] = [

@@ -156,6 +156,12 @@ BREAKS = [
     _case("common", "test_journal", "lab2",
           edit("/etc/systemd/journald.conf.d/90-hearth.conf", "sed -i '/^Storage=/d' $F"),
           "expected Storage=persistent, not found"),
+    # a listener nobody declared, on every address
+    _case("common", "test_only_declared_listeners", "lab2",
+          ("systemd-run --unit=hearth-audit-listener --collect "
+           "python3 -m http.server 8765 --bind 0.0.0.0 && sleep 2",
+           "systemctl stop hearth-audit-listener"),
+          "0.0.0.0:8765 tcp python3 (pid"),
     # ---------------------------------------------------------------- front_door (lab1)
     # a prompt file left readable by others, of a day long past the retention (the front door
     # writes them 0600 and deletes the old ones; prompts are off in this lab, so none is there)

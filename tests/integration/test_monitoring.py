@@ -187,6 +187,11 @@ def _converge_monitoring(
     (directory / "host_vars" / "lab1.yml").write_text(
         yaml.safe_dump({"hearth_models": [declaration]}, sort_keys=False)
     )
+    (directory / "host_vars" / "lab3.yml").write_text(  # the test's webhook, declared
+        yaml.safe_dump({"hearth_allowed_listeners": [
+            {"port": WEBHOOK_PORT, "proto": "tcp", "process": "python3",
+             "reason": "the test's Alertmanager webhook receiver"}]})
+    )  # fmt: skip
 
     from hearth import engines, models
 

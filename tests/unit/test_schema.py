@@ -63,6 +63,7 @@ def test_global_spec_is_shipped_as_package_data() -> None:
         "ansible_host",
         "ansible_port",
         "ansible_user",
+        "hearth_allowed_listeners",
         "hearth_backup_before_changes",
         "hearth_backup_keep",
         "hearth_cloud_prices",

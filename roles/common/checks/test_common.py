@@ -161,3 +161,29 @@ def test_journal(host: Any, hearth_vars: dict[str, Any]) -> None:
         f"/var/log/journal/{machine_id}: expected the persistent journal, found none "
         "(journald is writing to /run only)"
     )
+
+
+def test_only_declared_listeners(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """Every TCP and UDP socket listening beyond loopback (``ss -Hltnup``) is one the inventory
+    declares for this host: SSH, the exporters, Prometheus, Alertmanager, Grafana, the front
+    door, each engine's published ports on their bind address, and the site's own
+    ``hearth_allowed_listeners``. Anything else is named, with its process."""
+    from hearth.listeners import (
+        SS_COMMAND,
+        Declared,
+        failure_message,
+        parse_ss,
+        unexpected,
+    )
+
+    done = host.run(SS_COMMAND)
+    assert done.rc == 0, f"{SS_COMMAND}: could not list the listeners: {done.stderr.strip()[:200]}"
+    found = parse_ss(done.stdout)
+    declared = [Declared(**d) for d in hearth_vars.get("hearth_listeners_declared") or []]
+    observe(
+        "listeners beyond loopback",
+        sorted({s.describe() for s in found if not s.loopback}),
+        sorted({f"{d.address or '*'}:{d.port} {d.proto} ({d.reason})" for d in declared}),
+    )
+    bad = unexpected(found, declared)
+    assert not bad, failure_message(str(hearth_vars["inventory_hostname"]), bad, declared)

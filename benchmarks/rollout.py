@@ -145,6 +145,8 @@ def main() -> None:
             print(f"    {line}")
     if fast["hashed"] is not None:
         print(f"  files hashed by the fast rollback: {fast['hashed']}")
+    if fast["results"]:
+        print(f"  task results of the fast rollback, per host: {fast['results']}")
     print(f"  then `hearth up` (inference) with the inventory at v1: changed {after}")
     first = [min(f["answering"].values(), default=0.0) for f in (fast, full)]
     last = [max(f["answering"].values(), default=0.0) for f in (fast, full)]
@@ -208,7 +210,20 @@ def _rollback(fleet: Any, state: Any, extra: tuple[str, ...]) -> dict[str, Any]:
         "sent": load.sent,
         "failures": list(load.failures),
         "hashed": _hashed(runs[-1]) if runs else None,
+        "results": _results_per_host(runs[-1]) if runs else {},
     }
+
+
+def _results_per_host(run: Path) -> dict[str, int]:
+    """Task results (ok, changed, skipped, failed) per host of a run's job events."""
+    counts: dict[str, int] = {}
+    for path in run.rglob("job_events/*.json"):
+        event = json.loads(path.read_text())
+        host = str((event.get("event_data") or {}).get("host") or "")
+        kind = str(event.get("event", ""))
+        if host and kind in ("runner_on_ok", "runner_on_skipped", "runner_on_failed"):
+            counts[host] = counts.get(host, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _hashed(run: Path) -> int:

@@ -221,7 +221,9 @@ class ActionModule(ActionBase):
     def _confirm(self, args, digest, task_vars):
         """Wait until the front door's /health shows the routing file ``digest`` in force."""
         seen = ""
-        for _ in range(max(1, int(args.get("retries") or 30))):
+        # polled every 0.25 s (a reload takes well under a second: a whole second per poll was
+        # most of a switch's time), for ``retries`` seconds
+        for _ in range(max(1, int(args.get("retries") or 30) * 4)):
             answer = self._module(
                 "ansible.legacy.uri",
                 {"url": args["health_url"], "return_content": True, "timeout": 5,
@@ -231,7 +233,7 @@ class ActionModule(ActionBase):
             seen = ((answer.get("json") or {}).get("loaded") or {}).get("routing", "")
             if seen == digest:
                 return
-            time.sleep(1)
+            time.sleep(0.25)
         raise AnsibleActionFail(
             "the front door at %s did not take the new routing in force (it shows %s, expected "
             "%s): check `docker logs %s`"

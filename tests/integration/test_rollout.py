@@ -518,7 +518,8 @@ def _canary_started(fleet: Fleet, label: str, olds: dict[str, str]) -> None:
 def test_a_canary_share_then_abort_then_promote_with_no_failed_request(fleet: Fleet) -> None:
     """v5 with canary_share 50: beside the live engines and gated, then half of the requests go
     to it (both versions answer, by the front door's per-version metrics) while the old engines
-    keep serving; a second run changes nothing; promote before the soak is refused (exit 2);
+    keep serving; the inventory's share changed to 25 is applied by a routing reload with no
+    restart; a second run changes nothing; promote before the soak is refused (exit 2);
     `hearth models abort` sends every request back to the old version and removes v5's engine;
     the canary again, then `hearth models promote --now`: v5 alone serves, the old engines are
     kept stopped. 0 failed requests throughout."""
@@ -530,6 +531,20 @@ def test_a_canary_share_then_abort_then_promote_with_no_failed_request(fleet: Fl
     assert _grown(before, during) == {"v5", *olds.values()}, (before, during)
 
     ids = _container_ids(fleet)
+    # the inventory changes the share of the same version mid-canary: applied by a routing
+    # reload (no engine or front door restarted, nothing dropped), recorded as `canary share`
+    fleet.declare("v5", canary_share=25, canary_soak="2h")
+    with Load(fleet.door) as load:
+        time.sleep(2)
+        reshared = fleet.hearth("canary share 25", "up", "--playbook", "inference.yml")
+    assert reshared.returncode == 0, f"{reshared.stdout[-6000:]}\n{reshared.stderr[-2000:]}"
+    assert load.failures == [] and load.covered, load.failures[:10]
+    assert fleet.routing()["models"]["smollm2"]["canary"]["share"] == 25, fleet.routing()
+    for host in HOSTS:
+        last = fleet.events(host)[-1]
+        assert (last["event"], last["from_share"], last["share"]) == ("canary share", 50, 25), last
+        assert last["to_version"] == "v5" and last["from_version"] == olds[host], last
+    assert _container_ids(fleet) == ids, "a new canary share restarted a container"
     again = runner.run_playbook(
         "inference.yml", fleet.inventory, vault_password_file=fleet.vault, label="canary-noop"
     )
@@ -541,7 +556,7 @@ def test_a_canary_share_then_abort_then_promote_with_no_failed_request(fleet: Fl
     said = " ".join((early.stdout + early.stderr).split())
     assert early.returncode == 2 and "soaks until" in said and "--now" in said, said[-2000:]
     status = fleet.hearth("canary status", "models", "status", "smollm2")
-    assert "lab1: canary v5 serves 50% of the requests" in " ".join(status.stdout.split())
+    assert "lab1: canary v5 serves 25% of the requests" in " ".join(status.stdout.split())
 
     with Load(fleet.door) as load:
         time.sleep(2)
@@ -564,6 +579,7 @@ def test_a_canary_share_then_abort_then_promote_with_no_failed_request(fleet: Fl
         k: v for k, v in ids.items() if NEXT not in k
     }, "the old engines were restarted"
 
+    fleet.declare("v5", canary_share=50, canary_soak="2h")
     _canary_started(fleet, "canary v5 again", olds)
     with Load(fleet.door) as load:
         time.sleep(2)

@@ -113,6 +113,21 @@ def test_a_canary_runs_until_an_event_ends_it_and_only_while_its_engine_runs() -
     assert canary_of(_host("lab1", [{"event": "promoted"}])) is None
 
 
+def test_a_share_changed_by_the_inventory_mid_canary_is_the_share_in_force() -> None:
+    """`hearth up` with a new canary_share for the same version records `canary share` (the
+    role's canary_share.yml): status, promote and abort read the new share from it."""
+    reshared = {"event": "canary share", "from_version": "v1", "to_version": "v2",
+                "from_share": 50, "share": 20, "soak_end": CANARY["soak_end"]}  # fmt: skip
+    assert canary_of(_host("lab1", [CANARY, reshared])) == {**CANARY, "share": 20}
+    again = {**reshared, "from_share": 20, "share": 30}
+    assert canary_of(_host("lab1", [CANARY, reshared, again]))["share"] == 30  # type: ignore[index]
+    plan = canary_plan([_host("lab1", [CANARY, reshared])], "smollm2", "abort", at=BEFORE)
+    assert plan["share"] == 20
+    # a share change of an earlier canary does not carry over to the next one
+    older = [CANARY, reshared, {"event": "aborted"}, CANARY]
+    assert canary_of(_host("lab1", older)) == CANARY
+
+
 def test_promote_waits_for_the_soak_unless_now() -> None:
     states = [_host("lab1", [CANARY]), _host("lab2", [CANARY])]
     with pytest.raises(InvalidInputError) as caught:

@@ -139,6 +139,40 @@ def test_engine_arguments_changed_since_the_version_served_take_the_full_path() 
     ]
 
 
+TEMPLATE_V1 = "{% for m in messages %}<|v1|>{{ m.content }}{% endfor %}"
+TEMPLATE_V2 = "{% for m in messages %}<|v2|>{{ m.content }}{% endfor %}"
+
+
+def test_a_version_no_longer_declared_goes_back_with_its_own_chat_template() -> None:
+    """v1 served with its own chat template, the inventory now declares v2 with another: the
+    manifest of v1 records its template, so the rollback runs v1 with it (the fast path; before,
+    the override dropped it and the fingerprints differed)."""
+    state = host(declared=declaration("v2", chat_template=TEMPLATE_V2))
+    state.versions["v1"] = {
+        "files": FILES["v1"],
+        "fingerprints": prints("v1", chat_template=TEMPLATE_V1),
+        "chat_template": TEMPLATE_V1,
+    }
+    override = overrides_for([state], "smollm2", "v1")
+    assert override["smollm2"]["chat_template"] == TEMPLATE_V1
+    assert decide(state).fast, decide(state).why
+    # a version that served with no template goes back with none
+    plain = host(declared=declaration("v2", chat_template=TEMPLATE_V2))
+    plain.versions["v1"] = {**plain.versions["v1"], "chat_template": None}
+    assert overrides_for([plain], "smollm2", "v1")["smollm2"]["chat_template"] is None
+    assert decide(plain).fast, decide(plain).why
+
+
+def test_a_manifest_that_records_no_chat_template_takes_the_full_path() -> None:
+    """A manifest written before it recorded the template: the rollback cannot know it, and the
+    full path (which writes the version as declared) is taken, saying why."""
+    state = host(declared=declaration("v2", chat_template=TEMPLATE_V2))
+    state.versions["v1"]["fingerprints"] = prints("v1", chat_template=TEMPLATE_V1)
+    assert decide(state).why == [
+        "lab1: v1 served with other chat template than the inventory would run it with now"
+    ]
+
+
 def test_no_live_engine_and_no_manifest_are_named() -> None:
     state = host()
     state.containers = state.containers[1:]

@@ -290,7 +290,10 @@ def overrides_for(states: Sequence[HostModel], model: str, version: str) -> dict
     declared = states[0].declared
     override: dict[str, Any] = {"version": version, "files": manifest.get("files") or []}
     if version != declared.get("version"):
-        override["chat_template"] = None  # the kept version's own; the declaration's is newer
+        # the kept version's own chat template, as its manifest records it (the model store
+        # writes it there); the declaration's belongs to the declared version. A manifest from
+        # before it recorded one has none (the fingerprints then differ: the full path).
+        override["chat_template"] = manifest.get("chat_template")
     return {model: override}
 
 
@@ -420,17 +423,23 @@ _CANARY_ENDS = ("promoted", "aborted", "refused", "rolled back")
 
 def canary_of(state: HostModel) -> dict[str, Any] | None:
     """The canary share in progress on this host (its ``canary`` event: version, from_version,
-    share, soak_end), or ``None``: the last canary event with no end after it, whose engine (the
-    candidate slot) still runs that version."""
+    share, soak_end; the share of a later ``canary share`` event, when the inventory changed
+    it), or ``None``: the last canary event with no end after it, whose engine (the candidate
+    slot) still runs that version."""
     name = f"hearth-engine-{state.declared.get('name')}--next"
     engine = next((c for c in state.containers if c["name"] == name), None)
+    share: Any = None  # the last `canary share` after it: the inventory changed the share since
     for event in reversed(state.events):
         if event.get("event") in _CANARY_ENDS:
             return None
+        if event.get("event") == "canary share" and share is None:
+            share = event.get("share")
         if event.get("event") == "canary":
             if engine is None or engine.get("state") != "running":
                 return None
-            return dict(event) if engine.get("version") == event.get("to_version") else None
+            if engine.get("version") != event.get("to_version"):
+                return None
+            return {**event, "share": share} if share is not None else dict(event)
     return None
 
 

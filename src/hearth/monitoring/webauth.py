@@ -40,7 +40,7 @@ _BCRYPT_ALPHABET = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345
 
 
 class WebFiles:
-    """Where the web configuration lives on a host (the monitoring_web role writes them)."""
+    """Where the web configuration lives on a host (node_exporter's tasks/web.yml writes them)."""
 
     directory = "/etc/prometheus/web"
     cert = "/etc/prometheus/web/tls.crt"

@@ -364,10 +364,11 @@ CANNOT_BREAK_HERE = {
 WEB = "/etc/prometheus/web/web.yml"
 TLS_BREAKS = [
     _case("node_exporter", "test_serves_tls_and_refuses_anonymous", "lab2",
-          edit(WEB, "sed -i '/basic_auth_users/,$d' $F"),
+          # the users' key and its one user (to_nice_yaml sorts it before tls_server_config)
+          edit(WEB, "sed -i '/^basic_auth_users:/{N;d}' $F"),
           "without credentials: expected 401, found 200"),
     _case("alertmanager", "test_serves_tls_and_refuses_anonymous", "lab3",
-          edit(WEB, "sed -i '/basic_auth_users/,$d' $F"),
+          edit(WEB, "sed -i '/^basic_auth_users:/{N;d}' $F"),
           "without credentials: expected 401, found 200"),
     _case("prometheus", "test_serves_tls_and_refuses_anonymous", "lab3",
           edit("/etc/prometheus/scrape-password", "chmod 0644 $F"),

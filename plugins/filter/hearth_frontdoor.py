@@ -71,8 +71,9 @@ def hearth_tls_files(host, site="", inventory_dir=""):
     """The certificate and key `hearth tls init` issued for C(host): C({cert, key}) paths on the
     control node (hearth.tls.host_files, under $HEARTH_HOME/tls/<site>/hosts/)."""
     tls = import_hearth("tls").tls
-    cert, key = tls.host_files(tls.site_name(site, inventory_dir), str(host))
-    return {"cert": str(cert), "key": str(key)}
+    site = tls.site_name(site, inventory_dir)
+    cert, key = tls.host_files(site, str(host))
+    return {"cert": str(cert), "key": str(key), "ca": str(tls.site_dir(site) / "ca.crt")}
 
 
 class FilterModule(object):

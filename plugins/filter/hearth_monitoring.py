@@ -33,6 +33,7 @@ description:
   - C(hearth_alertmanager_config) builds alertmanager.yml as data from the receivers.
   - C(hearth_canary_targets) lists each declared model with its endpoint and question set.
   - C(hearth_grafana_datasource) builds Grafana's datasource provisioning file.
+  - C(hearth_web_config) builds a host's exporter-toolkit web configuration (TLS, bcrypt users).
   - C(hearth_dcgm_serving) decides whether a host runs the DCGM exporter (the role and
     Prometheus ask the same function, from inventory variables and C(hearth_gpu_present)).
   - C(hearth_declared_gpu_counts) maps each host to the number of GPUs it declares.
@@ -217,8 +218,18 @@ def hearth_canary_targets(hosts, **options):
     return _call(lambda m: m.canary_targets, _hosts(monitoring, hosts), **_plain(options))
 
 
-def hearth_grafana_datasource(url):
-    return _call(lambda m: m.grafana_datasource, str(url))
+def hearth_grafana_datasource(url, **options):
+    return _call(lambda m: m.grafana_datasource, str(url), **_plain(options))
+
+
+def hearth_web_config(password, seed, user="hearth"):
+    """The exporter-toolkit web configuration of a host (hearth.monitoring.webauth.web_config):
+    its certificate and the bcrypt hash of C(password), salted from C(seed), C(user) and the
+    password (the same inputs give the same file: a second run changes nothing)."""
+    webauth = import_hearth("monitoring.webauth").monitoring.webauth
+    if not password:
+        raise AnsibleFilterError("monitoring_web_password is empty (monitoring_tls is on)")
+    return webauth.web_config(str(password), str(seed), str(user))
 
 
 class FilterModule(object):
@@ -233,6 +244,7 @@ class FilterModule(object):
             "hearth_alertmanager_problems": hearth_alertmanager_problems,
             "hearth_canary_targets": hearth_canary_targets,
             "hearth_grafana_datasource": hearth_grafana_datasource,
+            "hearth_web_config": hearth_web_config,
             "hearth_dcgm_serving": hearth_dcgm_serving,
             "hearth_declared_gpu_counts": hearth_declared_gpu_counts,
         }

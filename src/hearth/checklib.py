@@ -48,15 +48,27 @@ __all__ = [
 # GET from the host itself with its Python (curl may not be installed): prints the status on the
 # first line, then the body; status 0 when nothing answered.
 _GET = (
-    "import ssl, sys, urllib.request, urllib.error\n"
-    "context = ssl._create_unverified_context() if sys.argv[3:] == ['loopback'] else None\n"
+    "import base64, ssl, sys, urllib.request, urllib.error\n"
+    "context = ssl._create_unverified_context() if sys.argv[3:4] == ['loopback'] else None\n"
+    "request = urllib.request.Request(sys.argv[1])\n"
+    "if len(sys.argv) > 5:\n"  # basic auth: the user, and the file on the host holding the password
+    "    secret = open(sys.argv[5]).read().strip()\n"
+    "    token = base64.b64encode((sys.argv[4] + ':' + secret).encode()).decode()\n"
+    "    request.add_header('Authorization', 'Basic ' + token)\n"
     "try:\n"
-    "    r = urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2]), context=context)\n"
+    "    r = urllib.request.urlopen(request, timeout=float(sys.argv[2]), context=context)\n"
     "    print(r.status); sys.stdout.write(r.read().decode('utf-8', 'replace'))\n"
     "except urllib.error.HTTPError as e:\n"
     "    print(e.code)\n"
     "except OSError as e:\n"
     "    print(0); print(e)\n"
+)
+_SERVED = (
+    "import ssl, sys\n"
+    "try:\n"
+    "    print(ssl.get_server_certificate((sys.argv[1], int(sys.argv[2])), timeout=5))\n"
+    "except OSError as e:\n"
+    "    print(e, file=sys.stderr)\n"
 )
 _PCI_PROBE = (
     "for d in /sys/bus/pci/devices/*; do "
@@ -102,17 +114,72 @@ def _plain(value: Any) -> Any:
 
 # ------------------------------------------------------------------------------ probes
 def http_get(
-    host: Any, url: str, timeout: float = 10, loopback_tls: bool = False
+    host: Any,
+    url: str,
+    timeout: float = 10,
+    loopback_tls: bool = False,
+    auth: tuple[str, str] | None = None,
 ) -> tuple[int, str]:
     """(status, body) of a GET of ``url`` made on the host; status 0 when nothing answered.
     ``loopback_tls``: an https URL on the host's loopback, whose certificate names no loopback
-    address, is not verified (a check of its own compares it with the deployed one)."""
-    if loopback_tls:
-        out = host.run("python3 -c %s %s %s loopback", _GET, url, str(timeout)).stdout
+    address, is not verified (a check of its own compares it with the deployed one). ``auth``:
+    basic auth as (user, a file on the host holding the password): no secret on a command line."""
+    mode = "loopback" if loopback_tls else "-"
+    if auth:
+        out = host.run("python3 -c %s %s %s %s %s %s", _GET, url, str(timeout), mode, *auth).stdout
     else:
-        out = host.run("python3 -c %s %s %s", _GET, url, str(timeout)).stdout
+        out = host.run("python3 -c %s %s %s %s", _GET, url, str(timeout), mode).stdout
     status, _, body = out.partition("\n")
     return int(status or 0), body
+
+
+# -------------------------------------------------------- monitoring_tls (the web configuration)
+WEB_CERT = "/etc/prometheus/web/tls.crt"
+WEB_PASSWORD_FILE = "/etc/prometheus/scrape-password"  # noqa: S105 - a path
+
+
+def web_tls(hearth_vars: Mapping[str, Any]) -> bool:
+    """Whether the site's ``monitoring_tls`` is on (HTTPS and basic auth on the exporters)."""
+    return hearth_vars.get("monitoring_tls") is True
+
+
+def web_get(host: Any, hearth_vars: Mapping[str, Any], port: int, path: str) -> tuple[int, str]:
+    """A GET of a Prometheus service on the host's loopback: plain HTTP, or with
+    ``monitoring_tls`` HTTPS logged in with Prometheus's password file (where the host has it)."""
+    if not web_tls(hearth_vars):
+        return http_get(host, f"http://127.0.0.1:{port}{path}")
+    auth = None
+    if host.file(WEB_PASSWORD_FILE).exists:
+        auth = (str(hearth_vars.get("monitoring_web_user") or "hearth"), WEB_PASSWORD_FILE)
+    return http_get(host, f"https://127.0.0.1:{port}{path}", loopback_tls=True, auth=auth)
+
+
+def served_certificate(host: Any, address: str, port: int) -> str:
+    """The PEM certificate a TLS server on the host presents ("" when none)."""
+    return str(host.run("python3 -c %s %s %s", _SERVED, address, str(port)).stdout)
+
+
+def assert_web_tls(host: Any, hearth_vars: Mapping[str, Any], port: int, path: str) -> None:
+    """With ``monitoring_tls``: the service on ``port`` serves the certificate deployed in
+    /etc/prometheus/web (not expiring within 14 days), refuses a request without credentials
+    (401) and gives plain HTTP no page."""
+    from hearth.tls import served_problems
+
+    if not web_tls(hearth_vars):
+        pytest.skip("monitoring_tls is false: plain HTTP without authentication")
+    deployed = host.file(WEB_CERT)
+    assert deployed.is_file, f"{WEB_CERT}: expected the deployed certificate, found nothing"
+    served = served_certificate(host, "127.0.0.1", port)
+    problems = served_problems(served.encode(), deployed.content_string.encode())
+    observe(f"port {port} certificate", "; ".join(problems) or "the deployed one")
+    assert not problems, f"port {port}: " + "; ".join(problems)
+    url = f"https://127.0.0.1:{port}{path}"
+    status, _ = http_get(host, url, loopback_tls=True)
+    observe(f"{url} without credentials", status, 401)
+    assert status == 401, f"{url} without credentials: expected 401, found {status}"
+    status, _ = http_get(host, f"http://127.0.0.1:{port}{path}")
+    observe(f"http://127.0.0.1:{port}{path}", status, "no page (400 or nothing)")
+    assert status in (0, 400), f"http://127.0.0.1:{port}{path}: expected no page, found {status}"
 
 
 def fetch_json(host: Any, url: str, what: str) -> Any:

@@ -1572,7 +1572,8 @@ def keys_usage(
 
 @cli.group()
 def tls() -> None:
-    """A per-site certificate authority and front door certificates (docs/frontdoor.md)."""
+    """A per-site certificate authority and host certificates for the front door and
+    monitoring_tls (docs/frontdoor.md, docs/monitoring.md)."""
 
 
 @tls.command("init")
@@ -1580,23 +1581,28 @@ def tls() -> None:
 @vault_option
 def tls_init(inventory: Path, vault_password_file: Path | None) -> None:
     """Create the site's CA (once) in $HEARTH_HOME/tls/SITE/ and a certificate for every front
-    door host, its SAN the host's name and address; re-running issues only what is missing,
-    due within 30 days or no longer covering the host. Contacts no host."""
+    door host and, with monitoring_tls, every host of the monitoring layer, its SAN the host's
+    name and address; re-running issues only what is missing, due within 30 days or no longer
+    covering the host. Contacts no host."""
     from hearth import tls as tls_mod
-    from hearth.bench import front_doors
     from hearth.inventory import check_inventory
+    from hearth.layers import roles_for_hosts
 
-    # the inventory's shape only: the preflight's front_door_tls rule asks for these very files
+    # the inventory's shape only: the preflight's front_door_tls and monitoring_tls rules ask
+    # for these very files
     inv = check_inventory(inventory, vault_password_file=vault_password_file)
-    doors = front_doors(inv)
-    if not doors:
-        raise InvalidInputError(f"{inventory}: no host gets the front_door role: nothing to issue")
+    roles = roles_for_hosts(inv)
+    names = tls_mod.hosts_to_issue(roles, {h: inv.hostvars(h) for h in roles})
+    if not names:
+        raise InvalidInputError(
+            f"{inventory}: no host gets the front_door role, nor monitoring_tls: nothing to issue"
+        )
     source = Path(inventory).resolve()
     site = tls_mod.site_name(
-        inv.hostvars(doors[0]).get("hearth_site"), source if source.is_dir() else source.parent
+        inv.hostvars(next(iter(names))).get("hearth_site"),
+        source if source.is_dir() else source.parent,
     )
     directory = tls_mod.site_dir(site)
-    names = {h: [str(inv.hostvars(h).get("ansible_host") or h)] for h in doors}
     for issued in tls_mod.init_site(directory, site, names):
         console.print(f"{issued.host}: {issued.action} {issued.cert}", highlight=False)
     console.print(f"clients trust {directory / 'ca.crt'}", highlight=False)

@@ -414,8 +414,6 @@ def front_door_tls(host: HostView) -> Iterator[Finding]:
     """With ``front_door_tls``: a certificate and key (the site's own, ``front_door_tls_cert`` and
     ``front_door_tls_key`` in ansible-vault, else those of ``hearth tls init``) that match, are
     valid now and whose SAN covers the host's address."""
-    from pathlib import Path
-
     from hearth import tls
 
     enabled = host.get("front_door_tls", False)
@@ -447,23 +445,43 @@ def front_door_tls(host: HostView) -> Iterator[Finding]:
                 "(ansible-vault encrypt_string, or ansible-vault encrypt the whole file)",
             )  # fmt: skip
     else:
-        site = tls.site_name(host.get("hearth_site"), host.vars.get("inventory_dir"))
-        cert_path, key_path = tls.host_files(site, host.name)
-        if not cert_path.is_file() or not key_path.is_file():
-            yield Finding(
-                "front_door_tls", True,
-                f"no certificate for {host.name} in {cert_path.parent}: run `hearth tls init -i "
-                "INVENTORY` (or declare the site's own front_door_tls_cert and front_door_tls_key, "
-                "or front_door_tls: false for plain HTTP)",
-            )  # fmt: skip
-            return
-        where = str(Path(cert_path))
-        cert_pem, key_pem = cert_path.read_bytes(), key_path.read_bytes()
+        yield from site_certificate_findings(
+            host, "front_door_tls", "front_door_tls_cert",
+            "or declare the site's own front_door_tls_cert and front_door_tls_key, or "
+            "front_door_tls: false for plain HTTP",
+        )  # fmt: skip
+        return
     names = [str(host.get("ansible_host") or host.name)]
     for problem in tls.certificate_problems(cert_pem, key_pem, names):
         yield Finding(
             "front_door_tls_cert", MISSING, f"{where}: {problem}", related=("front_door_tls",)
         )
+
+
+def site_certificate_findings(
+    host: HostView, switch: str, cert_key: str, otherwise: str
+) -> Iterator[Finding]:
+    """The host's certificate and key of ``hearth tls init`` (``$HEARTH_HOME/tls/<site>/hosts/``):
+    present, matching, valid now, issued by the site's CA, their SAN covering the host's address.
+    ``switch`` is the variable that asks for them, ``cert_key`` the key findings are named by."""
+    from hearth import tls
+
+    site = tls.site_name(host.get("hearth_site"), host.vars.get("inventory_dir"))
+    cert_path, key_path = tls.host_files(site, host.name)
+    if not cert_path.is_file() or not key_path.is_file():
+        yield Finding(
+            switch, True,
+            f"no certificate for {host.name} in {cert_path.parent}: run `hearth tls init -i "
+            f"INVENTORY` ({otherwise})",
+        )  # fmt: skip
+        return
+    ca_path = tls.site_dir(site) / "ca.crt"
+    ca_pem = ca_path.read_bytes() if ca_path.is_file() else None
+    names = [str(host.get("ansible_host") or host.name)]
+    for problem in tls.certificate_problems(
+        cert_path.read_bytes(), key_path.read_bytes(), names, ca_pem=ca_pem
+    ):
+        yield Finding(cert_key, MISSING, f"{cert_path}: {problem}", related=(switch,))
 
 
 @rule("front_door")
@@ -757,6 +775,49 @@ def alertmanager_receivers(host: HostView) -> Iterator[Finding]:
                 MASKED,
                 f"receiver {entry.get('name')!r}: {_url_problem(url)}",
             )
+
+
+@rule("node_exporter", "prometheus", "alertmanager", "grafana")
+def monitoring_tls(host: HostView) -> Iterator[Finding]:
+    """With ``monitoring_tls``: a basic-auth password (``monitoring_web_password``, at least 16
+    characters, in ansible-vault in production) and the host's certificate of ``hearth tls init``
+    (present, matching its key, valid, from the site's CA, covering the host's address)."""
+    from hearth.monitoring.webauth import MIN_PASSWORD_LENGTH
+
+    enabled = host.get("monitoring_tls", False)
+    if not isinstance(enabled, bool):
+        yield Finding("monitoring_tls", enabled, "expected true (HTTPS and basic auth) or false")
+        return
+    if not enabled:
+        return
+    password = host.get("monitoring_web_password") or ""
+    if not password:
+        yield Finding(
+            "monitoring_web_password", MISSING,
+            "required with monitoring_tls: the basic-auth password of Prometheus, Alertmanager "
+            "and node_exporter (ansible-vault encrypt_string)",
+            related=("monitoring_tls",),
+        )  # fmt: skip
+    elif not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
+        yield Finding(
+            "monitoring_web_password", MASKED,
+            f"expected at least {MIN_PASSWORD_LENGTH} characters (kept in ansible-vault)",
+        )  # fmt: skip
+    elif host.get("hearth_environment") == "production" and not _is_vaulted(
+        host.vaulted("monitoring_web_password")
+    ):
+        yield Finding(
+            "monitoring_web_password", MASKED,
+            "in plain text, but hearth_environment is production: encrypt it "
+            "(ansible-vault encrypt_string, or ansible-vault encrypt the whole file)",
+        )  # fmt: skip
+    user = host.get("monitoring_web_user", "hearth")
+    if not isinstance(user, str) or not _KEY_NAME.match(user):
+        yield Finding("monitoring_web_user", user, "expected a user name (letters, digits, . _ -)")
+    yield from site_certificate_findings(
+        host, "monitoring_tls", "monitoring_tls",
+        "or monitoring_tls: false for plain HTTP without authentication",
+    )  # fmt: skip
 
 
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")

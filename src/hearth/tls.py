@@ -5,8 +5,9 @@ only (no openssl shell-outs).
 Layout (``$HEARTH_HOME/tls/<site>/``, the directory 0700, keys 0600)::
 
     ca.crt  ca.key                   the site's CA (ECDSA P-256, 10 years); clients trust ca.crt
-    hosts/<host>.crt  <host>.key     one per front door host (ECDSA P-256, 1 year), SAN: the
-                                     inventory name, its ansible_host (IP or DNS name)
+    hosts/<host>.crt  <host>.key     one per front door host, and per host of the monitoring
+                                     layer where ``monitoring_tls`` is true (ECDSA P-256, 1 year),
+                                     SAN: the inventory name, its ansible_host (IP or DNS name)
 
 Re-running issues only what is missing, expired within 30 days, or no longer covers the host's
 names. :func:`certificate_problems` is the check the preflight runs on a host's certificate and key
@@ -32,6 +33,7 @@ __all__ = [
     "Issued",
     "certificate_problems",
     "host_files",
+    "hosts_to_issue",
     "init_site",
     "issue_host",
     "load_or_create_ca",
@@ -216,6 +218,24 @@ def issue_host(
     _write(key_path, _key_pem(key), 0o600)
     _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     return Issued(host, cert_path, key_path, action)
+
+
+MONITORING_ROLES = frozenset({"node_exporter", "prometheus", "alertmanager"})
+"""The roles that serve the web configuration of ``monitoring_tls``."""
+
+
+def hosts_to_issue(
+    roles: Mapping[str, Sequence[str]], hostvars: Mapping[str, Mapping[str, object]]
+) -> dict[str, list[str]]:
+    """Host -> its address, for every host that needs a certificate of the site: the front door
+    hosts, and the hosts of the monitoring layer when their ``monitoring_tls`` is true."""
+    wanted: dict[str, list[str]] = {}
+    for host, host_roles in roles.items():
+        variables = hostvars.get(host, {})
+        monitored = variables.get("monitoring_tls") is True and MONITORING_ROLES & set(host_roles)
+        if "front_door" in host_roles or monitored:
+            wanted[host] = [str(variables.get("ansible_host") or host)]
+    return wanted
 
 
 def init_site(directory: Path, site: str, hosts: Mapping[str, Sequence[str]]) -> list[Issued]:

@@ -16,8 +16,10 @@ Durations are shortened through the inventory (5 s scrapes, EngineDown after 10 
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
+import ssl
 import subprocess
 import tempfile
 import time
@@ -32,13 +34,14 @@ import pytest
 import yaml
 from labkit import Converged, container_exec, hearth, write_inventory
 
-from hearth import canary, images, paths, runner
+from hearth import canary, images, paths, runner, tls
 from hearth import lab as lab_mod
 from hearth.monitoring.canaries import question_set
 from hearth.monitoring.rules import alert_rules
 
 SHARES = "monitoring"  # the converged monitoring layer, with test_fleet.py (labkit.Converged)
 WEBHOOK_TOKEN = "hook-token-7f3a91c2e5"  # planted: it must never reach an artifact or output
+WEB_PASSWORD = "scrape-pass-5d1e8b7c40a2f9"  # planted (monitoring_tls): never in an artifact
 WEBHOOK_PORT = 9999
 WEBHOOK_LOG = "/var/tmp/hearth-webhook.jsonl"
 LAB_MODEL = "smollm2-135m-instruct-q4_1"
@@ -372,6 +375,123 @@ def test_three_failed_canary_runs_fire_the_canary_alert(monitored: Monitored) ->
         line for line in rows.stdout.splitlines() if "URLError" in line or "Connection" in line
     ]
     assert len(failed) >= 18, rows.stdout[-2000:]  # 3 runs × 6 questions, each with its error
+
+
+def _tls_get(url: str, context: ssl.SSLContext, password: str | None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url)
+    if password is not None:
+        token = base64.b64encode(f"hearth:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10, context=context) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as e:
+        return e.code, b""
+
+
+def test_monitoring_tls_scrapes_every_target_over_tls_with_auth(
+    monitored: Monitored, tmp_path: Path
+) -> None:
+    """monitoring_tls switched on over the converged lab (the monitoring layer only): every
+    target up, Prometheus's own jobs over HTTPS with basic auth; a request without (or with
+    wrong) credentials refused, plain HTTP refused; a second run changes nothing; the audit's
+    TLS checks pass; the password reaches no artifact. Switched back off at the end (the fleet
+    module shares this converge).
+
+    The site's CA is keyed by ``hearth_site``, set here with the lab's id: two test sessions on
+    two labs (whose inventory directories may share a name) can never share, and re-issue back
+    and forth, the certificates of hosts with the same names and other addresses."""
+    monitored.start_engine()
+    began = time.time()
+    site = tmp_path / "site"
+    shutil.copytree(monitored.inventory.parent, site)
+    settings_file = site / "group_vars" / "all" / "site.yml"
+    settings = yaml.safe_load(settings_file.read_text())
+    site_name = f"lab{lab_mod.lab_id()}-monitoring-tls"
+    settings.update({"monitoring_tls": True, "hearth_site": site_name})
+    settings_file.write_text(yaml.safe_dump(settings, sort_keys=False))
+    vault = tmp_path / "vault-password"
+    vault.write_text("monitoring tls lab vault password\n")
+    vault.chmod(0o600)
+    encrypted = lab_mod.vault_encrypt(WEB_PASSWORD, vault)
+    (site / "group_vars" / "all" / "vault.yml").write_text(
+        "monitoring_web_password: " + encrypted.replace("\n", "\n  ") + "\n"
+    )
+    inventory = site / "hosts.yml"
+    secret_args = ["-i", str(inventory), "--vault-password-file", str(vault)]
+    try:
+        issued = hearth("tls", "init", *secret_args)
+        assert issued.returncode == 0, issued.stdout + issued.stderr
+        # issued (or kept from an earlier session of this lab: the site is the lab's own)
+        assert all(f"lab{n}: " in issued.stdout for n in (1, 2, 3)), issued.stdout
+        done = hearth("up", *secret_args, "--playbook", "monitoring.yml")
+        assert done.returncode == 0, f"monitoring_tls on:\n{done.stdout[-5000:]}{done.stderr}"
+        assert WEB_PASSWORD not in done.stdout + done.stderr
+
+        context = ssl.create_default_context(cafile=str(tls.site_dir(site_name) / "ca.crt"))
+        lab3 = _address(monitored.state, "lab3")
+        prometheus = f"https://{lab3}:9090"
+
+        def targets() -> list[dict[str, Any]] | None:
+            status, body = _tls_get(f"{prometheus}/api/v1/targets", context, WEB_PASSWORD)
+            active = json.loads(body)["data"]["activeTargets"] if status == 200 else []
+            return active if active and all(t["health"] == "up" for t in active) else None
+
+        active = _wait("every scrape target up over TLS", targets, 90)
+        schemes = sorted({(t["labels"]["job"], t["scrapeUrl"].split(":")[0]) for t in active})
+        assert schemes == [
+            ("alertmanager", "https"), ("engine-llamacpp", "http"), ("node", "https"),
+            ("prometheus", "https"),
+        ], schemes  # fmt: skip
+        assert len(active) == 6, active
+        status, body = _tls_get(f"{prometheus}/api/v1/query?query=up", context, WEB_PASSWORD)
+        ups = json.loads(body)["data"]["result"]
+        assert status == 200 and len(ups) == 6 and {u["value"][1] for u in ups} == {"1"}, ups
+        status, body = _tls_get(f"{prometheus}/api/v1/alertmanagers", context, WEB_PASSWORD)
+        assert [a["url"] for a in json.loads(body)["data"]["activeAlertmanagers"]] == [
+            f"https://{lab3}:9093/api/v2/alerts"
+        ], body
+
+        for name, port, path in (("lab1", 9100, "/metrics"), ("lab2", 9100, "/metrics"),
+                                 ("lab3", 9100, "/metrics"), ("lab3", 9090, "/api/v1/targets"),
+                                 ("lab3", 9093, "/api/v2/status")):  # fmt: skip
+            url = f"https://{_address(monitored.state, name)}:{port}{path}"
+            assert _tls_get(url, context, None)[0] == 401, f"{url} without credentials"
+            assert _tls_get(url, context, "not-the-password")[0] == 401, f"{url} wrong password"
+            assert _tls_get(url, context, WEB_PASSWORD)[0] == 200, f"{url} with credentials"
+            plain = url.replace("https://", "http://")
+            try:
+                with urllib.request.urlopen(plain, timeout=10) as answer:
+                    pytest.fail(f"{plain}: plain HTTP answered {answer.status}")
+            except urllib.error.HTTPError as e:
+                assert e.code == 400, f"{plain}: expected 400, found {e.code}"
+        web = container_exec(monitored.state, "lab1", "cat", "/etc/prometheus/web/web.yml")
+        assert "$2b$10$" in web.stdout and WEB_PASSWORD not in web.stdout, "web.yml: no hash"
+
+        again = runner.run_playbook(
+            "monitoring.yml", inventory, vault_password_file=vault, label="test-mon-tls-idem"
+        )
+        assert again.status == "successful", again.failures
+        assert again.changed == 0, {h: r.changed for h, r in again.hosts.items()}
+
+        audit = hearth("audit", *secret_args, "--limit", "all:!gpu_nodes")
+        assert audit.returncode == 0, audit.stdout[-5000:] + audit.stderr
+        assert "serves_tls_and_refuses_anonymous" in audit.stdout or "passed" in audit.stdout
+        leaked = [
+            str(path)
+            for path in paths.runs_dir().rglob("*")
+            if path.is_file()
+            and path.stat().st_mtime >= began - 1
+            and WEB_PASSWORD.encode() in path.read_bytes()
+        ]
+        assert not leaked, f"the monitoring password reached: {leaked[:5]}"
+    finally:
+        back = hearth("up", "-i", str(monitored.inventory), "--playbook", "monitoring.yml")
+        assert back.returncode == 0, f"monitoring_tls off again:\n{back.stdout[-5000:]}"
+    gone = container_exec(monitored.state, "lab3", "ls", "/etc/prometheus/web")
+    assert gone.returncode != 0, "the web configuration stayed after monitoring_tls went off"
+    plain_up = _get(f"http://{lab3}:9090/api/v1/targets")["data"]["activeTargets"]
+    assert plain_up, "Prometheus answers plain HTTP again"
 
 
 def test_no_secret_in_artifacts(monitored: Monitored) -> None:

@@ -3,12 +3,14 @@
 Every case goes through `hearth check` and must leave with its exit code (2), naming what
 ``expect.yml`` lists (file, key, host, the rule's words). Cases marked ``up: true`` also go
 through `hearth up`: exit 2 (never 4), the same culprit named, and no ansible-runner run started
-(no run directory under a fresh HEARTH_HOME). The hosts are on loopback with a closed port
+(no run directory under a fresh HEARTH_HOME; ``home: DIR`` copies the case's DIR into it
+first, e.g. certificates of `hearth tls init`). The hosts are on loopback with a closed port
 (127.0.0.1:1, ::1 port 1), so a contacted host would show as unreachable (exit 4), not as 2.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,8 @@ def _hearth(
 
 def _args(case: str, command: str) -> list[str]:
     expect = _expect(case)
+    if expect.get("home"):  # what `hearth tls init` left in HEARTH_HOME (certificates)
+        shutil.copytree(CORPUS / case / expect["home"], paths.hearth_home(), dirs_exist_ok=True)
     args = [command, "-i", str(CORPUS / case / "hosts.yml")]
     if expect.get("vault_password_file"):
         args += ["--vault-password-file", str(CORPUS / case / expect["vault_password_file"])]

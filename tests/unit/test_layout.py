@@ -160,6 +160,7 @@ DEPENDENCY_USE = {
     "pytest-xdist": r'"-n", str\(',  # xdist's workers (src/hearth/audit.py)
     "click": r"^\s*(from|import) click\b",
     "rich": r"^\s*(from|import) rich\b",
+    "bcrypt": r"^\s*(from|import) bcrypt\b",  # monitoring_tls (hearth.monitoring.webauth)
 }
 
 

@@ -32,6 +32,7 @@ RULE_CASES = {
     "front_door_keys": "frontdoor-short-key",
     "front_door_settings": "frontdoor-bind-not-an-address",
     "front_door_tls": "frontdoor-tls-key-mismatch",
+    "monitoring_tls": "monitoring-tls-key-mismatch",
     "front_door_routes": "frontdoor-nothing-to-route",
     "front_door_key_models": "frontdoor-key-unknown-model",
     "front_door_key_limits": "frontdoor-key-rpm-zero",

@@ -76,6 +76,9 @@ def test_global_spec_is_shipped_as_package_data() -> None:
         "hearth_operator",
         "hearth_site",
         "hearth_slo",
+        "monitoring_tls",  # site-wide: node_exporter, prometheus, alertmanager, grafana, backup
+        "monitoring_web_password",
+        "monitoring_web_user",
     ]
 
 

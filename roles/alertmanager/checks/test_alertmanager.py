@@ -6,6 +6,7 @@ passwords are not in it (their spec marks them no_log), and nothing here prints 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,11 @@ import yaml
 from hearth.checklib import (
     assert_package_pinned_and_held,
     assert_service_running,
-    fetch_json,
-    http_get,
+    assert_web_tls,
     observe,
     observe_listeners,
     pinned_version,
+    web_get,
 )
 
 SERVICE = "prometheus-alertmanager"
@@ -39,7 +40,7 @@ def test_service_ready(host: Any, hearth_vars: dict[str, Any]) -> None:
     assert_service_running(host, SERVICE)
     port = hearth_vars["alertmanager_port"]
     observe_listeners(host, port)
-    status, _ = http_get(host, f"http://127.0.0.1:{port}/-/ready")
+    status, _ = web_get(host, hearth_vars, port, "/-/ready")
     assert status == 200, f"Alertmanager on port {port}: expected /-/ready, found status {status}"
 
 
@@ -62,7 +63,9 @@ def test_config_valid_and_private(host: Any) -> None:
 def test_receivers_loaded(host: Any, hearth_vars: dict[str, Any]) -> None:
     """Alertmanager has loaded exactly the declared receivers."""
     port = hearth_vars["alertmanager_port"]
-    status = fetch_json(host, f"http://127.0.0.1:{port}/api/v2/status", "Alertmanager API")
+    code, body = web_get(host, hearth_vars, port, "/api/v2/status")
+    assert code == 200, f"Alertmanager API /api/v2/status: expected an answer, found {code}"
+    status = json.loads(body)
     loaded = yaml.safe_load(status["config"]["original"])  # Alertmanager masks secrets here
     names = sorted(r["name"] for r in loaded.get("receivers", []))
     wanted = sorted(["hearth-null"] + [r["name"] for r in hearth_vars["alertmanager_receivers"]])
@@ -70,3 +73,9 @@ def test_receivers_loaded(host: Any, hearth_vars: dict[str, Any]) -> None:
     assert names == wanted, (
         f"Alertmanager receivers: expected {wanted}, found {names} (not reloaded?)"
     )
+
+
+def test_serves_tls_and_refuses_anonymous(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """With monitoring_tls: Alertmanager serves the deployed certificate and refuses a request
+    without credentials."""
+    assert_web_tls(host, hearth_vars, hearth_vars["alertmanager_port"], "/api/v2/status")

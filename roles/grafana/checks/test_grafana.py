@@ -45,6 +45,13 @@ def test_provisioning_files(host: Any, hearth_vars: dict[str, Any]) -> None:
     assert urls == [want], (
         f"{base}/datasources/hearth.yml: expected Prometheus at {want}, found {urls}"
     )
+    if hearth_vars.get("monitoring_tls") is True:  # it logs in, and the file is private
+        source = host.file(f"{base}/datasources/hearth.yml")
+        logs_in = [bool(d.get("basicAuth")) for d in datasource.get("datasources", [])]
+        assert logs_in == [True] and oct(source.mode) == "0o640", (
+            f"{source.path}: with monitoring_tls expected basic auth in a 0640 file, found "
+            f"basicAuth {logs_in} mode {oct(source.mode)}"
+        )
     provider = yaml.safe_load(host.file(f"{base}/dashboards/hearth.yml").content_string)
     paths = [p["options"]["path"] for p in provider.get("providers", [])]
     assert paths, f"{base}/dashboards/hearth.yml: expected a dashboard provider, found none"

@@ -9,12 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from hearth.checklib import (
+    WEB_PASSWORD_FILE,
     assert_package_pinned_and_held,
     assert_service_running,
-    http_get,
+    assert_web_tls,
     observe,
     observe_listeners,
     pinned_version,
+    web_get,
+    web_tls,
 )
 
 SERVICE = "prometheus-node-exporter"
@@ -35,7 +38,14 @@ def test_service_answers(host: Any, hearth_vars: dict[str, Any]) -> None:
     assert_service_running(host, SERVICE)
     port = hearth_vars["node_exporter_port"]
     observe_listeners(host, port)
-    status, metrics = http_get(host, f"http://127.0.0.1:{port}/metrics")
+    if web_tls(hearth_vars) and not host.file(WEB_PASSWORD_FILE).exists:
+        # no password on this host (Prometheus's is on the monitoring hosts): the scrape with
+        # credentials is proven by Prometheus's targets (the prometheus role's checks)
+        status, _ = web_get(host, hearth_vars, port, "/metrics")
+        observe("/metrics without credentials", status, 401)
+        assert status == 401, f"node_exporter on port {port}: expected 401, found {status}"
+        return
+    status, metrics = web_get(host, hearth_vars, port, "/metrics")
     observe("/metrics status", status, 200)
     assert status == 200, f"node_exporter on port {port}: expected /metrics, found status {status}"
     assert "node_textfile_scrape_error 0" in metrics, (
@@ -68,3 +78,9 @@ def test_textfile_directory(host: Any, hearth_vars: dict[str, Any]) -> None:
     assert f"--collector.textfile.directory={path}" in args, (
         f"/etc/default/prometheus-node-exporter: expected the textfile directory {path}, not found"
     )
+
+
+def test_serves_tls_and_refuses_anonymous(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """With monitoring_tls: node_exporter serves the deployed certificate and refuses a request
+    without credentials."""
+    assert_web_tls(host, hearth_vars, hearth_vars["node_exporter_port"], "/metrics")

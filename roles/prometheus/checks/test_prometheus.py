@@ -7,6 +7,7 @@ by hand, or one Prometheus did not reload, shows as drift.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from pathlib import Path
@@ -16,15 +17,18 @@ import yaml
 
 from hearth import monitoring
 from hearth.checklib import (
+    WEB_PASSWORD_FILE,
     assert_package_pinned_and_held,
     assert_service_running,
-    fetch_json,
+    assert_web_tls,
     http_get,
     observe,
     observe_listeners,
     pinned_version,
     rules_digest,
     rules_drift,
+    web_get,
+    web_tls,
 )
 
 SERVICE = "prometheus"
@@ -32,8 +36,10 @@ VARS = Path(__file__).resolve().parent.parent / "vars"
 RULES_FILE = "/etc/prometheus/rules/hearth.rules.yml"
 
 
-def _api(host: Any, port: int, path: str) -> Any:
-    return fetch_json(host, f"http://127.0.0.1:{port}{path}", f"Prometheus API {path}")["data"]
+def _api(host: Any, hearth_vars: dict[str, Any], path: str) -> Any:
+    status, body = web_get(host, hearth_vars, hearth_vars["prometheus_port"], path)
+    assert status == 200, f"Prometheus API {path}: expected an answer, found status {status}"
+    return json.loads(body)["data"]
 
 
 def _rendered(hearth_vars: dict[str, Any]) -> dict[str, Any]:
@@ -70,7 +76,7 @@ def test_service_ready(host: Any, hearth_vars: dict[str, Any]) -> None:
     assert_service_running(host, SERVICE)
     port = hearth_vars["prometheus_port"]
     observe_listeners(host, port)
-    status, _ = http_get(host, f"http://127.0.0.1:{port}/-/ready")
+    status, _ = web_get(host, hearth_vars, port, "/-/ready")
     observe("/-/ready status", status, 200)
     assert status == 200, f"Prometheus on port {port}: expected /-/ready, found status {status}"
 
@@ -106,7 +112,7 @@ def test_rules_loaded(host: Any, hearth_vars: dict[str, Any]) -> None:
     none fails to evaluate."""
     wanted = _rendered(hearth_vars)
     expected = {r["alert"]: r for g in wanted["groups"] for r in g["rules"]}
-    groups = _api(host, hearth_vars["prometheus_port"], "/api/v1/rules")["groups"]
+    groups = _api(host, hearth_vars, "/api/v1/rules")["groups"]
     loaded = {r["name"]: r for g in groups for r in g["rules"] if r.get("type") == "alerting"}
     observe("alert rules loaded", len(loaded), len(expected))
     missing = sorted(set(expected) - set(loaded))
@@ -125,7 +131,7 @@ def test_rules_loaded(host: Any, hearth_vars: dict[str, Any]) -> None:
 
 def test_targets_up(host: Any, hearth_vars: dict[str, Any]) -> None:
     """Prometheus scrapes node_exporter and every one of its active targets is up."""
-    targets = _api(host, hearth_vars["prometheus_port"], "/api/v1/targets?state=active")
+    targets = _api(host, hearth_vars, "/api/v1/targets?state=active")
     active = targets["activeTargets"]
     observe("scrape targets", sorted(
         f"{t['labels'].get('job')}@{t['labels'].get('host')}: {t.get('health')}" for t in active
@@ -145,14 +151,18 @@ def test_targets_up(host: Any, hearth_vars: dict[str, Any]) -> None:
 
 def test_alertmanager_connected(host: Any, hearth_vars: dict[str, Any]) -> None:
     """Prometheus sends alerts to at least one Alertmanager, and each one it lists is ready."""
-    found = _api(host, hearth_vars["prometheus_port"], "/api/v1/alertmanagers")
+    found = _api(host, hearth_vars, "/api/v1/alertmanagers")
     active = [a["url"] for a in found.get("activeAlertmanagers", [])]
     observe("Alertmanagers", active)
     assert active, "Prometheus: expected an Alertmanager to send alerts to, found none"
     silent = []
     for url in active:  # http://host:9093/api/v2/alerts: the same Alertmanager's readiness
         ready = url.split("/api/", 1)[0] + "/-/ready"
-        status, body = http_get(host, ready)
+        if web_tls(hearth_vars):  # the certificate is checked by Prometheus itself
+            user = str(hearth_vars.get("monitoring_web_user") or "hearth")
+            status, body = http_get(host, ready, loopback_tls=True, auth=(user, WEB_PASSWORD_FILE))
+        else:
+            status, body = http_get(host, ready)
         if status != 200:
             silent.append(f"{ready}: {status or body.strip()[-120:]}")
     assert not silent, (
@@ -175,4 +185,16 @@ def test_admin_api_only_on_loopback(host: Any) -> None:
     )  # fmt: skip
     assert listen.startswith(("127.0.0.1:", "[::1]:", "localhost:")), (
         f"Prometheus' admin API: expected on loopback only, found it listening on {listen}"
+    )
+
+
+def test_serves_tls_and_refuses_anonymous(host: Any, hearth_vars: dict[str, Any]) -> None:
+    """With monitoring_tls: Prometheus serves the deployed certificate and refuses a request
+    without credentials; its scrape password file is root:prometheus 0640."""
+    assert_web_tls(host, hearth_vars, hearth_vars["prometheus_port"], "/api/v1/targets")
+    secret = host.file(WEB_PASSWORD_FILE)
+    found = (secret.user, secret.group, oct(secret.mode)) if secret.exists else None
+    observe(WEB_PASSWORD_FILE, found, ("root", "prometheus", "0o640"))
+    assert found == ("root", "prometheus", "0o640"), (
+        f"{WEB_PASSWORD_FILE}: expected root:prometheus mode 0640, found {found}"
     )

@@ -20,23 +20,36 @@ __all__ = ["DASHBOARD_DATASOURCE_UID", "dashboards", "grafana_datasource", "writ
 DASHBOARD_DATASOURCE_UID = "hearth-prometheus"
 
 
-def grafana_datasource(prometheus_url: str) -> dict[str, Any]:
-    """Grafana's datasource provisioning file as data."""
-    return {
-        "apiVersion": 1,
-        "datasources": [
-            {
-                "name": "Prometheus",
-                "uid": DASHBOARD_DATASOURCE_UID,
-                "type": "prometheus",
-                "access": "proxy",
-                "url": prometheus_url,
-                "isDefault": True,
-                "editable": False,
-                "jsonData": {"timeInterval": "15s"},
-            }
-        ],
+def grafana_datasource(
+    prometheus_url: str,
+    *,
+    user: str = "",
+    password: str = "",
+    ca_pem: str = "",
+    server_name: str = "",
+) -> dict[str, Any]:
+    """Grafana's datasource provisioning file as data. With ``password`` (``monitoring_tls``):
+    basic auth, and Prometheus's certificate checked against the site's CA (``ca_pem``) under
+    ``server_name`` (the URL is loopback, the certificate names the host). The file then holds
+    the password: the role writes it 0640 and never shows it."""
+    source: dict[str, Any] = {
+        "name": "Prometheus",
+        "uid": DASHBOARD_DATASOURCE_UID,
+        "type": "prometheus",
+        "access": "proxy",
+        "url": prometheus_url,
+        "isDefault": True,
+        "editable": False,
+        "jsonData": {"timeInterval": "15s"},
     }
+    if password:
+        source["basicAuth"] = True
+        source["basicAuthUser"] = user or "hearth"
+        source["secureJsonData"] = {"basicAuthPassword": password}
+        if ca_pem:
+            source["jsonData"].update({"tlsAuthWithCACert": True, "serverName": server_name})
+            source["secureJsonData"]["tlsCACert"] = ca_pem
+    return {"apiVersion": 1, "datasources": [source]}
 
 
 _DS = {"type": "prometheus", "uid": DASHBOARD_DATASOURCE_UID}

@@ -139,11 +139,16 @@ def scrape_configs(
     frontdoor_port: int | None = None,
     frontdoor_metrics_path: str = "/metrics",
     extra: Sequence[Mapping[str, Any]] = (),
+    web_tls: bool = False,
+    web_user: str = "hearth",
 ) -> list[dict[str, Any]]:
     """Prometheus's ``scrape_configs`` for the inventory: node_exporter on every host, the DCGM
     exporter on GPU hosts, each declared model's engine, the front door, Prometheus and
     Alertmanager themselves. Each target's ``instance`` is its address; ``host`` is the inventory
-    name (alerts and dashboards use it)."""
+    name (alerts and dashboards use it). With ``web_tls`` (``monitoring_tls``), the jobs of
+    :data:`~hearth.monitoring.webauth.TLS_JOBS` scrape over HTTPS with basic auth."""
+    from hearth.monitoring import webauth
+
     jobs: dict[str, list[dict[str, Any]]] = {}
 
     def add(job: str, address: str, port: int, labels: Mapping[str, str]) -> None:
@@ -181,6 +186,10 @@ def scrape_configs(
             own = prometheus_listen_address if loopback else host.address
             add("prometheus", own, prometheus_port, {"host": host.name})
             add("alertmanager", host.address, alertmanager_port, {"host": host.name})
+    # Prometheus scraping itself on loopback: no certificate names 127.0.0.1, its host's name does
+    monitors = [h.name for h in hosts if monitoring_group in h.groups]
+    loopback = prometheus_listen_address in ("127.0.0.1", "::1", "localhost")
+    own_name = monitors[0] if loopback and monitors else None
     configs: list[dict[str, Any]] = []
     order = ["prometheus", "alertmanager", "node", "dcgm", *ENGINE_JOBS.values(), "frontdoor"]
     for job in order:
@@ -189,6 +198,9 @@ def scrape_configs(
         config: dict[str, Any] = {"job_name": job, "static_configs": jobs[job]}
         if job == "frontdoor":
             config["metrics_path"] = frontdoor_metrics_path
+        if web_tls and job in webauth.TLS_JOBS:
+            name = own_name if job == "prometheus" else None
+            config.update(webauth.client_settings(web_user, name))
         configs.append(config)
     for item in extra:
         configs.append(copy.deepcopy(dict(item)))
@@ -236,7 +248,12 @@ def prometheus_config(
         config["global"]["external_labels"] = dict(external_labels)
     if alertmanagers:
         targets = [{"targets": list(alertmanagers)}]
-        config["alerting"] = {"alertmanagers": [{"static_configs": targets}]}
+        entry: dict[str, Any] = {"static_configs": targets}
+        if scrape_options.get("web_tls"):
+            from hearth.monitoring import webauth
+
+            entry.update(webauth.client_settings(str(scrape_options.get("web_user", "hearth"))))
+        config["alerting"] = {"alertmanagers": [entry]}
     return config
 
 

@@ -364,24 +364,14 @@ CANNOT_BREAK_HERE = {
     # tests/integration/test_upgrade.py leaves it done and reads the state file
     "upgrade/test_no_upgrade_left_halfway": "",
 }
-# monitoring_tls's checks skip on the session lab (plain HTTP, as `hearth lab up` declares);
-# test_monitoring_tls_checks_fail_broken_and_pass_repaired switches it on (the monitoring layer
-# only) and breaks and repairs each of them
-WEB = "/etc/prometheus/web/web.yml"
-TLS_BREAKS = [
-    _case("node_exporter", "test_serves_tls_and_refuses_anonymous", "lab2",
-          # the users' key and its one user (to_nice_yaml sorts it before tls_server_config)
-          edit(WEB, "sed -i '/^basic_auth_users:/{N;d}' $F"),
-          "without credentials: expected 401, found 200"),
-    _case("alertmanager", "test_serves_tls_and_refuses_anonymous", "lab3",
-          edit(WEB, "sed -i '/^basic_auth_users:/{N;d}' $F"),
-          "without credentials: expected 401, found 200"),
-    _case("prometheus", "test_serves_tls_and_refuses_anonymous", "lab3",
-          edit("/etc/prometheus/scrape-password", "chmod 0644 $F"),
-          "expected root:prometheus mode 0640, found ('root', 'prometheus', '0o644')"),
-]  # fmt: skip
-TLS_PASSWORD = "audit-truth-scrape-6b0f2e9a1c7d"  # never in an artifact
-SPECIAL = {"nvidia_driver/test_gpus_present_as_declared"} | {b.id for b in TLS_BREAKS}
+# monitoring_tls's checks skip on the session lab (plain HTTP, as `hearth lab up` declares):
+# test_monitoring.py's test_monitoring_tls_scrapes_every_target_over_tls_with_auth switches it on
+# and breaks and repairs each of them (TLS_BREAKS there)
+TLS_CHECKS = {
+    f"{role}/test_serves_tls_and_refuses_anonymous"
+    for role in ("node_exporter", "alertmanager", "prometheus")
+}
+SPECIAL = {"nvidia_driver/test_gpus_present_as_declared"} | TLS_CHECKS
 
 
 class Lab:
@@ -567,42 +557,3 @@ def test_gpu_recorded_in_the_facts_then_gone_fails(site: Lab) -> None:
         "GPU 0 (GPU-d37e67a5-91dd-3774-a5cb-99096249601a)"
     )
     assert site.audit("lab1", check).outcome == "skipped"
-
-
-def test_monitoring_tls_checks_fail_broken_and_pass_repaired(site: Lab, tmp_path: Path) -> None:
-    """monitoring_tls switched on (the monitoring layer only, over the converged lab): each TLS
-    check passes, fails on its broken state naming it, and passes repaired; then off again.
-    ``hearth_site`` carries the lab's id: the site's CA is never another lab's."""
-    copy = tmp_path / "inventory"
-    shutil.copytree(site.inventory.parent, copy)
-    encrypted = lab_mod.vault_encrypt(TLS_PASSWORD, site.vault)
-    (copy / "group_vars" / "all" / "monitoring-tls.yml").write_text(
-        f"monitoring_tls: true\nhearth_site: lab{lab_mod.lab_id()}-audit-truth-tls\n"
-        "monitoring_web_password: " + encrypted.replace("\n", "\n  ") + "\n"
-    )
-    inventory = copy / "hosts.yml"
-    args = ["-i", str(inventory), "--vault-password-file", str(site.vault)]
-    try:
-        for command in (["tls", "init"], ["up", "--playbook", "monitoring.yml"]):
-            done = hearth(*command, *args)
-            assert done.returncode == 0, f"{command}: {done.stdout[-4000:]}{done.stderr}"
-            assert TLS_PASSWORD not in done.stdout + done.stderr
-        loaded = check_inventory(inventory, vault_password_file=site.vault)
-        for case in TLS_BREAKS:
-            assert site.audit(case.host, case.id, loaded).outcome == "passed", case.id
-            site.sh(case.host, case.breaks)
-            try:
-                failed = site.audit(case.host, case.id, loaded)
-            finally:
-                site.sh(case.host, case.repairs)
-            assert failed.outcome == "failed", f"{case.id} did not fail broken: {failed}"
-            assert case.says in failed.message, f"{case.id}: {failed.message}"
-            again = site.audit(case.host, case.id, loaded)
-            assert again.outcome == "passed", f"{case.id} after the repair: {again}"
-            assert TLS_PASSWORD not in json.dumps(failed.__dict__, default=str)
-    finally:
-        back = hearth("up", "-i", str(site.inventory), "--playbook", "monitoring.yml",
-                      "--vault-password-file", str(site.vault))  # fmt: skip
-        assert back.returncode == 0, back.stdout[-4000:]
-    skipped = site.audit("lab2", TLS_BREAKS[0].id)
-    assert skipped.outcome == "skipped" and "monitoring_tls is false" in skipped.message

@@ -389,6 +389,29 @@ def _tls_get(url: str, context: ssl.SSLContext, password: str | None) -> tuple[i
         return e.code, b""
 
 
+WEB = "/etc/prometheus/web/web.yml"
+# (host, check, file, the break with $F the file, what the failed check says); the basic-auth key
+# and its one user go (to_nice_yaml sorts it before tls_server_config, which stays)
+TLS_BREAKS = (
+    ("lab2", "node_exporter/test_serves_tls_and_refuses_anonymous", WEB,
+     "sed -i '/^basic_auth_users:/{N;d}' $F", "without credentials: expected 401, found 200"),
+    ("lab3", "alertmanager/test_serves_tls_and_refuses_anonymous", WEB,
+     "sed -i '/^basic_auth_users:/{N;d}' $F", "without credentials: expected 401, found 200"),
+    ("lab3", "prometheus/test_serves_tls_and_refuses_anonymous", "/etc/prometheus/scrape-password",
+     "chmod 0644 $F", "expected root:prometheus mode 0640, found ('root', 'prometheus', '0o644')"),
+)  # fmt: skip
+
+
+def _check_outcome(args: list[str], host: str, check: str) -> dict[str, Any]:
+    """One audit check's JSON record on one host."""
+    done = hearth("audit", *args, "--limit", host, "--check", check, "--format", "json")
+    report = json.loads(done.stdout)
+    found = [c for c in report["hosts"][host]["checks"] if f"{c['role']}/{c['check']}" == check]
+    assert len(found) == 1, (check, done.stdout[-2000:], done.stderr[-2000:])
+    record: dict[str, Any] = found[0]
+    return record
+
+
 def test_monitoring_tls_scrapes_every_target_over_tls_with_auth(
     monitored: Monitored, tmp_path: Path
 ) -> None:
@@ -474,6 +497,25 @@ def test_monitoring_tls_scrapes_every_target_over_tls_with_auth(
         assert again.status == "successful", again.failures
         assert again.changed == 0, {h: r.changed for h, r in again.hosts.items()}
 
+        # each TLS check fails on the broken state it names and passes repaired (test_audit_truth
+        # counts them as proven here, where monitoring_tls is on)
+        for host, check, path, command, says in TLS_BREAKS:
+            saved = "/root/hearth-tls-break.bak"
+            assert _check_outcome(secret_args, host, check)["outcome"] == "passed", check
+            broken = container_exec(
+                monitored.state, host, "sh", "-c", f"cp -a {path} {saved} && F={path} && {command}"
+            )
+            assert broken.returncode == 0, broken.stderr
+            try:
+                failed = _check_outcome(secret_args, host, check)
+            finally:
+                restore = ["cp", "-a", "--remove-destination", saved, path]
+                container_exec(monitored.state, host, *restore)
+            assert failed["outcome"] == "failed" and says in failed["message"], (check, failed)
+            assert WEB_PASSWORD not in json.dumps(failed), f"{check}: the password in its report"
+            repaired = _check_outcome(secret_args, host, check)
+            assert repaired["outcome"] == "passed", (check, repaired)
+
         audit = hearth("audit", *secret_args, "--limit", "all:!gpu_nodes")
         assert audit.returncode == 0, audit.stdout[-5000:] + audit.stderr
         assert "serves_tls_and_refuses_anonymous" in audit.stdout or "passed" in audit.stdout
@@ -492,6 +534,9 @@ def test_monitoring_tls_scrapes_every_target_over_tls_with_auth(
     assert gone.returncode != 0, "the web configuration stayed after monitoring_tls went off"
     plain_up = _get(f"http://{lab3}:9090/api/v1/targets")["data"]["activeTargets"]
     assert plain_up, "Prometheus answers plain HTTP again"
+    skipped = _check_outcome(["-i", str(monitored.inventory)], "lab2", TLS_BREAKS[0][1])
+    assert skipped["outcome"] == "skipped", skipped
+    assert "monitoring_tls is false" in skipped["message"], skipped
 
 
 def test_no_secret_in_artifacts(monitored: Monitored) -> None:

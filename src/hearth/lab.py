@@ -9,6 +9,7 @@ host keys and machine-id; ``airgapped`` puts them on an ``--internal`` network w
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import json
@@ -449,6 +450,12 @@ def write_inventory(state: LabState, directory: Path) -> Path:
     group_vars = directory / "group_vars" / "all"
     group_vars.mkdir(parents=True, exist_ok=True)
     header = "# Written by `hearth lab up`; rewritten on every run. Do not edit.\n"
+    # what an earlier `hearth lab up` wrote and this one would not (another Hearth version's
+    # variables, which this one's `hearth check` would refuse as unknown): gone, not kept stale
+    for stale in directory.rglob("*.yml"):
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            if stale.read_text().startswith(header):
+                stale.unlink()
     (directory / "hosts.yml").write_text(header + yaml.safe_dump(inventory, sort_keys=False))
     (group_vars / "lab.yml").write_text(header + yaml.safe_dump(lab_vars, sort_keys=False))
     gpu_vars = directory / "group_vars" / "gpu_nodes"

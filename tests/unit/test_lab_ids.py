@@ -146,3 +146,22 @@ def test_the_two_test_groups_hold_disjoint_blocks_of_lab_ids() -> None:
     script = (root / "scripts" / "test.sh").read_text()
     offsets = re.findall(r'group lab-b "\$\(\(base \+ (\d+)\)\)"', script)
     assert offsets == [str(1 + max(extra.values()))], offsets
+
+
+def test_lab_inventory_drops_what_an_earlier_lab_up_wrote_and_keeps_the_rest(
+    tmp_path: Path,
+) -> None:
+    """A file an earlier `hearth lab up` wrote (its header) that this one does not write is
+    removed: another Hearth version's variables would make `hearth check` refuse the lab's own
+    inventory. A file the operator added is kept."""
+    header = "# Written by `hearth lab up`; rewritten on every run. Do not edit.\n"
+    stale = tmp_path / "group_vars" / "all" / "vault.yml"
+    stale.parent.mkdir(parents=True)
+    stale.write_text(header + "hearth_scrape_token: gone\n")
+    mine = tmp_path / "group_vars" / "all" / "site.yml"
+    mine.write_text("hearth_site: mine\n")
+    written = lab.write_inventory(lab.LabState(), tmp_path)
+    assert written == tmp_path / "hosts.yml" and written.read_text().startswith(header)
+    assert not stale.exists()
+    assert mine.read_text() == "hearth_site: mine\n"
+    assert (tmp_path / "group_vars" / "all" / "lab.yml").read_text().startswith(header)

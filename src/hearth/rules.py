@@ -364,6 +364,16 @@ def _is_vaulted(value: object) -> bool:
     )
 
 
+def _plain_in_production(host: HostView, key: str) -> Iterator[Finding]:
+    """``key`` in plain text on a production host: it belongs in ansible-vault."""
+    if host.get("hearth_environment") == "production" and not _is_vaulted(host.vaulted(key)):
+        yield Finding(
+            key, MASKED,
+            "in plain text, but hearth_environment is production: encrypt it "
+            "(ansible-vault encrypt_string, or ansible-vault encrypt the whole file)",
+        )  # fmt: skip
+
+
 @rule("front_door")
 def front_door_keys(host: HostView) -> Iterator[Finding]:
     """At least one API key, each named, distinct, at least 32 characters (or
@@ -436,14 +446,7 @@ def front_door_tls(host: HostView) -> Iterator[Finding]:
             yield Finding("front_door_tls_cert", MISSING, "expected PEM text (cert and key)")
             return
         where, cert_pem, key_pem = "front_door_tls_cert", cert.encode(), key.encode()
-        if host.get("hearth_environment") == "production" and not _is_vaulted(
-            host.vaulted("front_door_tls_key")
-        ):
-            yield Finding(
-                "front_door_tls_key", MASKED,
-                "in plain text, but hearth_environment is production: encrypt it "
-                "(ansible-vault encrypt_string, or ansible-vault encrypt the whole file)",
-            )  # fmt: skip
+        yield from _plain_in_production(host, "front_door_tls_key")
     else:
         yield from site_certificate_findings(
             host, "front_door_tls", "front_door_tls_cert",
@@ -803,14 +806,8 @@ def monitoring_tls(host: HostView) -> Iterator[Finding]:
             "monitoring_web_password", MASKED,
             f"expected at least {MIN_PASSWORD_LENGTH} characters (kept in ansible-vault)",
         )  # fmt: skip
-    elif host.get("hearth_environment") == "production" and not _is_vaulted(
-        host.vaulted("monitoring_web_password")
-    ):
-        yield Finding(
-            "monitoring_web_password", MASKED,
-            "in plain text, but hearth_environment is production: encrypt it "
-            "(ansible-vault encrypt_string, or ansible-vault encrypt the whole file)",
-        )  # fmt: skip
+    else:
+        yield from _plain_in_production(host, "monitoring_web_password")
     user = host.get("monitoring_web_user", "hearth")
     if not isinstance(user, str) or not _KEY_NAME.match(user):
         yield Finding("monitoring_web_user", user, "expected a user name (letters, digits, . _ -)")

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from hearth.checklib import docker_inspect, http_get, keys_drift, observe
+from hearth.checklib import docker_inspect, http_get, keys_drift, observe, served_certificate
 from hearth.frontdoor.policy import POLICY_FIELDS
 from hearth.tls import served_problems
 
@@ -33,16 +33,6 @@ def _inspect(host: Any) -> dict[str, Any]:
     data = docker_inspect(host, CONTAINER)
     assert data is not None, f"{CONTAINER}: expected a container, found none"
     return data
-
-
-# The certificate a TLS server presents (PEM), fetched on the host: nothing when none is.
-_SERVED = (
-    "import ssl, sys\n"
-    "try:\n"
-    "    print(ssl.get_server_certificate((sys.argv[1], int(sys.argv[2])), timeout=5))\n"
-    "except OSError as e:\n"
-    "    print(e, file=sys.stderr)\n"
-)
 
 
 def _address(hearth_vars: dict[str, Any]) -> str:
@@ -161,8 +151,7 @@ def test_front_door_serves_the_deployed_certificate(host: Any, hearth_vars: dict
         pytest.skip("front_door_tls is false: the front door serves plain HTTP")
     deployed = host.file(f"{hearth_vars['front_door_config_dir']}/tls.crt")
     assert deployed.is_file, f"{deployed.path}: expected the deployed certificate, found nothing"
-    served = host.run("python3 -c %s %s %s", _SERVED, _address(hearth_vars),
-                      str(hearth_vars["front_door_port"])).stdout  # fmt: skip
+    served = served_certificate(host, _address(hearth_vars), int(hearth_vars["front_door_port"]))
     problems = served_problems(served.encode(), deployed.content_string.encode())
     assert not problems, f"{_url(hearth_vars)}: " + "; ".join(problems)
     status, _ = http_get(host, _url(hearth_vars, "http") + "/health")

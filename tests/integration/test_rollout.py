@@ -67,11 +67,19 @@ class Load:
     """A bounded load loop through the front door: ``workers`` clients, each alternating a
     plain and a streamed chat completion, until stopped (the operation under test ended) or
     ``limit`` requests were sent (then ``covered`` is false: the loop did not last the whole
-    operation, and a test must say so)."""
+    operation, and a test must say so).
+
+    Each client waits ``pause`` seconds between its requests. Without a pause two clients kept
+    both lab engines busy all the time (about 10 requests a second), and on a 2-core machine
+    that load took the CPU from the very operation under test and from the other test group
+    beside it. With it, a request still starts every few tenths of a second and one is in
+    flight about half of the time, so an outage or a dropped connection at a switch is still
+    met: in the lab's runs, two to three requests a second, several hundred per operation."""
 
     url: str
     workers: int = 2
     limit: int = 20000
+    pause: float = 0.3
     sent: int = 0
     ok: int = 0
     failures: list[str] = field(default_factory=list)
@@ -119,6 +127,7 @@ class Load:
                     self.ok += 1
                 else:
                     self.failures.append(f"{time.strftime('%H:%M:%S')} {problem}")
+            self._stop.wait(self.pause)
 
     def __enter__(self) -> Load:
         for index in range(self.workers):

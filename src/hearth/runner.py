@@ -80,9 +80,12 @@ def mitogen_problem() -> str:
     low = re.search(r"ANSIBLE_VERSION_MIN\s*=\s*\((\d+),\s*(\d+)\)", loaders)
     high = re.search(r"ANSIBLE_VERSION_MAX\s*=\s*\((\d+),\s*(\d+)\)", loaders)
     have = _version(core)[:2]
-    if low is None or high is None:
+    if low is None:
         return "the installed Mitogen does not declare the ansible-core releases it supports"
-    mitogen_range = ((int(low[1]), int(low[2])), (int(high[1]), int(high[2])))
+    # Mitogen up to 0.3.2x declares a ceiling too; later releases (0.3.54) only a floor, and
+    # Hearth's own tested range below is then the ceiling
+    ceiling = (int(high[1]), int(high[2])) if high else MITOGEN_ANSIBLE_CORE[1]
+    mitogen_range = ((int(low[1]), int(low[2])), ceiling)
     for (first, last), whose in (
         (mitogen_range, "the installed Mitogen supports"),
         (MITOGEN_ANSIBLE_CORE, "Hearth has run Mitogen with"),

@@ -133,12 +133,15 @@ def test_paths_refuses_a_file_where_a_directory_belongs(tmp_path: Path) -> None:
     assert result["msg"] == f"{tmp_path / 'plain'} exists and is not a directory"
 
 
-def fake_mitogen(tmp_path: Path, high: tuple[int, int]) -> Path:
+def fake_mitogen(tmp_path: Path, high: tuple[int, int] | None) -> Path:
+    """A Mitogen install's strategy folder; ``high`` None: its loaders.py declares no ceiling
+    (Mitogen 0.3.54's does not)."""
     strategy = tmp_path / "ansible_mitogen" / "plugins" / "strategy"
     strategy.mkdir(parents=True)
     (strategy / "mitogen_linear.py").write_text("# strategy\n")
+    ceiling = "" if high is None else f"ANSIBLE_VERSION_MAX = {high}\n"
     (tmp_path / "ansible_mitogen" / "loaders.py").write_text(
-        f"ANSIBLE_VERSION_MIN = (2, 10)\nANSIBLE_VERSION_MAX = {high}\n"
+        f"ANSIBLE_VERSION_MIN = (2, 10)\n{ceiling}"
     )
     return strategy
 
@@ -183,6 +186,25 @@ def test_mitogen_in_range_sets_the_strategy(
     assert "ANSIBLE_STRATEGY" not in runner.ansible_env(runner.Tuning())
     monkeypatch.setenv("HEARTH_STRATEGY", "mitogen")  # a whole test session with Mitogen
     assert runner.ansible_env(runner.Tuning())["ANSIBLE_STRATEGY"] == "mitogen_linear"
+
+
+def test_mitogen_with_a_floor_only_is_bounded_by_hearths_range(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from ansible.release import __version__ as core
+
+    strategy = fake_mitogen(tmp_path, None)
+    monkeypatch.setattr(runner, "mitogen_strategy_dir", lambda: strategy)
+    low, high = runner.MITOGEN_ANSIBLE_CORE
+    have = tuple(int(p) for p in core.split(".")[:2])
+    if low <= have <= high:
+        assert runner.mitogen_problem() == ""
+    else:
+        assert "the releases Hearth has run Mitogen with" in runner.mitogen_problem()
+    monkeypatch.setattr(runner, "MITOGEN_ANSIBLE_CORE", ((2, 10), (have[0], have[1] - 1)))
+    problem = runner.mitogen_problem()
+    assert f"ansible-core {core} is outside the releases the installed Mitogen supports" in problem
+    assert f"2.10 to {have[0]}.{have[1] - 1}" in problem
 
 
 def test_unknown_strategy_is_invalid_input() -> None:

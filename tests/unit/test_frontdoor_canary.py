@@ -169,6 +169,24 @@ def test_a_canary_share_splits_the_requests_and_counts_each_version(site: Site) 
     assert site.metric(share, model="smollm2", version="v2", stable_version="v1") == 50
 
 
+def test_every_replica_of_both_pools_takes_its_turn_during_a_canary(site: Site) -> None:
+    """Two replicas serve the old version and two the canary, at 50%: each of the four answers
+    a quarter. (Both pools' turns once moved on with every request, so at 50% they stayed in
+    step: one replica of each pool answered everything and the other two stood idle; the lab's
+    canary test found it once its load loop paced its requests.)"""
+    seen: list[str] = []
+    with contextlib.ExitStack() as stack:
+        ports = {name: stack.enter_context(_uvicorn(_engine(name, seen)))
+                 for name in ("old-a", "old-b", "new-a", "new-b")}  # fmt: skip
+        url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+        site.route({"models": {"smollm2": {
+            "backends": [url["old-a"], url["old-b"]], "version": "v1",
+            "canary": {"backends": [url["new-a"], url["new-b"]], "share": 50, "version": "v2"},
+        }}})  # fmt: skip
+        answers = site.ask(40)
+    assert {name: answers.count(name) for name in ports} == dict.fromkeys(ports, 10), answers
+
+
 def test_a_small_share_is_that_share_exactly(site: Site) -> None:
     site.route(_canary(site, 10))
     answers = site.ask(40)

@@ -307,7 +307,7 @@ class FrontDoor:
         self.metrics = Metrics()
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
-        self._turn: dict[str, itertools.count[int]] = {}
+        self._turn: dict[str, int] = {}  # pool → requests it was first for (round robin)
         self._canary_turn: dict[str, itertools.count[int]] = {}
         self._log = log or (lambda line: print(line, file=sys.stdout, flush=True))
         self.digests: Mapping[str, str] = {}
@@ -327,7 +327,7 @@ class FrontDoor:
     def _publish(self, config: FrontDoorConfig) -> None:
         self._publish_keys()
         for name in config.models:
-            self._turn.setdefault(name, itertools.count())
+            self._turn.setdefault(name, 0)
         self.metrics.models.clear()
         self.metrics.canary.clear()
         for route in config.models.values():
@@ -395,25 +395,32 @@ class FrontDoor:
             self._log(json.dumps({"event": "prompts_deleted", "files": removed,
                                   "retention_days": days}))  # fmt: skip
 
-    def _rotated(self, turns: dict[str, itertools.count[int]], key: str,
-                 backends: Sequence[str]) -> list[str]:  # fmt: skip
+    def _rotated(self, pool: str, backends: Sequence[str], advance: bool = True) -> list[str]:
+        """``backends`` starting with the pool's next one in turn; ``advance``: this request
+        starts with this pool, so the pool's turn moves on (a pool only tried after another
+        keeps its turn: two pools advanced together on every request would stay in step, and
+        with a 50% canary each would always start with the same backend)."""
         if not backends:
             return []
-        start = next(turns.setdefault(key, itertools.count())) % len(backends)
+        turn = self._turn.get(pool, 0)
+        if advance:
+            self._turn[pool] = turn + 1
+        start = turn % len(backends)
         return list(backends[start:]) + list(backends[:start])
 
     def _backends(self, route: ModelRoute) -> list[str]:
-        """The backends to try, in order: the request's pool, starting with the next backend
-        in turn (round robin), then the other pool. With a canary, ``canary_share`` of every
-        hundred requests (spread evenly: request n goes to the canary when ``n * share mod
-        100 < share``) start with the canary's engines, the others with the backends in force;
-        a pool that refuses the connection hands the request to the other one."""
-        stable = self._rotated(self._turn, route.name, route.backends)
+        """The backends to try, in order: the request's pool, starting with the pool's next
+        backend in turn (round robin within each pool), then the other pool. With a canary,
+        ``canary_share`` of every hundred requests (spread evenly: request n goes to the canary
+        when ``n * share mod 100 < share``) start with the canary's engines, the others with the
+        backends in force; a pool that refuses the connection hands the request to the other
+        one."""
         if not route.canary_backends or route.canary_share <= 0:
-            return stable
-        canary = self._rotated(self._turn, f"{route.name} canary", route.canary_backends)
+            return self._rotated(route.name, route.backends)
         turn = next(self._canary_turn.setdefault(route.name, itertools.count()))
         to_canary = (turn * route.canary_share) % 100 < route.canary_share
+        stable = self._rotated(route.name, route.backends, advance=not to_canary)
+        canary = self._rotated(f"{route.name} canary", route.canary_backends, advance=to_canary)
         first, then = (canary, stable) if to_canary else (stable, canary)
         return first + [b for b in then if b not in first]
 

@@ -27,9 +27,10 @@ else
   # lab-b after it. Each line of output says its group; the slowest tests of each group are
   # listed at its end.
   base="${HEARTH_LAB_ID:-7}"
+  # PYTHONUNBUFFERED: each group's progress as it happens (a pipe would hold it to the end)
   group() {
-    HEARTH_TEST_GROUP="$1" HEARTH_LAB_ID="$2" pytest -q -p no:cacheprovider --durations=20 \
-      tests/integration 2>&1 | sed -u "s/^/[$1] /"
+    PYTHONUNBUFFERED=1 HEARTH_TEST_GROUP="$1" HEARTH_LAB_ID="$2" \
+      pytest -q -p no:cacheprovider --durations=20 tests/integration 2>&1 | sed -u "s/^/[$1] /"
   }
   (pytest -q -n 2 -p no:cacheprovider tests/unit 2>&1 | sed -u "s/^/[unit] /") &
   unit=$!

@@ -7,10 +7,12 @@ playbooks/site.yml twice and times both runs, in one process. The settings:
 
 - ``main``: the content (playbooks, roles, plugins) of a git ref (default: where this branch left
   ``main``; it must be an ancestor, as its roles run with this checkout's Python), exported to a
-  temporary folder, with today's tuning (:class:`hearth.runner.Tuning`): the baseline;
-- ``branch``: this checkout's content (copied when the benchmark starts) with the same tuning;
-- ``mitogen``: this checkout's content with ``--strategy mitogen`` (skipped, with the reason, where
-  Mitogen is not installed or does not support this ansible-core);
+  temporary folder, with today's tuning (:class:`hearth.runner.Tuning`) and Ansible's own
+  ``linear`` strategy: the baseline;
+- ``branch``: this checkout's content (copied when the benchmark starts), the same;
+- ``mitogen``: this checkout's content with ``--strategy mitogen``, Hearth's default where Mitogen
+  can run (skipped, with the reason, where it is not installed or does not support this
+  ansible-core);
 - ``defaults``: this checkout's content with Ansible's own defaults (5 forks, no pipelining, no
   fact cache), not run unless asked for.
 
@@ -152,16 +154,18 @@ def settings_for(names: list[str], ref: str, scratch: Path) -> list[Setting]:
     for name in names:
         if name == "main":
             content = export_content(ref, scratch / "content")
-            chosen.append(Setting(f"{ref} (today)", runner.Tuning(), content))
+            linear = runner.Tuning(strategy="linear")
+            chosen.append(Setting(f"{ref}, linear", linear, content))
         elif name == "branch":
-            chosen.append(Setting("this branch", runner.Tuning(), snapshot(scratch / "branch")))
+            linear = runner.Tuning(strategy="linear")
+            chosen.append(Setting("this branch, linear", linear, snapshot(scratch / "branch")))
         elif name == "mitogen":
             problem = runner.mitogen_problem()
             if problem:
                 print(f"  skipping the mitogen setting: {problem}")
                 continue
             tuning = runner.Tuning(strategy="mitogen")
-            chosen.append(Setting("branch + mitogen", tuning, snapshot(scratch / "branch")))
+            chosen.append(Setting("this branch, mitogen", tuning, snapshot(scratch / "branch")))
         elif name == "defaults":
             tuning = runner.Tuning.ansible_defaults()
             chosen.append(Setting("ansible defaults", tuning, snapshot(scratch / "branch")))

@@ -136,8 +136,9 @@ def _bin(name: str) -> Path:
 @click.option(
     "--strategy",
     type=click.Choice(["linear", "mitogen"]),
-    help="mitogen: Mitogen for Ansible (opt-in, faster; docs/converge.md); falls back to "
-    "linear, saying why, where it cannot run [default: linear, or $HEARTH_STRATEGY].",
+    help="mitogen: Mitogen for Ansible (faster; docs/converge.md); linear: Ansible's own. "
+    "Mitogen falls back to linear, saying why, where it cannot run "
+    "[default: mitogen, or $HEARTH_STRATEGY].",
 )
 @click.option(
     "--bundle",
@@ -195,6 +196,8 @@ def up(
     if strategy == "mitogen" and (problem := runner.mitogen_problem()):
         console.print(f"--strategy mitogen: {problem}; running with linear", style="yellow")
         strategy = "linear"
+    elif strategy is None and tuning.strategy == "linear" and (problem := runner.mitogen_problem()):
+        console.print(f"Mitogen cannot run here ({problem}): running with linear", style="dim")
     tuning = dataclasses.replace(tuning, strategy=strategy or tuning.strategy)
     mode = " (check mode: nothing will be changed)" if check_mode else ""
     console.print(f"[bold]hearth up[/] {inventory} → {playbook}{mode}")

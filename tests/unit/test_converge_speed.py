@@ -182,10 +182,19 @@ def test_mitogen_in_range_sets_the_strategy(
     env = runner.ansible_env(runner.Tuning(strategy="mitogen"))
     assert env["ANSIBLE_STRATEGY"] == "mitogen_linear"
     assert env["ANSIBLE_STRATEGY_PLUGINS"] == str(strategy)
-    monkeypatch.delenv("HEARTH_STRATEGY", raising=False)
-    assert "ANSIBLE_STRATEGY" not in runner.ansible_env(runner.Tuning())
-    monkeypatch.setenv("HEARTH_STRATEGY", "mitogen")  # a whole test session with Mitogen
+    monkeypatch.delenv("HEARTH_STRATEGY", raising=False)  # the default where it can run
     assert runner.ansible_env(runner.Tuning())["ANSIBLE_STRATEGY"] == "mitogen_linear"
+    monkeypatch.setenv("HEARTH_STRATEGY", "linear")  # Ansible's own, asked for
+    assert "ANSIBLE_STRATEGY" not in runner.ansible_env(runner.Tuning())
+    monkeypatch.setenv("HEARTH_STRATEGY", "mitogen")
+    assert runner.ansible_env(runner.Tuning())["ANSIBLE_STRATEGY"] == "mitogen_linear"
+
+
+def test_without_mitogen_the_default_is_linear(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HEARTH_STRATEGY", raising=False)
+    monkeypatch.setattr(runner, "mitogen_strategy_dir", lambda: None)
+    assert runner.Tuning().strategy == "linear"
+    assert "ANSIBLE_STRATEGY" not in runner.ansible_env(runner.Tuning())
 
 
 def test_mitogen_with_a_floor_only_is_bounded_by_hearths_range(

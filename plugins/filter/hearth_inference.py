@@ -184,10 +184,15 @@ def hearth_frontdoor_routes(
         raise AnsibleFilterError(str(exc)) from exc
 
 
-def hearth_engine_metrics_targets(models, overrides=None):
-    """{model: metrics URL on loopback} of a host's engines, for the front door's relay."""
+def hearth_engine_metrics_targets(models, overrides=None, bind_address="127.0.0.1"):
+    """{model: metrics URL} of a host's engines as its own front door reaches them (on
+    loopback by default), for the front door's relay of engine metrics."""
     hearth = _hearth()
-    return _unsafe(hearth.engines.local_metrics_targets(_models(hearth, models), _ports(overrides)))
+    return _unsafe(
+        hearth.engines.local_metrics_targets(
+            _models(hearth, models), _ports(overrides), str(bind_address or "127.0.0.1")
+        )
+    )
 
 
 def hearth_engine_candidate(spec):

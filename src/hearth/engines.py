@@ -568,14 +568,20 @@ def container_name(model: ModelSpec) -> str:
 
 
 def local_metrics_targets(
-    models: Sequence[ModelSpec], overrides: Mapping[str, int] | None = None
+    models: Sequence[ModelSpec],
+    overrides: Mapping[str, int] | None = None,
+    bind_address: str = "127.0.0.1",
 ) -> dict[str, str]:
-    """Model -> the metrics URL of its engine on the host's loopback, for the front door's relay
-    of engine metrics (``/engine-metrics/<model>``): engines listen on loopback only, and the
-    front door on the same host is how Prometheus reaches their metrics."""
+    """Model -> the metrics URL of its engine as the front door on the same host reaches it (on
+    loopback, the default bind address), for the front door's relay of engine metrics
+    (``/engine-metrics/<model>``): engines listen on loopback only, and the front door is how
+    Prometheus reaches their metrics."""
     ports = host_ports(models, overrides)
+    address = "127.0.0.1" if bind_address in _ANY_ADDRESS else bind_address
+    if ":" in address and not address.startswith("["):
+        address = f"[{address}]"
     return {
-        m.name: f"http://127.0.0.1:{metrics_port(m.engine, ports[m.name])}/metrics"
+        m.name: f"http://{address}:{metrics_port(m.engine, ports[m.name])}/metrics"
         for m in models
         if m.name in ports
     }

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import tempfile
 import time
@@ -183,6 +184,19 @@ def chat(site: Site, model: str = "smollm2", key: str | None = API_KEY) -> tuple
         "temperature": 0,
     }
     return request(f"{site.front_door}/v1/chat/completions", body, key)
+
+
+def _recent_files(root: Path, since: float) -> Iterator[Path]:
+    """Files under ``root`` changed since ``since``. /tmp is shared with other runs on the
+    machine: a directory or file that vanishes during the walk is skipped, not an error."""
+    for top, _, names in os.walk(root):  # onerror=None: a vanished directory is skipped
+        for name in names:
+            path = Path(top) / name
+            try:
+                if path.is_file() and path.stat().st_mtime >= since:
+                    yield path
+            except OSError:
+                continue
 
 
 def _contains(path: Path, text: str, block: int = 1 << 23) -> bool:
@@ -482,12 +496,9 @@ def test_planted_api_key_never_leaks(site: Site) -> None:
              for secret in (API_KEY, SCRAPE_TOKEN) if secret in text]  # fmt: skip
     roots = (paths.runs_dir(), paths.hearth_home() / "facts", Path(tempfile.gettempdir()))
     for root in roots:
-        for path in root.rglob("*"):
-            recent = path.is_file() and path.stat().st_mtime >= site.started - 1
-            if (
-                recent
-                and not path.is_relative_to(site.directory)
-                and (_contains(path, API_KEY) or _contains(path, SCRAPE_TOKEN))
+        for path in _recent_files(root, site.started - 1):
+            if not path.is_relative_to(site.directory) and (
+                _contains(path, API_KEY) or _contains(path, SCRAPE_TOKEN)
             ):
                 leaks.append(str(path))
     assert not leaks, f"the planted API key or scrape token leaked into: {leaks}"

@@ -175,13 +175,24 @@ def hearth_frontdoor_routes(
                     _models(hearth, hearth_model_overrides(hv.get("hearth_models"), overrides))
                 ),
                 ports=_ports(hv.get(ports_var) or {}),
-                bind_address=str(hv.get(bind_var) or "0.0.0.0"),  # noqa: S104 - the default
+                bind_address=str(hv.get(bind_var) or "127.0.0.1"),  # the role's default
             )
         )
     try:
         return _unsafe(hearth.engines.frontdoor_routes(hosts, str(local)))
     except hearth.errors.HearthError as exc:
         raise AnsibleFilterError(str(exc)) from exc
+
+
+def hearth_engine_metrics_targets(models, overrides=None, bind_address="127.0.0.1"):
+    """{model: metrics URL} of a host's engines as its own front door reaches them (on
+    loopback by default), for the front door's relay of engine metrics."""
+    hearth = _hearth()
+    return _unsafe(
+        hearth.engines.local_metrics_targets(
+            _models(hearth, models), _ports(overrides), str(bind_address or "127.0.0.1")
+        )
+    )
 
 
 def hearth_engine_candidate(spec):
@@ -280,6 +291,7 @@ class FilterModule(object):
             "hearth_image_tag": hearth_image_tag,
             "hearth_triton_config": hearth_triton_config,
             "hearth_frontdoor_routes": hearth_frontdoor_routes,
+            "hearth_engine_metrics_targets": hearth_engine_metrics_targets,
             "hearth_env_file": hearth_env_file,
             "hearth_stale_engines": hearth_stale_engines,
             "hearth_engine_health": hearth_engine_health,

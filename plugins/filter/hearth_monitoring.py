@@ -102,7 +102,8 @@ def hearth_question_set(name):
 
 def hearth_monitoring_hosts(groups, hostvars):
     """[{name, address, groups, models, node_exporter_port, dcgm_exporter_port,
-    dcgm_exporter_enabled, gpu_present, engine_ports, declared_gpus}] for every inventory host,
+    dcgm_exporter_enabled, gpu_present, engine_ports, declared_gpus, engine_bind_address,
+    frontdoor_port, frontdoor_tls}] for every inventory host,
     from C(groups) and C(hostvars): inventory variables (the engines' ports are the inference
     layer's C(inference_engine_ports)) and one public fact, C(gpu_facts)'s C(hearth_gpu_present).
     No role's private variable (C(__role_*)) is read."""
@@ -131,6 +132,9 @@ def hearth_monitoring_hosts(groups, hostvars):
                 "gpu_present": None if present is None else _bool(present),
                 "engine_ports": _plain(hv.get("inference_engine_ports") or {}),
                 "declared_gpus": len(declared) if isinstance(declared, list) else 0,
+                "engine_bind_address": str(hv.get("inference_engine_bind_address") or "127.0.0.1"),
+                "frontdoor_port": _int_or_none(hv.get("front_door_port")) or 8090,
+                "frontdoor_tls": _bool(hv.get("front_door_tls", False)),
             }
         )
     return found
@@ -155,6 +159,9 @@ def _hosts(monitoring, hosts):
             gpu_present=h.get("gpu_present"),
             engine_ports=dict(h.get("engine_ports") or {}),
             declared_gpus=int(h.get("declared_gpus") or 0),
+            engine_bind_address=str(h.get("engine_bind_address") or "127.0.0.1"),
+            frontdoor_port=h.get("frontdoor_port"),
+            frontdoor_tls=bool(h.get("frontdoor_tls", False)),
         )
         for h in _plain(hosts or [])
     ]

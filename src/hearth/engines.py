@@ -567,6 +567,26 @@ def container_name(model: ModelSpec) -> str:
     return f"{CONTAINER_PREFIX}{model.name}"
 
 
+def local_metrics_targets(
+    models: Sequence[ModelSpec],
+    overrides: Mapping[str, int] | None = None,
+    bind_address: str = "127.0.0.1",
+) -> dict[str, str]:
+    """Model -> the metrics URL of its engine as the front door on the same host reaches it (on
+    loopback, the default bind address), for the front door's relay of engine metrics
+    (``/engine-metrics/<model>``): engines listen on loopback only, and the front door is how
+    Prometheus reaches their metrics."""
+    ports = host_ports(models, overrides)
+    address = "127.0.0.1" if bind_address in _ANY_ADDRESS else bind_address
+    if ":" in address and not address.startswith("["):
+        address = f"[{address}]"
+    return {
+        m.name: f"http://{address}:{metrics_port(m.engine, ports[m.name])}/metrics"
+        for m in models
+        if m.name in ports
+    }
+
+
 def candidate_port(port: int) -> int:
     """The host port of a model's candidate slot, given its own port."""
     return port + CANDIDATE_OFFSET
@@ -767,7 +787,7 @@ def container_spec(
     image: str,
     port: int,
     store_dir: str,
-    bind_address: str = "0.0.0.0",  # noqa: S104 - Prometheus and the front door reach engines
+    bind_address: str = "127.0.0.1",
     gpu_device: bool = False,
     env: Mapping[str, str] | None = None,
     image_env: Sequence[str] = (),
@@ -869,7 +889,7 @@ class ServingHost:
     address: str
     models: tuple[ModelSpec, ...]
     ports: Mapping[str, int] = field(default_factory=dict)
-    bind_address: str = "0.0.0.0"  # noqa: S104
+    bind_address: str = "127.0.0.1"
 
 
 def frontdoor_routes(hosts: Sequence[ServingHost], local: str) -> dict[str, dict[str, Any]]:

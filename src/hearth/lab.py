@@ -462,7 +462,7 @@ def write_inventory(state: LabState, directory: Path) -> Path:
     gpu_vars.mkdir(parents=True, exist_ok=True)
     (gpu_vars / "gpu.yml").write_text(header + LAB_GPU_VARS)
     if state.hosts:
-        _write_inference_vars(directory, header)
+        _write_inference_vars(directory, header, state.hosts[0].address)
     return directory / "hosts.yml"
 
 
@@ -525,7 +525,7 @@ def lab_model_declaration(say: Say = _quiet) -> dict[str, Any]:
     }
 
 
-def _write_inference_vars(directory: Path, header: str) -> None:
+def _write_inference_vars(directory: Path, header: str, door_address: str = "") -> None:
     models = directory / "group_vars" / "inference"
     models.mkdir(parents=True, exist_ok=True)
     declaration = {"hearth_models": [lab_model_declaration()]}
@@ -543,11 +543,23 @@ def _write_inference_vars(directory: Path, header: str) -> None:
         f"    key: {encrypted.replace(chr(10), chr(10) + '    ')}\n"
     )
     (front / "vault.yml").write_text(vault)
+    # The scrape token Prometheus (lab3) presents to the front door (lab1) for the engines'
+    # metrics: the engines listen on loopback only.
+    token = vault_encrypt(_lab_secret("scrape-token").read_text().strip(), vault_password_file())
+    (directory / "group_vars" / "all" / "vault.yml").write_text(
+        f"{header}# The lab's scrape token, encrypted with {vault_password_file()}.\n"
+        f"hearth_scrape_token: {token}\n"
+    )
     watch = directory / "group_vars" / "monitoring"
     watch.mkdir(parents=True, exist_ok=True)
     (watch / "frontdoor.yml").write_text(
         header + yaml.safe_dump({"prometheus_frontdoor_port": LAB_FRONT_DOOR_PORT})
     )
+    if door_address:  # the engines listen on loopback: the canary asks through the front door
+        (watch / "canary.yml").write_text(
+            f"{header}canary_frontdoor_url: http://{door_address}:{LAB_FRONT_DOOR_PORT}\n"
+            f"canary_api_key: {encrypted.replace(chr(10), chr(10) + '  ')}\n"
+        )
 
 
 # The lab's GPU layer (docs/gpu.md): nothing says "no GPU" (the roles detect it); only the package

@@ -247,7 +247,7 @@ def _engine_listeners(v: Mapping[str, Any]) -> list[Declared]:
         ports = host_ports(models, v.get("inference_engine_ports") or {})
     except (HearthError, ValueError, TypeError):
         return []  # an invalid declaration is refused by `hearth check`, never audited
-    bind = v.get("inference_engine_bind_address", "0.0.0.0")  # noqa: S104 - the role default
+    bind = v.get("inference_engine_bind_address", "127.0.0.1")  # the role's default
     out: list[Declared] = []
     for model in models:
         if model.name not in ports:

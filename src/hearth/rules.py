@@ -632,14 +632,36 @@ def model_aliases(host: HostView) -> Iterator[Finding]:
 
 @rule("inference_engine")
 def engine_settings(host: HostView) -> Iterator[Finding]:
-    """The engines bind to an IP address; the health timeout and delay are positive."""
-    address = host.get("inference_engine_bind_address", "0.0.0.0")  # noqa: S104 - the default
+    """The engines bind to an IP address; the health timeout and delay are positive. Engines
+    on loopback (the default) are reached by the front door of their own host only: a host
+    whose models a front door elsewhere routes to, or that no front door relays to Prometheus,
+    must publish them on an address of the service network (docs/inference.md)."""
+    address = host.get("inference_engine_bind_address", "127.0.0.1")
     if not _is_ip(address):
         yield Finding(
             "inference_engine_bind_address",
             address,
-            "expected an IP address (0.0.0.0 for every interface)",
+            "expected an IP address (127.0.0.1 for this host only, 0.0.0.0 for every interface)",
         )
+    elif ipaddress.ip_address(str(address)).is_loopback and _models(host):
+        doors = list(host.groups.get("frontdoor", ())) if host.groups else []
+        watched = bool(host.groups.get("monitoring")) if host.groups else False
+        if doors and host.name not in doors:
+            yield Finding(
+                "inference_engine_bind_address",
+                address,
+                f"the engines listen on loopback only, but the front door on {', '.join(doors)} "
+                "reaches them over the network: set the host's address on the service network "
+                "(the audit's listener check then expects the engines there)",
+            )
+        elif watched and host.name not in doors:
+            yield Finding(
+                "inference_engine_bind_address",
+                address,
+                "the engines listen on loopback only and no front door on this host relays "
+                "their metrics to Prometheus: run the front door here, or set the host's address "
+                "on the service network",
+            )
     yield from _positive(host, "inference_engine_health_timeout", "inference_engine_health_delay")
 
 

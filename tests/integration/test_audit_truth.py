@@ -411,8 +411,9 @@ def site(
     directory = tmp_path_factory.mktemp("audit-truth") / "inventory"
     shutil.copytree(Path(lab.inventory).parent, directory)
     (directory / "group_vars" / "monitoring" / "audit-truth.yml").write_text(
-        yaml.safe_dump({"prometheus_scrape_interval": "5s", "prometheus_evaluation_interval": "5s"})
-    )
+        yaml.safe_dump({"prometheus_scrape_interval": "5s", "prometheus_evaluation_interval": "5s",
+                        "prometheus_alert_settings": {"engine_down_for": "10s"}})
+    )  # fmt: skip
     inventory = directory / "hosts.yml"
     began = time.monotonic()
     done = hearth(
@@ -557,3 +558,57 @@ def test_gpu_recorded_in_the_facts_then_gone_fails(site: Lab) -> None:
         "GPU 0 (GPU-d37e67a5-91dd-3774-a5cb-99096249601a)"
     )
     assert site.audit("lab1", check).outcome == "skipped"
+
+
+def _prometheus(site: Lab, path: str) -> Any:
+    """A GET of Prometheus' API on lab3 (its own loopback), as JSON."""
+    return json.loads(site.sh("lab3", f"curl -sf 'http://127.0.0.1:9090{path}'"))
+
+
+def _engine_target(site: Lab) -> dict[str, Any]:
+    targets = _prometheus(site, "/api/v1/targets?state=active")["data"]["activeTargets"]
+    (found,) = [t for t in targets if t["labels"].get("hearth_model") == "smollm2"]
+    return dict(found)
+
+
+def test_engine_scraped_through_the_front_door_and_engine_down_fires(site: Lab) -> None:
+    """The lab's own inventory, as `hearth lab up` writes it: lab1's engine listens on loopback
+    only (lab2 is refused at its port); Prometheus on lab3 scrapes it through lab1's front door
+    with the scrape token (the target is the front door's /engine-metrics/smollm2, up); the
+    engine stopped, the relay answers 503, the target is down and EngineDown fires for lab1;
+    started again, the target is up."""
+    lab1 = next(h.address for h in site.state.hosts if h.name == "lab1")
+    refused = container_exec(site.state, "lab2", "sh", "-c",
+                             f"curl -sS -m 5 http://{lab1}:8080/health; echo rc=$?")  # fmt: skip
+    said = refused.stdout + refused.stderr
+    assert "rc=7" in said, said  # curl's "could not connect": refused, not a timeout (28)
+    assert site.sh("lab1", "curl -s -o /dev/null -w '%{http_code}' "
+                   "http://127.0.0.1:8080/health") == "200"  # fmt: skip
+    relay = f"http://{lab1}:8090/engine-metrics/smollm2"
+    assert site.sh("lab2", f"curl -s -o /dev/null -w '%{{http_code}}' {relay}") == "401"
+    target = _engine_target(site)
+    assert target["scrapeUrl"] == relay and target["health"] == "up", target
+    token_file = site.sh("lab3", "stat -c '%U %G %a' /etc/prometheus/hearth-scrape-token")
+    assert token_file.split() == ["root", "prometheus", "640"], token_file
+
+    def alert() -> list[dict[str, Any]]:
+        found = _prometheus(site, "/api/v1/alerts")["data"]["alerts"]
+        return [a for a in found if a["labels"].get("alertname") == "EngineDown"
+                and a["labels"].get("host") == "lab1" and a["state"] == "firing"]  # fmt: skip
+
+    site.sh("lab1", f"docker stop {ENGINE} >/dev/null")
+    try:
+        deadline, firing = time.monotonic() + 120, []
+        while time.monotonic() < deadline and not firing:
+            time.sleep(3)
+            firing = alert()
+        target = _engine_target(site)
+        assert target["health"] == "down" and "503" in target["lastError"], target
+        assert firing, f"EngineDown did not fire for lab1 through the relay: {target}"
+        assert firing[0]["labels"]["hearth_model"] == "smollm2", firing
+    finally:
+        site.sh("lab1", f"docker start {ENGINE} >/dev/null")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and _engine_target(site)["health"] != "up":
+        time.sleep(3)
+    assert _engine_target(site)["health"] == "up", _engine_target(site)

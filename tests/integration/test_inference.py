@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import tempfile
 import time
@@ -49,6 +50,24 @@ STORE = "/var/lib/hearth/models"
 FRONT_DOOR_PORT = 8090
 # The planted secret: the front door's API key, vault-encrypted in the inventory.
 API_KEY = "hearth-planted-APIKEY-" + hashlib.sha256(b"hearth-lab-key").hexdigest()[:40]
+# The token a scraper presents to the front door for the engines' metrics (also vaulted).
+SCRAPE_TOKEN = "hearth-planted-SCRAPE-" + hashlib.sha256(b"hearth-lab-scrape").hexdigest()[:40]
+# A GET made on a lab host with its own Python: prints the status (0: refused, no answer), then
+# the body. Engines listen on loopback only: the control node cannot reach them.
+PROBE = (
+    "import sys, urllib.request, urllib.error\n"
+    "headers = {'Authorization': 'Bearer ' + sys.argv[2]} if len(sys.argv) > 2 else {}\n"
+    "data = sys.argv[3].encode() if len(sys.argv) > 3 else None\n"
+    "if data: headers['Content-Type'] = 'application/json'\n"
+    "try:\n"
+    "    r = urllib.request.urlopen(urllib.request.Request(sys.argv[1], data=data,"
+    " headers=headers), timeout=10)\n"
+    "    print(r.status); sys.stdout.write(r.read().decode())\n"
+    "except urllib.error.HTTPError as e:\n"
+    "    print(e.code)\n"
+    "except OSError as e:\n"
+    "    print(0); print(type(e).__name__, e)\n"
+)
 
 
 @dataclass
@@ -81,6 +100,16 @@ class Site:
 
     def sh(self, command: str) -> str:
         return container_exec(self.state, HOST, "sh", "-c", command).stdout.strip()
+
+    def get(
+        self, url: str, on: str = HOST, token: str = "", body: dict[str, Any] | None = None
+    ) -> tuple[int, str]:
+        """(status, body) of a request made on the lab host ``on``; status 0: nothing answered."""
+        argv = ["python3", "-c", PROBE, url] + ([token] if token or body else [])
+        argv += [json.dumps(body)] if body is not None else []
+        out = container_exec(self.state, on, *argv).stdout
+        status, _, text = out.partition("\n")
+        return int(status or 0), text
 
     def declare(self, smollm2: dict[str, Any]) -> None:
         models = [smollm2, triton_model()]
@@ -157,6 +186,19 @@ def chat(site: Site, model: str = "smollm2", key: str | None = API_KEY) -> tuple
     return request(f"{site.front_door}/v1/chat/completions", body, key)
 
 
+def _recent_files(root: Path, since: float) -> Iterator[Path]:
+    """Files under ``root`` changed since ``since``. /tmp is shared with other runs on the
+    machine: a directory or file that vanishes during the walk is skipped, not an error."""
+    for top, _, names in os.walk(root):  # onerror=None: a vanished directory is skipped
+        for name in names:
+            path = Path(top) / name
+            try:
+                if path.is_file() and path.stat().st_mtime >= since:
+                    yield path
+            except OSError:
+                continue
+
+
 def _contains(path: Path, text: str, block: int = 1 << 23) -> bool:
     """Whether the file holds ``text`` (read in blocks: /tmp may hold large files)."""
     needle, tail = text.encode(), b""
@@ -210,9 +252,12 @@ def _converge_site(
     front = directory / "group_vars" / "frontdoor"
     front.mkdir(parents=True)
     encrypted = lab_mod.vault_encrypt(API_KEY, vault_password)
+    token = lab_mod.vault_encrypt(SCRAPE_TOKEN, vault_password)
     (front / "vault.yml").write_text(
         "front_door_api_keys:\n  - name: lab-test\n    key: "
         + encrypted.replace("\n", "\n    ")
+        + "\nhearth_scrape_token: "
+        + token.replace("\n", "\n  ")
         + "\n"
     )
     (directory / "group_vars" / "inference").mkdir(parents=True)
@@ -273,11 +318,12 @@ def test_chat_completion_through_the_front_door(site: Site) -> None:
 
 
 def test_triton_serves_the_generated_repository_with_metrics(site: Site) -> None:
-    base = f"http://{site.address}:8000"
-    status, _ = request(f"{base}/v2/health/ready", key=None)
+    base = "http://127.0.0.1:8000"  # on lab1 itself: the engine listens on loopback only
+    status, _ = site.get(f"{base}/v2/health/ready")
     assert status == 200
     body = {"inputs": [{"name": "TEXT", "datatype": "BYTES", "shape": [2], "data": ["a", "b"]}]}
-    status, direct = request(f"{base}/v2/models/upper/infer", body, key=None)
+    status, text = site.get(f"{base}/v2/models/upper/infer", body=body)
+    direct = json.loads(text)
     assert status == 200 and direct["outputs"][0]["data"] == ["A", "B"]
     status, through = request(f"{site.front_door}/v2/models/upper/infer", body)
     assert status == 200 and through["outputs"][0]["data"] == ["A", "B"]
@@ -291,7 +337,7 @@ def test_triton_serves_the_generated_repository_with_metrics(site: Site) -> None
 
     deadline, success = time.monotonic() + 15, 0.0
     while time.monotonic() < deadline:
-        _, metrics = request(f"http://{site.address}:8002/metrics", key=None)
+        _, metrics = site.get("http://127.0.0.1:8002/metrics")
         lines = [
             line for line in str(metrics).splitlines()
             if line.startswith('nv_inference_request_success{model="upper"')
@@ -301,6 +347,30 @@ def test_triton_serves_the_generated_repository_with_metrics(site: Site) -> None
             break
         time.sleep(0.5)
     assert success >= 3, metrics
+
+
+def test_engines_are_closed_to_other_hosts_while_the_front_door_answers(site: Site) -> None:
+    """The engines bind to loopback (inference_engine_bind_address's default): from lab2, a
+    request straight to lab1's engine ports is refused, while on lab1 itself they answer; the
+    front door answers lab2 (401 without a key), and relays the engines' metrics only to a
+    scraper with the scrape token."""
+    for port, path in ((8080, "/health"), (8000, "/v2/health/ready"), (8002, "/metrics")):
+        status, said = site.get(f"http://{site.address}:{port}{path}", on="lab2")
+        assert status == 0 and "refused" in said.lower(), f"lab1:{port} from lab2: {status} {said}"
+        status, _ = site.get(f"http://127.0.0.1:{port}{path}")
+        assert status == 200, f"lab1:{port} on lab1 itself: {status} (the engine is down?)"
+    status, _ = site.get(f"{site.front_door}/health", on="lab2")
+    assert status == 200
+    status, _ = site.get(f"{site.front_door}/v1/models", on="lab2")
+    assert status == 401
+    relay = f"{site.front_door}/engine-metrics/smollm2"
+    assert site.get(relay, on="lab2")[0] == 401
+    assert site.get(relay, on="lab2", token=API_KEY)[0] == 401  # an API key is not the token
+    status, metrics = site.get(relay, on="lab2", token=SCRAPE_TOKEN)
+    assert status == 200 and "llamacpp:" in metrics, metrics[:300]
+    status, metrics = site.get(f"{site.front_door}/engine-metrics/upper", on="lab2",
+                               token=SCRAPE_TOKEN)  # fmt: skip
+    assert status == 200 and "nv_inference_request_success" in metrics, metrics[:300]
 
 
 def test_front_door_metrics_count_requests_and_tokens(site: Site) -> None:
@@ -422,17 +492,19 @@ def test_checksum_mismatch_is_refused_and_v1_keeps_serving(site: Site) -> None:
 
 
 def test_planted_api_key_never_leaks(site: Site) -> None:
-    leaks = [f"output of run {i}" for i, text in enumerate(site.outputs) if API_KEY in text]
+    leaks = [f"output of run {i}" for i, text in enumerate(site.outputs)
+             for secret in (API_KEY, SCRAPE_TOKEN) if secret in text]  # fmt: skip
     roots = (paths.runs_dir(), paths.hearth_home() / "facts", Path(tempfile.gettempdir()))
     for root in roots:
-        for path in root.rglob("*"):
-            recent = path.is_file() and path.stat().st_mtime >= site.started - 1
-            if recent and not path.is_relative_to(site.directory) and _contains(path, API_KEY):
+        for path in _recent_files(root, site.started - 1):
+            if not path.is_relative_to(site.directory) and (
+                _contains(path, API_KEY) or _contains(path, SCRAPE_TOKEN)
+            ):
                 leaks.append(str(path))
-    assert not leaks, f"the planted API key leaked into: {leaks}"
+    assert not leaks, f"the planted API key or scrape token leaked into: {leaks}"
     on_host = site.sh(
-        f"grep -rl {API_KEY} /etc /var/lib/hearth /var/log /root 2>/dev/null; "
-        "docker logs hearth-frontdoor 2>&1 | grep -c Bearer; true"
+        f"grep -rl -e {API_KEY} -e {SCRAPE_TOKEN} /etc /var/lib/hearth /var/log /root "
+        "2>/dev/null; docker logs hearth-frontdoor 2>&1 | grep -c Bearer; true"
     )
     assert on_host.splitlines() == ["0"], f"the key on the host: {on_host}"
     keys = json.loads(site.sh("cat /etc/hearth/frontdoor/keys.json"))

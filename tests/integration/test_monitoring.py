@@ -187,9 +187,12 @@ def _converge_monitoring(
         groups={"gpu_nodes": ["lab1"], "inference": ["lab1"], "monitoring": ["lab3"]},
     )
     (directory / "host_vars").mkdir()
+    # No front door here: Prometheus scrapes the engine on its own port, which this test's
+    # engine publishes on every address (declared, as a site without a front door would).
     (directory / "host_vars" / "lab1.yml").write_text(
-        yaml.safe_dump({"hearth_models": [declaration]}, sort_keys=False)
-    )
+        yaml.safe_dump({"hearth_models": [declaration],
+                        "inference_engine_bind_address": "0.0.0.0"}, sort_keys=False)
+    )  # fmt: skip
     (directory / "host_vars" / "lab3.yml").write_text(  # the test's webhook, declared
         yaml.safe_dump({"hearth_allowed_listeners": [
             {"port": WEBHOOK_PORT, "proto": "tcp", "process": "python3",

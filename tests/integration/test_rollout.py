@@ -208,6 +208,9 @@ def fleet(
         group_vars={
             "container_runtime_toolkit_source": "distribution",
             "hearth_operator": "rollout-test",
+            # the front door on one host routes to engines on the others: they listen on every
+            # address (docs/inference.md, "Who reaches an engine"), not on loopback
+            "inference_engine_bind_address": "0.0.0.0",
             "front_door_port": PORT,
             "canary_questions": "{{ 'lab' | hearth_question_set }}",
             # The gates ask the lab set's golden questions only: the 135M model's answers to an

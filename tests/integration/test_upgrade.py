@@ -200,6 +200,9 @@ def site(
         group_vars={
             "container_runtime_toolkit_source": "distribution",
             "hearth_operator": "upgrade-test",
+            # the front door on one host routes to engines on the others: they listen on every
+            # address (docs/inference.md, "Who reaches an engine"), not on loopback
+            "inference_engine_bind_address": "0.0.0.0",
             "front_door_port": PORT,
             "canary_questions": "{{ 'lab' | hearth_question_set }}",
             # the window's gate asks the lab set's five golden questions; its two injection

@@ -178,7 +178,7 @@ def test_the_candidate_slot_has_its_own_name_port_and_label() -> None:
     )
     assert (live["name"], live["port"]) == ("hearth-engine-smollm2", 8080)
     assert (candidate["name"], candidate["port"]) == ("hearth-engine-smollm2--next", 8085)
-    assert candidate["published_ports"] == ["0.0.0.0:8085:8080"]
+    assert candidate["published_ports"] == ["127.0.0.1:8085:8080"]
     assert candidate["labels"]["io.hearth.slot"] == "candidate"
     assert "io.hearth.slot" not in live["labels"]
     assert candidate["mounts"] == live["mounts"] and candidate["command"] == live["command"]
@@ -205,7 +205,7 @@ def test_llamacpp_container_spec() -> None:
         "smollm2",
     ]
     assert "--metrics" in spec["command"] and spec["command"][-2:] == ["--threads", "2"]
-    assert spec["published_ports"] == ["0.0.0.0:8080:8080"]
+    assert spec["published_ports"] == ["127.0.0.1:8080:8080"]
     assert spec["mounts"] == [
         {
             "type": "bind",

@@ -74,7 +74,10 @@ def test_parse_handles_headers_interfaces_and_unbound_sockets() -> None:
 
 
 def test_converged_lab_hosts_listen_only_where_declared() -> None:
-    lab1 = {"hearth_models": [MODEL], "front_door_port": 8090}
+    # recorded when engines published on every address (inference_engine_bind_address was
+    # 0.0.0.0 by default then): declared so here
+    lab1 = {"hearth_models": [MODEL], "front_door_port": 8090,
+            "inference_engine_bind_address": "0.0.0.0"}  # fmt: skip
     for fixture, variables, roles in (
         ("lab1-inference.txt", lab1, LAB1_ROLES),
         ("lab3-monitoring.txt", {}, LAB3_ROLES),
@@ -88,7 +91,8 @@ def test_an_unexpected_listener_is_named_with_what_to_do() -> None:
     text = _ss("lab1-inference.txt") + (
         'tcp LISTEN 0 5 0.0.0.0:8765 0.0.0.0:* users:(("python3",pid=4242,fd=3))\n'
     )
-    declared = declared_listeners(_defaults(LAB1_ROLES) | {"hearth_models": [MODEL]}, LAB1_ROLES)
+    variables = {"hearth_models": [MODEL], "inference_engine_bind_address": "0.0.0.0"}
+    declared = declared_listeners(_defaults(LAB1_ROLES) | variables, LAB1_ROLES)
     bad = unexpected(parse_ss(text), declared)
     assert bad == [Listener("tcp", "0.0.0.0", 8765, "python3", 4242)]
     message = failure_message("lab1", bad, declared)
@@ -183,6 +187,15 @@ def _defaults(roles: list[str]) -> dict[str, Any]:
         if path.is_file():
             merged.update(yaml.safe_load(path.read_text()) or {})
     return merged
+
+
+def test_engines_are_declared_on_loopback_by_default() -> None:
+    """The inference_engine role's default binds engines to loopback: the recorded lab1, whose
+    engine published on every address, then has it as an unexpected listener."""
+    declared = declared_listeners(_defaults(LAB1_ROLES) | {"hearth_models": [MODEL]}, LAB1_ROLES)
+    assert {d.address for d in declared if "engine of" in d.reason} == {"127.0.0.1"}
+    bad = unexpected(parse_ss(_ss("lab1-inference.txt")), declared)
+    assert [(s.where, s.process) for s in bad] == [("0.0.0.0:8080", "docker-proxy")]
 
 
 def test_declared_dicts_round_trip_through_the_audit_vars() -> None:

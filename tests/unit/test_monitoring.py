@@ -99,6 +99,35 @@ def test_extra_scrape_jobs_may_not_take_hearths_names() -> None:
     assert monitoring.scrape_configs(_site(), extra=mine)[-1]["job_name"] == "ups"
 
 
+def test_engines_on_loopback_are_scraped_through_their_front_door_with_the_token() -> None:
+    """Engines that listen on loopback on a front door host: the target is the front door, the
+    path /engine-metrics/<model>, and the job presents the scrape token file; engines published
+    on the network (gpu02) are scraped on their own port, as before."""
+    site = [
+        InventoryHost("gpu01", "10.0.0.11", ("gpu_nodes", "inference", "frontdoor"), (LLAMA,),
+                      frontdoor_port=8090),
+        InventoryHost("gpu02", "10.0.0.12", ("inference",), (TRITON,),
+                      engine_bind_address="10.0.0.12"),
+        InventoryHost("mon01", "10.0.0.5", ("monitoring",)),
+    ]  # fmt: skip
+    configs = {
+        c["job_name"]: c
+        for c in monitoring.scrape_configs(site, scrape_token_file="/etc/prometheus/t")
+    }
+    llama = configs["engine-llamacpp"]
+    assert llama["authorization"] == {"type": "Bearer", "credentials_file": "/etc/prometheus/t"}
+    (static,) = llama["static_configs"]
+    assert static["targets"] == ["10.0.0.11:8090"]
+    assert static["labels"]["__metrics_path__"] == "/engine-metrics/smollm2"
+    assert static["labels"]["__scheme__"] == "http"
+    assert static["labels"]["hearth_model"] == "smollm2"
+    triton = configs["engine-triton"]
+    assert "authorization" not in triton
+    assert triton["static_configs"][0]["targets"] == ["10.0.0.12:8002"]
+    with pytest.raises(MonitoringError, match="hearth_scrape_token"):
+        monitoring.scrape_configs(site)
+
+
 def _filters() -> Any:
     sys.path.insert(0, str(paths.plugins_dir() / "filter"))
     import hearth_monitoring  # type: ignore[import-not-found]
@@ -124,6 +153,7 @@ def test_filter_reads_hosts_from_groups_and_hostvars() -> None:
         "name": "gpu01", "address": "10.0.0.11", "groups": ["gpu_nodes"], "models": [LLAMA],
         "node_exporter_port": None, "dcgm_exporter_port": None, "dcgm_exporter_enabled": True,
         "gpu_present": False, "engine_ports": {"smollm2": 8081}, "declared_gpus": 1,
+        "engine_bind_address": "127.0.0.1", "frontdoor_port": 8090, "frontdoor_tls": False,
     }  # fmt: skip
     assert hosts[1]["address"] == "mon01" and hosts[1]["gpu_present"] is None
     assert hearth_monitoring.hearth_model_hosts(hosts) == ["gpu01"]

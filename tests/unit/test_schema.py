@@ -74,6 +74,7 @@ def test_global_spec_is_shipped_as_package_data() -> None:
         "hearth_model_aliases",
         "hearth_models",
         "hearth_operator",
+        "hearth_scrape_token",
         "hearth_site",
         "hearth_slo",
         "monitoring_tls",  # site-wide: node_exporter, prometheus, alertmanager, grafana, backup

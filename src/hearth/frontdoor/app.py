@@ -25,6 +25,11 @@
   to reach 0). ``GET /health`` says the process is up and which files are in force (the sha256
   of ``config.json``, ``keys.json`` and ``routing.json`` as last read). Neither needs a key (they
   say nothing about the traffic's content).
+- ``GET /engine-metrics/<model>`` relays the metrics of the model's engine on this host (which
+  listens on loopback only) to a scraper presenting the scrape token (``Authorization: Bearer``,
+  checked against its sha256 like a key; 401 without it, 404 when no token is configured or the
+  model has no engine here, 503 when the engine does not answer, so that Prometheus's ``up`` is
+  the engine's).
 - ``SIGHUP`` reads the three files again and switches to them between two requests: requests in
   flight (streams included) finish on the backend they started on, new ones take the new
   routes. A file that does not parse is refused, logged, and the routing in force stays.
@@ -44,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import itertools
 import json
 import signal
@@ -65,7 +71,7 @@ from prometheus_client import (
 )
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from hearth.frontdoor.config import (
@@ -74,6 +80,7 @@ from hearth.frontdoor.config import (
     FrontDoorConfig,
     Loaded,
     ModelRoute,
+    hash_key,
     verify_key,
 )
 from hearth.frontdoor.guard import Refused, input_too_large, pin_system_prompt
@@ -580,6 +587,29 @@ class FrontDoor:
     async def metrics_endpoint(self, request: Request) -> Response:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    async def engine_metrics(self, request: Request) -> Response:
+        config = self.config
+        if not config.scrape_token_sha256:
+            return PlainTextResponse("no scrape token configured\n", status_code=404)
+        header = request.headers.get("authorization", "")
+        presented = header[7:].strip() if header[:7].lower() == "bearer " else ""
+        digest = hash_key(presented).encode("ascii")
+        if not presented or not hmac.compare_digest(
+            digest, config.scrape_token_sha256.encode("ascii")
+        ):
+            return PlainTextResponse("scrape token required\n", status_code=401)
+        url = config.engine_metrics.get(str(request.path_params["model"]))
+        if url is None:
+            return PlainTextResponse("no engine of that model on this host\n", status_code=404)
+        try:
+            answer = await self.client.get(url)
+        except httpx.HTTPError as exc:
+            return PlainTextResponse(f"engine not answering: {type(exc).__name__}\n", 503)
+        if answer.status_code != 200:
+            return PlainTextResponse(f"engine answered {answer.status_code}\n", 503)
+        kind = answer.headers.get("content-type", CONTENT_TYPE_LATEST)
+        return Response(answer.content, media_type=kind)
+
     async def list_models(self, request: Request) -> Response:
         key = self.authenticate(request)
         started = time.monotonic()
@@ -1017,6 +1047,7 @@ def create_app(
     routes = [
         Route("/health", door.health, methods=["GET"]),
         Route("/metrics", door.metrics_endpoint, methods=["GET"]),
+        Route("/engine-metrics/{model}", door.engine_metrics, methods=["GET"]),
         Route("/v1/models", door.list_models, methods=["GET"]),
         Route("/v1/models/{id:path}", door.get_model, methods=["GET"]),
         *(post(door.openai, path) for path in OPENAI_ENDPOINTS),

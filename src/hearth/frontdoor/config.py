@@ -14,6 +14,8 @@ Ansible writes two JSON files on each front door host (``roles/front_door``):
          "tls": {"cert": "/etc/hearth/frontdoor/tls.crt", "key": "/etc/hearth/frontdoor/tls.key"},
          "prompts": {"log": false, "retention_days": 7},
          "aliases": {"chat": "smollm2"},
+         "engine_metrics": {"token_sha256": "<64 hex>",
+                            "targets": {"smollm2": "http://127.0.0.1:8080/metrics"}},
          "models": {"smollm2": {"engine": "llamacpp", "version": "v1", "api": "openai",
                                 "backends": ["http://127.0.0.1:8080"], "embeddings": false,
                                 "system_prompt": "You are …", "system_prompt_policy": "refuse"},
@@ -179,6 +181,12 @@ class FrontDoorConfig:
     prompt_retention_days: int = DEFAULT_PROMPT_RETENTION_DAYS
     """Prompt files of days older than this are deleted (at start, reload and each new UTC day),
     whether or not prompts are logged now."""
+    engine_metrics: Mapping[str, str] = field(default_factory=dict)
+    """Model -> the metrics URL of its engine on this host (on loopback): relayed at
+    ``/engine-metrics/<model>`` to a scraper presenting the scrape token."""
+    scrape_token_sha256: str = ""
+    """The sha256 of the scrape token (``hearth_scrape_token``, in ansible-vault); none: the
+    engines' metrics are not relayed."""
 
     def resolve(self, name: str) -> ModelRoute | None:
         """The route of a model name or alias."""
@@ -303,7 +311,19 @@ def parse_config(raw: object) -> FrontDoorConfig:
         )
     if prompts.get("log") is True and state is None:
         raise ConfigError("prompts.log: needs a state_dir to write the prompt files to")
+    relay = raw.get("engine_metrics") or {}
+    targets = relay.get("targets") or {} if isinstance(relay, Mapping) else None
+    token = str(relay.get("token_sha256") or "").lower() if isinstance(relay, Mapping) else ""
+    if not isinstance(targets, Mapping) or (token and not _SHA256.match(token)):
+        raise ConfigError(
+            "engine_metrics: expected {token_sha256: 64 hex digits, targets: {model: URL}}"
+        )
+    for name, url in targets.items():
+        if not str(url).startswith(("http://", "https://")):
+            raise ConfigError(f"engine_metrics.targets.{name}: expected an http(s) URL")
     return FrontDoorConfig(
+        engine_metrics={str(k): str(v) for k, v in targets.items()},
+        scrape_token_sha256=token,
         log_prompts=prompts.get("log") is True,
         prompt_retention_days=retention,
         tls_cert=Path(str(tls["cert"])) if tls.get("cert") else None,

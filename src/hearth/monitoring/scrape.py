@@ -37,6 +37,8 @@ class InventoryHost:
     inventory's switch of the DCGM exporter, ``gpu_present`` the ``gpu_facts`` module's
     ``hearth_gpu_present`` (``None`` when the host's facts were never gathered) and
     ``declared_gpus`` the number of GPUs the inventory declares (``hearth_declared_gpus``).
+    ``engine_bind_address`` is the host's ``inference_engine_bind_address``; ``frontdoor_port``
+    and ``frontdoor_tls`` its front door's ``front_door_port`` and ``front_door_tls``.
     """
 
     name: str
@@ -49,6 +51,9 @@ class InventoryHost:
     gpu_present: bool | None = None
     engine_ports: Mapping[str, int] = field(default_factory=dict)
     declared_gpus: int = 0
+    engine_bind_address: str = "127.0.0.1"
+    frontdoor_port: int | None = None
+    frontdoor_tls: bool = False
 
 
 def serves_dcgm(
@@ -121,6 +126,21 @@ def engine_endpoints(host: InventoryHost) -> list[EngineEndpoint]:
     ]
 
 
+ENGINE_METRICS_PATH = "/engine-metrics/"  # hearth.frontdoor.app: the relay of local engines
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def relayed(host: InventoryHost, frontdoor_group: str = "frontdoor") -> bool:
+    """Whether Prometheus reaches the host's engines through its front door: the engines listen
+    on loopback only and the host runs a front door, which relays each local engine's metrics
+    to a scraper holding the scrape token (``GET /engine-metrics/<model>``)."""
+    return (
+        host.engine_bind_address in LOOPBACK
+        and frontdoor_group in host.groups
+        and bool(host.frontdoor_port)
+    )
+
+
 def target(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
@@ -141,15 +161,21 @@ def scrape_configs(
     extra: Sequence[Mapping[str, Any]] = (),
     web_tls: bool = False,
     web_user: str = "hearth",
+    scrape_token_file: str = "",
 ) -> list[dict[str, Any]]:
     """Prometheus's ``scrape_configs`` for the inventory: node_exporter on every host, the DCGM
     exporter on GPU hosts, each declared model's engine, the front door, Prometheus and
     Alertmanager themselves. Each target's ``instance`` is its address; ``host`` is the inventory
     name (alerts and dashboards use it). With ``web_tls`` (``monitoring_tls``), the jobs of
-    :data:`~hearth.monitoring.webauth.TLS_JOBS` scrape over HTTPS with basic auth."""
+    :data:`~hearth.monitoring.webauth.TLS_JOBS` scrape over HTTPS with basic auth.
+
+    Engines that listen on loopback only are scraped through their host's front door
+    (:func:`relayed`): the target is the front door, the path ``/engine-metrics/<model>``, and
+    the job presents the scrape token from ``scrape_token_file`` - never the engine's port."""
     from hearth.monitoring import webauth
 
     jobs: dict[str, list[dict[str, Any]]] = {}
+    authorized: set[str] = set()
 
     def add(job: str, address: str, port: int, labels: Mapping[str, str]) -> None:
         jobs.setdefault(job, []).append(
@@ -172,12 +198,22 @@ def scrape_configs(
                 {"host": host.name},
             )
         for endpoint in engine_endpoints(host):
-            add(
-                ENGINE_JOBS[endpoint.engine],
-                endpoint.address,
-                endpoint.metrics_port,
-                endpoint.labels,
-            )
+            job = ENGINE_JOBS[endpoint.engine]
+            if relayed(host, frontdoor_group) and host.frontdoor_port:
+                if not scrape_token_file:
+                    raise MonitoringError(
+                        f"{host.name}: its engines listen on loopback only "
+                        f"(inference_engine_bind_address: {host.engine_bind_address}) and are "
+                        "scraped through its front door, which needs the scrape token: set "
+                        "hearth_scrape_token (in ansible-vault)"
+                    )
+                labels = dict(endpoint.labels)
+                labels["__metrics_path__"] = ENGINE_METRICS_PATH + endpoint.model
+                labels["__scheme__"] = "https" if host.frontdoor_tls else "http"
+                add(job, host.address, host.frontdoor_port, labels)
+                authorized.add(job)
+            else:
+                add(job, endpoint.address, endpoint.metrics_port, endpoint.labels)
         if frontdoor_port and frontdoor_group in host.groups:
             add("frontdoor", host.address, frontdoor_port, {"host": host.name})
         if monitoring_group in host.groups:
@@ -201,6 +237,8 @@ def scrape_configs(
         if web_tls and job in webauth.TLS_JOBS:
             name = own_name if job == "prometheus" else None
             config.update(webauth.client_settings(web_user, name))
+        if job in authorized:
+            config["authorization"] = {"type": "Bearer", "credentials_file": scrape_token_file}
         configs.append(config)
     for item in extra:
         configs.append(copy.deepcopy(dict(item)))

@@ -161,6 +161,7 @@ DEPENDENCY_USE = {
     "click": r"^\s*(from|import) click\b",
     "rich": r"^\s*(from|import) rich\b",
     "bcrypt": r"^\s*(from|import) bcrypt\b",  # monitoring_tls (hearth.monitoring.webauth)
+    "mitogen": r'find_spec\("ansible_mitogen"\)',  # the default strategy (hearth.runner)
 }
 
 

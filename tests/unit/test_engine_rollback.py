@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.server
 import importlib.util
 import json
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -255,3 +256,42 @@ def test_live_keeps_the_newer_engine_and_brings_the_kept_one_back(engine: str) -
         ("start", LIVE),
     ]
     assert mod.live_step(_Host(_fleet()), params, True) == {"changed": True}
+
+
+# ------------------------------------------------------------------- hearth_routing_apply
+
+
+def _load_apply() -> Any:
+    path = paths.plugins_dir() / "modules" / "hearth_routing_apply.py"
+    spec = importlib.util.spec_from_file_location("hearth_test_routing_apply", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_routing_apply_reads_the_front_doors_own_words() -> None:
+    apply = _load_apply()
+    gauge = "hearth_frontdoor_backend_requests_in_flight"
+    metrics = (
+        f"# TYPE {gauge} gauge\n"
+        f'{gauge}{{model="smollm2",backend="http://10.0.0.2:8080"}} 2.0\n'
+        f'{gauge}{{model="smollm2",backend="http://10.0.0.2:8085"}} 1.0\n'
+        f'{gauge}{{model="smollm2x",backend="http://10.0.0.2:8080"}} 5.0\n'
+    )
+    assert apply.in_flight(metrics, "smollm2", "http://10.0.0.2:8080") == 2.0
+    assert apply.in_flight(metrics, "smollm2", "http://10.0.0.3:8080") == 0
+    assert apply.routing_in_force(json.dumps({"loaded": {"routing": "abc"}})) == "abc"
+    assert apply.routing_in_force("not json") == ""
+    assert apply.routing_in_force(json.dumps({"status": "ok"})) == ""
+
+
+def test_routing_apply_writes_only_a_change(tmp_path: Path) -> None:
+    apply = _load_apply()
+    target = tmp_path / "routing.json"
+    gid = os.getgid()
+    assert apply.write(str(target), '{"models": {}}\n', str(gid)) is True
+    assert apply.write(str(target), '{"models": {}}\n', str(gid)) is False
+    assert target.read_text() == '{"models": {}}\n'
+    assert oct(target.stat().st_mode & 0o777) == "0o640" and target.stat().st_gid == gid
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["routing.json"]  # no temporary left

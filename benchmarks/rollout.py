@@ -10,7 +10,9 @@ front door:
    the candidate's start to the promotion (the runner's task events);
 2. `hearth models rollback --to v1 --no-backup`, the fast path (the automatic backup before it
    is not the rollback's own time): wall time, the time from the command's start until each
-   host's live engine is v1 and answers its health check (polled every 0.25 s), and the files
+   host's share of the model at the front door goes to a v1 engine that answers (the routing in
+   force, /health's digest of routing.json, and that engine's version and health check), and
+   until each host's live engine is v1 and answers its health check (polled every 0.25 s), the files
    the run hashed (model_verify's `hashed`: 0, the kept files are checked by their record);
    then, with the inventory set to v1, what an inference run changes (0 on each host);
 3. v1 → v2 again, then `hearth models rollback --to v1 --full --no-backup`, the full gated path,
@@ -138,8 +140,10 @@ def main() -> None:
     print(f"  requests during the rollout: {rollout_sent}, failed: {rollout_failed}")
     for name, found in (("fast path", fast), ("full gated path (--full)", full)):
         print(f"rollback → v1, {name}: {found['command']:.1f} s for the command")
+        for host, seconds in sorted(found["through_door"].items()):
+            print(f"  {host}: v1 answers through the front door {seconds:.1f} s after the command")
         for host, seconds in sorted(found["answering"].items()):
-            print(f"  {host}: v1 live and answering {seconds:.1f} s after the command started")
+            print(f"  {host}: v1 in the live slot and answering {seconds:.1f} s after the command")
         print(f"  requests during the rollback: {found['sent']}, failed: {len(found['failures'])}")
         for line in found["failures"][:5]:
             print(f"    {line}")
@@ -162,16 +166,47 @@ def _rollback(fleet: Any, state: Any, extra: tuple[str, ...]) -> dict[str, Any]:
     """`hearth models rollback --to v1` under the load loop: the command's time, each host's
     time until its live engine is v1 and healthy, the load's failures, files hashed."""
     from labkit import container_exec, hearth
-    from test_rollout import ENGINE, HOSTS, Load
+    from test_rollout import DOOR, ENGINE, HOSTS, PORT, Load
 
     from hearth import paths
 
     answering: dict[str, float] = {}
+    through_door: dict[str, float] = {}
     stop = threading.Event()
+    addresses = {h.name: h.address for h in state.hosts}
+
+    def door_serves_v1(host: str) -> bool:
+        """The front door's routing in force sends ``host``'s share of smollm2 to an engine of
+        v1 that answers its health check (the candidate slot or the live slot)."""
+        shown = container_exec(
+            state, DOOR, "sh", "-c",
+            "sha256sum /etc/hearth/frontdoor/routing.json | cut -c1-64; cat "
+            f"/etc/hearth/frontdoor/routing.json; echo; curl -fsS http://127.0.0.1:{PORT}/health",
+        ).stdout.strip().split("\n")  # fmt: skip
+        try:
+            digest, routing = shown[0], json.loads("\n".join(shown[1:-1]) or "{}")
+            loaded = json.loads(shown[-1]).get("loaded", {}).get("routing")
+        except (ValueError, IndexError, AttributeError):
+            return False
+        if loaded != digest:
+            return False  # written, not yet in force
+        backends = ((routing.get("models") or {}).get("smollm2") or {}).get("backends")
+        prefix = f"http://{addresses[host]}:"
+        ports = [b[len(prefix) :].split("/")[0] for b in backends or [] if b.startswith(prefix)]
+        port = ports[0] if ports else "8080"  # no override: the inventory's route, the live slot
+        fmt = '{{index .Config.Labels "io.hearth.version"}}'
+        answer = container_exec(
+            state, host, "sh", "-c",
+            f"docker inspect --format '{fmt}' $(docker ps -q --filter publish={port}) && "
+            f"curl -fsS -o /dev/null http://127.0.0.1:{port}/health && echo healthy",
+        ).stdout.split()  # fmt: skip
+        return answer[:1] == ["v1"] and answer[-1:] == ["healthy"]
 
     def watch(started: float) -> None:
-        while not stop.is_set() and len(answering) < len(HOSTS):
+        while not stop.is_set() and min(len(answering), len(through_door)) < len(HOSTS):
             for host in HOSTS:
+                if host not in through_door and door_serves_v1(host):
+                    through_door[host] = time.monotonic() - started
                 if host in answering:
                     continue
                 fmt = '{{index .Config.Labels "io.hearth.version"}}'
@@ -207,6 +242,7 @@ def _rollback(fleet: Any, state: Any, extra: tuple[str, ...]) -> dict[str, Any]:
     return {
         "command": command,
         "answering": answering,
+        "through_door": through_door,
         "sent": load.sent,
         "failures": list(load.failures),
         "hashed": _hashed(runs[-1]) if runs else None,

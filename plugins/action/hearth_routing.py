@@ -10,7 +10,8 @@ description:
     force, works out the new one on the control node (C(hearth.engines.swap_backend) for a
     rollout's switch between an engine's live and candidate slots, C(hearth.engines.drain_host)
     to drain hosts or put them back), writes it when it changed, reloads the front door in place
-    (C(SIGHUP)) and waits until its C(/health) shows the new file's sha256 in force.
+    (C(SIGHUP)) and waits until its C(/health) shows the new file's sha256 in force: the write,
+    the reload and the wait are one run of C(hearth_routing_apply) on the front door host.
   - Read, write and reload are one task so that hosts of one batch changing the same front door
     cannot lose each other's change; run it with C(throttle: 1).
   - A drain that would leave a model with no backend fails before anything is written, unless
@@ -86,6 +87,15 @@ options:
     description: Seconds to wait for the front door to have the new routing in force.
     type: int
     default: 30
+  idle_timeout:
+    description:
+      - With a value above 0 (swap, canary_end), then wait up to this many seconds until the
+        front door has no request in flight on the backend the engine left (C(from)).
+    type: int
+    default: 0
+  metrics_url:
+    description: The front door's /metrics URL (default the health URL's, with /metrics).
+    type: str
 author: Hearth
 """
 
@@ -132,10 +142,7 @@ empty:
 import base64
 import hashlib
 import json
-import os
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 from ansible.errors import AnsibleActionFail
@@ -153,7 +160,7 @@ def _plain(value):
 
 
 class ActionModule(ActionBase):
-    TRANSFERS_FILES = True
+    TRANSFERS_FILES = False
     _requires_connection = True
 
     def _module(self, name, args, task_vars):
@@ -195,51 +202,6 @@ class ActionModule(ActionBase):
             empty += [m for m in out["empty"] if m not in empty]
         return routing, {"backends": moved, "empty": empty}
 
-    def _write(self, args, content, task_vars):
-        """routing.json written through the copy action (owner, group, mode, atomic move)."""
-        handle, local = tempfile.mkstemp(prefix="hearth-routing-")
-        try:
-            with os.fdopen(handle, "w") as stream:
-                stream.write(content)
-            task = self._task.copy()
-            task.args.clear()
-            task.args.update(
-                src=local, dest=args["path"], owner="root", group=str(args["group"]), mode="0640"
-            )
-            copy = self._shared_loader_obj.action_loader.get(
-                "ansible.legacy.copy", task=task, connection=self._connection,
-                play_context=self._play_context, loader=self._loader, templar=self._templar,
-                shared_loader_obj=self._shared_loader_obj,
-            )  # fmt: skip
-            result = copy.run(task_vars=task_vars)
-        finally:
-            os.unlink(local)
-        if result.get("failed"):
-            raise AnsibleActionFail("writing %s: %s" % (args["path"], result.get("msg")))
-        return result
-
-    def _confirm(self, args, digest, task_vars):
-        """Wait until the front door's /health shows the routing file ``digest`` in force."""
-        seen = ""
-        # polled every 0.25 s (a reload takes well under a second: a whole second per poll was
-        # most of a switch's time), for ``retries`` seconds
-        for _ in range(max(1, int(args.get("retries") or 30) * 4)):
-            answer = self._module(
-                "ansible.legacy.uri",
-                {"url": args["health_url"], "return_content": True, "timeout": 5,
-                 "status_code": [200, 503], "validate_certs": False},  # loopback: HTTPS or not
-                task_vars,
-            )  # fmt: skip
-            seen = ((answer.get("json") or {}).get("loaded") or {}).get("routing", "")
-            if seen == digest:
-                return
-            time.sleep(0.25)
-        raise AnsibleActionFail(
-            "the front door at %s did not take the new routing in force (it shows %s, expected "
-            "%s): check `docker logs %s`"
-            % (args["health_url"], seen or "nothing", digest, args["container"])
-        )
-
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
         result = super(ActionModule, self).run(tmp, task_vars)
@@ -270,17 +232,21 @@ class ActionModule(ActionBase):
         content = json.dumps(routing, indent=4, sort_keys=True) + "\n"
         digest = hashlib.sha256(content.encode()).hexdigest()
         changed = content != before
-        if changed:
-            self._write(args, content, task_vars)
-            hup = self._module(
-                "ansible.legacy.command",
-                {"argv": ["docker", "kill", "--signal", "HUP", args["container"]]},
-                task_vars,
-            )
-            if hup.get("rc", 1) != 0:
-                raise AnsibleActionFail(
-                    "reloading %s: %s" % (args["container"], hup.get("stderr") or hup.get("msg"))
-                )
-        self._confirm(args, digest, task_vars)
+        # written, reloaded and confirmed in force in one module run on the front door host
+        apply = {
+            "path": args["path"], "content": content, "digest": digest,
+            "group": str(args["group"]), "container": args["container"],
+            "health_url": args["health_url"], "retries": int(args.get("retries") or 30),
+        }  # fmt: skip
+        if int(args.get("idle_timeout") or 0) > 0 and extra.get("from"):
+            apply["idle"] = {
+                "metrics_url": args.get("metrics_url")
+                or str(args["health_url"]).rsplit("/health", 1)[0] + "/metrics",
+                "model": str(args["model"]), "backend": extra["from"],
+                "timeout": int(args["idle_timeout"]),
+            }  # fmt: skip
+        applied = self._module("hearth_routing_apply", apply, task_vars)
+        if applied.get("failed"):
+            raise AnsibleActionFail(str(applied.get("msg")))
         result.update(changed=changed, routing=routing, sha256=digest, **extra)
         return result

@@ -90,6 +90,9 @@ def main() -> None:
             "front_door_port": PORT,
             "canary_questions": "{{ 'lab' | hearth_question_set }}",
             "canary_question_sets": {"smollm2": GOLDEN_ONLY},  # as test_rollout: no probes
+            # the front door on lab1 routes to lab2's engine too: engines bind to loopback by
+            # default, and `hearth check` refuses one that a front door elsewhere must reach
+            "inference_engine_bind_address": "0.0.0.0",
         },
         groups={"inference": list(HOSTS), "frontdoor": [DOOR]},
     )
@@ -102,7 +105,7 @@ def main() -> None:
     began = time.monotonic()
     done = fleet.hearth("first", "up", "--limit", ",".join(HOSTS))
     if done.returncode != 0:
-        raise SystemExit(f"first converge failed:\n{done.stdout[-4000:]}")
+        raise SystemExit(f"first converge failed:\n{done.stdout[-4000:]}{done.stderr[-2000:]}")
     print(f"first converge of 2 hosts (all layers): {time.monotonic() - began:.0f} s")
 
     fleet.declare("v2")

@@ -92,7 +92,7 @@ def main() -> None:
             "canary_question_sets": {"smollm2": GOLDEN_ONLY},  # as test_rollout: no probes
             # the front door on lab1 routes to lab2's engine too: engines bind to loopback by
             # default, and `hearth check` refuses one that a front door elsewhere must reach
-            "inference_engine_bind_address": "0.0.0.0",
+            "inference_engine_bind_address": "0.0.0.0",  # noqa: S104 (the lab network only)
         },
         groups={"inference": list(HOSTS), "frontdoor": [DOOR]},
     )

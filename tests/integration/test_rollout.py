@@ -74,7 +74,7 @@ class Load:
     that load took the CPU from the very operation under test and from the other test group
     beside it. With it, a request still starts every few tenths of a second and one is in
     flight about half of the time, so an outage or a dropped connection at a switch is still
-    met: in the lab's runs, two to three requests a second, several hundred per operation."""
+    met: in the lab's runs, one to four requests a second, a hundred or more per operation."""
 
     url: str
     workers: int = 2

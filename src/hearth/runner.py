@@ -100,8 +100,8 @@ def mitogen_problem() -> str:
 
 def default_strategy() -> str:
     """ "mitogen" where it can run (:func:`mitogen_problem`), else "linear": the whole integration
-    suite runs with Mitogen, and a converge takes about 0.7× as long, a run that changes nothing
-    about 0.4× (docs/converge.md)."""
+    suite runs with Mitogen, and in benchmarks/converge.py a first converge took 0.71–0.81× as
+    long as with linear and a run that changed nothing 0.42–0.63× (two runs, docs/converge.md)."""
     return "linear" if mitogen_problem() else "mitogen"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -129,10 +130,40 @@ def test_rules_loaded(host: Any, hearth_vars: dict[str, Any]) -> None:
     assert not broken, f"alert rules failing to evaluate: {broken}"
 
 
+_PROM_DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def _duration_s(text: str) -> float:
+    """A Prometheus duration (``15s``, ``1m30s``) in seconds."""
+    return sum(int(n) * _UNIT_S[unit] for n, unit in _PROM_DURATION.findall(str(text)))
+
+
+def _active_targets(host: Any, hearth_vars: dict[str, Any]) -> list[dict[str, Any]]:
+    """The active targets, once each has been scraped at least once.
+
+    A target Prometheus has not scraped yet (just after a restart) has health ``unknown``: that
+    proves neither up nor down, so wait for its first scrape, at most one scrape interval and a
+    margin. One still ``unknown`` after that is reported as such (never scraped is not up)."""
+    wait_s = _duration_s(hearth_vars.get("prometheus_scrape_interval") or "15s") + 10
+    deadline = time.monotonic() + wait_s
+    while True:
+        active: list[dict[str, Any]] = _api(host, hearth_vars, "/api/v1/targets?state=active")[
+            "activeTargets"
+        ]
+        if time.monotonic() >= deadline or all(t.get("health") != "unknown" for t in active):
+            return active
+        time.sleep(1)
+
+
+def _health(target: dict[str, Any]) -> str:
+    health = str(target.get("health"))
+    return "never scraped (health unknown)" if health == "unknown" else health
+
+
 def test_targets_up(host: Any, hearth_vars: dict[str, Any]) -> None:
     """Prometheus scrapes node_exporter and every one of its active targets is up."""
-    targets = _api(host, hearth_vars, "/api/v1/targets?state=active")
-    active = targets["activeTargets"]
+    active = _active_targets(host, hearth_vars)
     observe("scrape targets", sorted(
         f"{t['labels'].get('job')}@{t['labels'].get('host')}: {t.get('health')}" for t in active
     ))  # fmt: skip
@@ -142,7 +173,7 @@ def test_targets_up(host: Any, hearth_vars: dict[str, Any]) -> None:
     )
     down = [
         f"{t['labels'].get('job')}@{t['labels'].get('host')} ({t.get('scrapeUrl')}): "
-        f"{t.get('lastError') or t.get('health')}"
+        f"{t.get('lastError') or _health(t)}"
         for t in active
         if t.get("health") != "up"
     ]

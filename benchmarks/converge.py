@@ -9,6 +9,8 @@ playbooks/site.yml twice and times both runs, in one process. The settings:
   ``main``; it must be an ancestor, as its roles run with this checkout's Python), exported to a
   temporary folder, with today's tuning (:class:`hearth.runner.Tuning`) and Ansible's own
   ``linear`` strategy: the baseline;
+- ``main-mitogen``: the same content with ``--strategy mitogen`` (the baseline of a change that
+  keeps Mitogen, the default);
 - ``branch``: this checkout's content (copied when the benchmark starts), the same;
 - ``mitogen``: this checkout's content with ``--strategy mitogen``, Hearth's default where Mitogen
   can run (skipped, with the reason, where it is not installed or does not support this
@@ -156,6 +158,13 @@ def settings_for(names: list[str], ref: str, scratch: Path) -> list[Setting]:
             content = export_content(ref, scratch / "content")
             linear = runner.Tuning(strategy="linear")
             chosen.append(Setting(f"{ref}, linear", linear, content))
+        elif name == "main-mitogen":
+            problem = runner.mitogen_problem()
+            if problem:
+                print(f"  skipping the main-mitogen setting: {problem}")
+                continue
+            content = export_content(ref, scratch / "content")
+            chosen.append(Setting(f"{ref}, mitogen", runner.Tuning(strategy="mitogen"), content))
         elif name == "branch":
             linear = runner.Tuning(strategy="linear")
             chosen.append(Setting("this branch, linear", linear, snapshot(scratch / "branch")))
@@ -170,7 +179,7 @@ def settings_for(names: list[str], ref: str, scratch: Path) -> list[Setting]:
             tuning = runner.Tuning.ansible_defaults()
             chosen.append(Setting("ansible defaults", tuning, snapshot(scratch / "branch")))
         else:
-            known = "main, branch, mitogen, defaults"
+            known = "main, main-mitogen, branch, mitogen, defaults"
             raise SystemExit(f"--settings: unknown setting {name!r} ({known})")
     return chosen
 

@@ -1,5 +1,6 @@
 """Converge speed (issue 14): the ``hearth_hold`` and ``hearth_paths`` modules (a package set
-held, several directories made, one call each), and ``--strategy mitogen``'s checks (Mitogen's
+held, several directories made, one call each), ``hearth_packages`` / ``hearth_apt`` (apt only
+when dpkg says there is something to do), and ``--strategy mitogen``'s checks (Mitogen's
 supported ansible-core range, read without importing it; a clear refusal where it cannot run)."""
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ QUERY = (
 )
 
 
-def hold_module() -> ModuleType:
-    path = paths.plugins_dir() / "modules" / "hearth_hold.py"
-    spec = importlib.util.spec_from_file_location("hearth_hold_under_test", path)
+def hold_module(name: str = "hearth_hold") -> ModuleType:
+    path = paths.plugins_dir() / "modules" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_under_test", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -87,6 +88,7 @@ def run_local(tmp_path: Path, module: str, args: dict[str, Any], *flags: str) ->
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_PYTHON_INTERPRETER=sys.executable,
     )
+    env["ANSIBLE_ACTION_PLUGINS"] = str(paths.plugins_dir() / "action")
     cmd = [str(Path(sys.executable).parent / "ansible"), "-i", "localhost,", "-c", "local"]
     cmd += ["-M", str(paths.plugins_dir() / "modules"), "localhost", *flags, "-m", module]
     cmd += ["-a", json.dumps(args)]
@@ -96,6 +98,65 @@ def run_local(tmp_path: Path, module: str, args: dict[str, Any], *flags: str) ->
     result, _ = json.JSONDecoder().raw_decode(proc.stdout[match.end() :])
     assert isinstance(result, dict)
     return {**result, "status": match.group(1)}
+
+
+def test_packages_reads_versions_and_matches_apt_globs() -> None:
+    mod = hold_module("hearth_packages")
+    installed = mod.parse_query(QUERY)
+    assert installed["nvidia-smi"] == "535.261.03-1" and "oldpkg" not in installed
+    specs = [
+        "nvidia-smi=535.261.03-*",  # apt's version glob
+        "nvidia-driver-bin=535.261.03-*",  # 535.261.030-1: another release
+        "docker.io",
+        "docker.io=20.10.24+dfsg1-1+deb12u1",
+        "docker.io=20.10.25*",
+        "oldpkg",  # config files only: not installed
+        "absent",
+    ]
+    assert mod.missing(installed, specs) == [
+        "nvidia-driver-bin=535.261.03-*",
+        "docker.io=20.10.25*",
+        "oldpkg",
+        "absent",
+    ]
+
+
+def apt_action() -> ModuleType:
+    path = paths.plugins_dir() / "action" / "hearth_apt.py"
+    spec = importlib.util.spec_from_file_location("hearth_apt_under_test", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_apt_action_takes_the_short_way_only_for_plain_names() -> None:
+    names_of = apt_action().names_of
+    assert names_of({"name": ["a", "b=1.0-*"]}) == ["a", "b=1.0-*"]
+    assert names_of({"pkg": "a, b"}) == ["a", "b"]
+    assert names_of({"update_cache": True}) == []
+    for apt_resolves in ("a>=1.0", "/tmp/x.deb", "python3-*", "a b"):
+        assert names_of({"name": [apt_resolves]}) is None, apt_resolves
+
+
+def test_packages_and_apt_action_read_the_real_dpkg(tmp_path: Path) -> None:
+    """Through the real ``ansible`` CLI on this machine's dpkg (check mode): an installed
+    package is reported and apt is not run; one at a version that is not installed goes to
+    apt, whose own answer comes back."""
+    if not Path("/usr/bin/dpkg-query").exists():
+        pytest.skip("no dpkg on this machine")
+    version = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Version}", "dpkg"], capture_output=True, text=True
+    ).stdout
+    read = run_local(tmp_path, "hearth_packages", {"names": ["dpkg", "no-such-package-here"]})
+    assert read["installed"] == {"dpkg": version}
+    assert read["missing"] == ["no-such-package-here"] and read["changed"] is False
+    short = run_local(tmp_path, "hearth_apt", {"name": ["dpkg", f"dpkg={version}"]}, "--check")
+    assert (short["apt_skipped"], short["changed"]) == (True, False), short
+    assert short["installed"] == {"dpkg": version}
+    to_apt = run_local(tmp_path, "hearth_apt", {"name": ["dpkg=0.0.0-none"]}, "--check")
+    assert to_apt["apt_skipped"] is False  # apt's own answer (no such candidate, or no python-apt)
+    assert to_apt["status"] == "FAILED!", to_apt
 
 
 def test_paths_makes_alters_and_removes_in_one_call_idempotently(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ EXAMPLES = r"""
 - name: Read the installed driver's version
   hearth_packages:
     names: [nvidia-driver]
-  register: __nvidia_driver_installed
+  register: installed_driver
 """
 
 RETURN = r"""

@@ -20,7 +20,8 @@ GPU_ROLES = ("nvidia_driver", "cuda", "container_runtime")
 PHASES = ("preflight", "install", "configure", "service")
 # Modules shipped in plugins/modules (no collection namespace).
 LOCAL_MODULES = {
-    "gpu_facts", "hearth_hold", "hearth_inventory_check", "hearth_paths", "hearth_preflight",
+    "gpu_facts", "hearth_apt", "hearth_hold", "hearth_inventory_check", "hearth_packages",
+    "hearth_paths", "hearth_preflight",
 }  # fmt: skip
 TASK_KEYWORDS = {
     "name", "when", "register", "loop", "loop_control", "vars", "tags", "notify", "become",

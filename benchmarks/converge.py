@@ -187,7 +187,9 @@ def settings_for(names: list[str], ref: str, scratch: Path) -> list[Setting]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=3)
-    parser.add_argument("--repeat", type=int, default=1, help="fresh-lab rounds per setting")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="fresh-lab rounds per setting (interleaved)"
+    )
     parser.add_argument(
         "--playbook", default="site.yml", help="playbook under playbooks/ (base.yml: base layer)"
     )
@@ -212,9 +214,11 @@ def main() -> None:
     runs: dict[str, dict[str, list[Run]]] = {}
     lab.claim(OWNER)
     try:
-        for setting in settings:
-            per = runs.setdefault(setting.name, {"first": [], "noop": []})
-            for _ in range(args.repeat):
+        # Rounds interleave the settings (A B A B, not A A B B), so a change of the shared
+        # machine's load falls on every setting alike.
+        for _ in range(args.repeat):
+            for setting in settings:
+                per = runs.setdefault(setting.name, {"first": [], "noop": []})
                 inventory = fresh_lab(args.hosts, inventory_dir)
                 # this inventory's fact cache only (other labs on this machine keep theirs)
                 shutil.rmtree(paths.facts_dir(inventory), ignore_errors=True)
@@ -229,7 +233,8 @@ def main() -> None:
                 per["noop"].append(noop)
                 print(
                     f"  {setting.name}: first {first.seconds:6.1f} s ({first.changed} changed), "
-                    f"no-op {noop.seconds:6.1f} s",
+                    f"no-op {noop.seconds:6.1f} s ({noop.busiest[2]} results on "
+                    f"{noop.busiest[0]})",
                     flush=True,
                 )
     finally:

@@ -67,6 +67,21 @@ def test_second_run_changes_nothing(base_site: Path) -> None:
     assert all(result.hosts[h].ok > 10 for h in HOSTS), "the second run did not really run the role"
 
 
+def test_drift_a_removed_package_is_put_back(lab: lab_mod.LabState, base_site: Path) -> None:
+    """A run that changes nothing skips apt (hearth_apt reads dpkg first); a package removed by
+    hand since must still be seen and installed again by the next run."""
+    removed = container_exec(lab, "lab2", "dpkg", "--remove", "lsof")
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    gone = container_exec(lab, "lab2", "dpkg-query", "-W", "-f", "${Status}", "lsof").stdout
+    assert gone != "install ok installed", "lsof is still installed: the test is void"
+    result = runner.run_playbook("base.yml", base_site, label="test-drift")
+    assert result.status == "successful", result.failures
+    assert result.hosts["lab2"].changed >= 1, "the run did not notice the removed package"
+    assert result.hosts["lab1"].changed == 0 and result.hosts["lab3"].changed == 0
+    status = container_exec(lab, "lab2", "dpkg-query", "-W", "-f", "${Status}", "lsof").stdout
+    assert status == "install ok installed", status
+
+
 def test_check_mode_on_changed_inventory_alters_nothing(
     lab: lab_mod.LabState, base_site: Path, tmp_path: Path
 ) -> None:

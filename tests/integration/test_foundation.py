@@ -68,10 +68,15 @@ def test_second_run_changes_nothing(base_site: Path) -> None:
 
 
 def test_drift_a_removed_package_is_put_back(lab: lab_mod.LabState, base_site: Path) -> None:
-    """A run that changes nothing skips apt (hearth_apt reads dpkg first); a package removed by
-    hand since must still be seen and installed again by the next run."""
+    """A run that changes nothing skips apt (hearth_apt reads dpkg first) and the timezone module
+    (common reads /etc/localtime first); a package removed and a timezone changed by hand since
+    must still be seen and put back by the next run."""
     removed = container_exec(lab, "lab2", "dpkg", "--remove", "lsof")
     assert removed.returncode == 0, removed.stdout + removed.stderr
+    moved = container_exec(
+        lab, "lab2", "ln", "-sfn", "/usr/share/zoneinfo/Etc/GMT+1", "/etc/localtime"
+    )
+    assert moved.returncode == 0, moved.stdout + moved.stderr
     gone = container_exec(lab, "lab2", "dpkg-query", "-W", "-f", "${Status}", "lsof").stdout
     assert gone != "install ok installed", "lsof is still installed: the test is void"
     result = runner.run_playbook("base.yml", base_site, label="test-drift")
@@ -80,6 +85,8 @@ def test_drift_a_removed_package_is_put_back(lab: lab_mod.LabState, base_site: P
     assert result.hosts["lab1"].changed == 0 and result.hosts["lab3"].changed == 0
     status = container_exec(lab, "lab2", "dpkg-query", "-W", "-f", "${Status}", "lsof").stdout
     assert status == "install ok installed", status
+    zone = container_exec(lab, "lab2", "timedatectl", "show", "--property=Timezone", "--value")
+    assert zone.stdout.strip() == "Etc/UTC", zone.stdout + zone.stderr
 
 
 def test_check_mode_on_changed_inventory_alters_nothing(

@@ -441,6 +441,9 @@ def write_inventory(state: LabState, directory: Path) -> Path:
         # Plain HTTP to the lab's front door, declared (the demo, the canary, `hearth bench` and
         # the lab tests speak HTTP to it; tests/integration/test_gateway.py turns HTTPS on).
         "front_door_tls": False,
+        # Plain HTTP for the monitoring layer too, declared: Prometheus, Alertmanager and
+        # node_exporter speak it on the lab's private network (test_monitoring.py turns TLS on).
+        "monitoring_tls": False,
         # Lab hosts share the control node's kernel and clock: chrony measures, never steers.
         "common_chrony_control_clock": False,
         # Golden questions the lab's 135M model really answers (the canary and a rollout's gate

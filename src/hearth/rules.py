@@ -804,23 +804,38 @@ def alertmanager_receivers(host: HostView) -> Iterator[Finding]:
 
 @rule("node_exporter", "prometheus", "alertmanager", "grafana")
 def monitoring_tls(host: HostView) -> Iterator[Finding]:
-    """With ``monitoring_tls``: a basic-auth password (``monitoring_web_password``, at least 16
-    characters, in ansible-vault in production) and the host's certificate of ``hearth tls init``
-    (present, matching its key, valid, from the site's CA, covering the host's address)."""
+    """``monitoring_tls`` (on unless the inventory declares it false): a basic-auth password
+    (``monitoring_web_password``, at least 16 characters, in ansible-vault in production) and the
+    host's certificate of ``hearth tls init`` (present, matching its key, valid, from the site's
+    CA, covering the host's address). Left at its default with neither there, one finding says
+    the three ways on."""
+    from hearth import tls
     from hearth.monitoring.webauth import MIN_PASSWORD_LENGTH
 
-    enabled = host.get("monitoring_tls", False)
+    enabled = host.get("monitoring_tls", True)
     if not isinstance(enabled, bool):
         yield Finding("monitoring_tls", enabled, "expected true (HTTPS and basic auth) or false")
         return
     if not enabled:
         return
     password = host.get("monitoring_web_password") or ""
+    site = tls.site_name(host.get("hearth_site"), host.vars.get("inventory_dir"))
+    cert_path, key_path = tls.host_files(site, host.name)
+    issued = cert_path.is_file() and key_path.is_file()
+    if host.get("monitoring_tls") is None and not password and not issued:
+        yield Finding(
+            "", MISSING,
+            "monitoring_tls is on by default (HTTPS and basic auth on Prometheus, Alertmanager "
+            "and node_exporter), "
+            f"but there is no certificate for {host.name} in {cert_path.parent} and no "
+            f"monitoring_web_password: {_monitoring_tls_remedy(host)}",
+        )  # fmt: skip
+        return
     if not password:
         yield Finding(
             "monitoring_web_password", MISSING,
             "required with monitoring_tls: the basic-auth password of Prometheus, Alertmanager "
-            "and node_exporter (ansible-vault encrypt_string)",
+            f"and node_exporter: {_monitoring_tls_remedy(host)}",
             related=("monitoring_tls",),
         )  # fmt: skip
     elif not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
@@ -837,6 +852,18 @@ def monitoring_tls(host: HostView) -> Iterator[Finding]:
         host, "monitoring_tls", "monitoring_tls",
         "or monitoring_tls: false for plain HTTP without authentication",
     )  # fmt: skip
+
+
+def _monitoring_tls_remedy(host: HostView) -> str:
+    """The three ways on when monitoring_tls lacks its certificate or password."""
+    inventory = "INVENTORY"
+    return (
+        f"run `hearth tls init -i {inventory} --vault-password-file FILE` (it issues the "
+        "certificates and writes a random monitoring_web_password into an ansible-vault file "
+        "of the inventory), or add monitoring_web_password (16+ characters) to ansible-vault "
+        f"and run `hearth tls init -i {inventory}`, or declare monitoring_tls: false (plain "
+        "HTTP without authentication)"
+    )
 
 
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")

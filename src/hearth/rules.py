@@ -20,6 +20,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
@@ -355,13 +356,37 @@ def front_door_key_problems(keys: object, min_length: int = MIN_API_KEY_LENGTH) 
 
 
 def _is_vaulted(value: object) -> bool:
+    """``value`` was in ansible-vault: encrypted alone (``encrypt_string``), or read from a file
+    encrypted as a whole (``ansible-vault encrypt FILE``, what ``hearth tls init`` writes)."""
     try:
         from ansible.parsing.vault import VaultHelper
     except ImportError:  # pragma: no cover - ansible-core < 2.19
         return type(value).__name__ == "AnsibleVaultEncryptedUnicode"
-    return VaultHelper.get_ciphertext(value, with_tags=False) is not None or (
+    if VaultHelper.get_ciphertext(value, with_tags=False) is not None or (
         type(value).__name__ == "AnsibleVaultEncryptedUnicode"
-    )
+    ):
+        return True
+    return _from_vaulted_file(value)
+
+
+def _from_vaulted_file(value: object) -> bool:
+    """ansible-core 2.19 tags each value with the file it came from (``Origin``); a whole-file
+    vault decrypts to plain values, so the file itself tells."""
+    try:
+        from ansible._internal._datatag._tags import Origin
+    except ImportError:  # pragma: no cover - no data tagging
+        return False
+    origin = Origin.get_tag(value)
+    if origin is None or not origin.path:
+        return False
+    try:
+        with Path(origin.path).open("rb") as stream:
+            return stream.read(len(_VAULT_HEADER)) == _VAULT_HEADER
+    except OSError:
+        return False
+
+
+_VAULT_HEADER = b"$ANSIBLE_VAULT;"
 
 
 def _plain_in_production(host: HostView, key: str) -> Iterator[Finding]:

@@ -676,6 +676,9 @@ def _plan_size(
 @click.option("--key-name", help="Which of front_door_api_keys to use [the first].")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Draw throughput and latency against concurrency (.png or .html).")  # fmt: skip
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CA (PEM) of an HTTPS front door's certificate [the site's CA of `hearth tls "
+                   "init`, else the system's].")  # fmt: skip
 @vault_option
 def bench(
     inventory: Path,
@@ -690,6 +693,7 @@ def bench(
     front_door: str | None,
     key_name: str | None,
     plot: Path | None,
+    ca_file: Path | None,
     vault_password_file: Path | None,
 ) -> None:
     """Measure capacity: a concurrency sweep of each model through the inventory's front door
@@ -704,7 +708,9 @@ def bench(
     if plot is not None and plot.suffix.lower() not in (".png", ".html", ".htm"):
         raise InvalidInputError(f"--plot {plot}: expected a .png or .html file name")
     inv = check_inventory(inventory, vault_password_file=vault_password_file)
-    target, variables = bench_mod.resolve_target(inv, front_door, key_name)
+    target, variables = bench_mod.resolve_target(
+        inv, front_door, key_name, str(ca_file) if ca_file else ""
+    )
     the_slo = bench_mod.slo_for(variables, slo)
     chosen = bench_mod.choose_models(bench_mod.served_models(inv, variables), models)
     settings = {

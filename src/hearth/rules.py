@@ -446,18 +446,33 @@ def front_door_settings(host: HostView) -> Iterator[Finding]:
 
 @rule("front_door")
 def front_door_tls(host: HostView) -> Iterator[Finding]:
-    """With ``front_door_tls``: a certificate and key (the site's own, ``front_door_tls_cert`` and
-    ``front_door_tls_key`` in ansible-vault, else those of ``hearth tls init``) that match, are
-    valid now and whose SAN covers the host's address."""
+    """``front_door_tls`` (on unless the inventory declares it false): a certificate and key (the
+    site's own, ``front_door_tls_cert`` and ``front_door_tls_key`` in ansible-vault, else those of
+    ``hearth tls init``) that match, are valid now and whose SAN covers the host's address. Left
+    at its default with no certificate at all, one finding says the three ways on."""
     from hearth import tls
 
-    enabled = host.get("front_door_tls", False)
+    enabled = host.get("front_door_tls", True)
     if not isinstance(enabled, bool):
         yield Finding("front_door_tls", enabled, "expected true (HTTPS) or false (plain HTTP)")
         return
     if not enabled:
         return
     cert, key = host.get("front_door_tls_cert") or "", host.get("front_door_tls_key") or ""
+    if not cert and not key and host.vaulted("front_door_tls") is None:  # left at its default
+        site = tls.site_name(host.get("hearth_site"), host.vars.get("inventory_dir"))
+        cert_path, key_path = tls.host_files(site, host.name)
+        if not cert_path.is_file() or not key_path.is_file():
+            yield Finding(
+                "", MISSING,
+                "front_door_tls is on by default (the front door serves HTTPS only), but there "
+                f"is no certificate for {host.name} in {cert_path.parent} and no "
+                "front_door_tls_cert/front_door_tls_key: run `hearth tls init -i INVENTORY "
+                "--vault-password-file FILE` (it issues the site's CA and the host's "
+                "certificate), or give front_door_tls_cert and front_door_tls_key (in "
+                "ansible-vault), or declare front_door_tls: false for plain HTTP",
+            )  # fmt: skip
+            return
     if bool(cert) != bool(key):
         missing = "front_door_tls_key" if cert else "front_door_tls_cert"
         yield Finding(

@@ -36,7 +36,8 @@ class Door:
                 chunks = [
                     {"choices": [{"delta": {"content": word}}]} for word in ("Par", "is", ".")
                 ]
-                chunks.append({"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 3}})
+                usage = {"prompt_tokens": 9, "completion_tokens": 3}
+                chunks.append({"choices": [], "usage": usage})
                 body = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)
                 body += b"data: [DONE]\n\n"
                 self.send_response(200)
@@ -69,8 +70,7 @@ def _inventory(tmp_path: Path, port: int, extra: str = "") -> Path:
     root = tmp_path / "inv"
     (root / "group_vars").mkdir(parents=True)
     (root / "hosts.yml").write_text(
-        "all:\n  children:\n    frontdoor:\n      hosts:\n"
-        "        gw01: {ansible_host: 127.0.0.1}\n"
+        "all:\n  children:\n    frontdoor:\n      hosts:\n        gw01: {ansible_host: 127.0.0.1}\n"
     )
     (root / "group_vars" / "all.yml").write_text(
         f"hearth_site: ward\nfront_door_port: {port}\n"

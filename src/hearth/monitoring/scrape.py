@@ -53,7 +53,7 @@ class InventoryHost:
     declared_gpus: int = 0
     engine_bind_address: str = "127.0.0.1"
     frontdoor_port: int | None = None
-    frontdoor_tls: bool = False
+    frontdoor_tls: bool = True
 
 
 def serves_dcgm(

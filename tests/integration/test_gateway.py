@@ -28,13 +28,18 @@ One scenario, in order (each test builds on the ones before):
    same prompt tokens as for that system message sent to it directly), a client system message
    is refused (400), and a body beyond the admin key's max_input_bytes gets 413;
 9. Prometheus on lab3 (`hearth up --limit lab3 --tags prometheus`) scrapes the front door's
-   /metrics and the engine relay over HTTPS, checking the site's CA it was given: both up.
+   /metrics and the engine relay over HTTPS, checking the site's CA it was given: both up;
+10. the canary on lab3 (its role converged with the site's CA, the base layer first) asks its
+   golden questions through the HTTPS front door and records every one answered (CSV and
+   metrics); `hearth bench` sends a few requests over HTTPS, checked against the site's CA.
 """
 
 from __future__ import annotations
 
 import base64
+import csv
 import hashlib
+import io
 import json
 import re
 import shutil
@@ -481,3 +486,72 @@ def test_prometheus_scrapes_the_front_door_and_its_relay_over_https(gateway: Gat
         assert target["scrapeUrl"].startswith(f"https://{gateway.address}:{PORT}/"), target
         assert target["health"] == "up", (job, target["lastError"], target["scrapeUrl"])
     assert found["engine-llamacpp"]["scrapeUrl"].endswith("/engine-metrics/smollm2")
+
+
+def test_the_canary_and_bench_ask_through_the_https_front_door(gateway: Gateway) -> None:
+    """The canary on lab3 asks its golden questions through the front door on HTTPS (its URL's
+    scheme from front_door_tls, as `hearth lab up` writes it), checking the certificate against
+    the site's CA the canary role copied there: every question is answered, in its CSV and its
+    metrics. `hearth bench` measures through the same door over HTTPS (the site's CA). The
+    model's pinned prompt is demoted here (the canary sends its own system prompt)."""
+    models = gateway.directory / "group_vars" / "inference" / "models.yml"
+    declared = yaml.safe_load(models.read_text())
+    declared["hearth_models"][0]["system_prompt_policy"] = "demote"
+    models.write_text(yaml.safe_dump(declared, sort_keys=False))
+    gateway.up("--tags", "front_door")
+    canary_vars = gateway.directory / "group_vars" / "monitoring" / "canary.yml"
+    canary_vars.parent.mkdir(parents=True, exist_ok=True)
+    scheme = (
+        f"{{{{ 'https' if hostvars['{HOST}'].front_door_tls | default(true) | bool else 'http' }}}}"
+    )
+    canary_vars.write_text(
+        yaml.safe_dump(
+            {
+                "canary_frontdoor_url": f"{scheme}://{gateway.address}:{PORT}",
+                "canary_api_key": gateway.keys["admin"],
+            }
+        )
+    )
+    for playbook, tags in (
+        ("base.yml", []),
+        ("monitoring.yml", ["--tags", "node_exporter,canary"]),
+    ):
+        # the base layer first (the canary's user and group), then the canary with its textfile
+        done = gateway.hearth(
+            "up", "-i", str(gateway.inventory), "--limit", MONITOR, "--playbook", playbook, *tags
+        )  # fmt: skip
+        assert done.returncode == 0, f"hearth up:\n{done.stdout[-6000:]}\n{done.stderr[-3000:]}"
+    assert gateway.keys["admin"] not in done.stdout + done.stderr
+    site_ca = (tls.site_dir(gateway.site) / "ca.crt").read_text()
+    copied = container_exec(gateway.state, MONITOR, "cat", "/etc/hearth/canary-frontdoor-ca.crt")
+    assert copied.stdout.strip() == site_ca.strip(), "lab3's canary has not the site's CA"
+    config = json.loads(
+        container_exec(gateway.state, MONITOR, "cat", "/etc/hearth/canary.json").stdout
+    )
+    assert config["ca_file"] == "/etc/hearth/canary-frontdoor-ca.crt"
+    assert config["models"][0]["url"] == f"https://{gateway.address}:{PORT}/v1/chat/completions"
+    container_exec(gateway.state, MONITOR, "rm", "-f", "/var/lib/hearth/canary/results.csv")
+    done = gateway.hearth("canary", "run", "-i", str(gateway.inventory))
+    assert done.returncode in (0, 5), done.stdout[-4000:] + done.stderr[-2000:]
+    rows = container_exec(gateway.state, MONITOR, "cat", "/var/lib/hearth/canary/results.csv")
+    records = list(csv.DictReader(io.StringIO(rows.stdout)))
+    assert len(records) >= 5, rows.stdout
+    assert all(not r["error"] for r in records), records  # every question answered over HTTPS
+    assert all(int(r["completion_tokens"]) > 0 for r in records), records
+    metrics = container_exec(
+        gateway.state, MONITOR, "cat", "/var/lib/prometheus/node-exporter/hearth_canary.prom"
+    ).stdout
+    assert re.search(
+        rf"hearth_canary_questions\{{[^}}]*smollm2[^}}]*\}} {len(records)}\b", metrics
+    ), metrics
+    print(f"canary over https: {len(records)} questions answered")
+    # hearth bench over HTTPS, the site's CA: a few requests at concurrency 1
+    done = gateway.hearth(
+        "bench", "-i", str(gateway.inventory), "-c", "1", "--duration", "5s",
+        "--max-requests", "3", "--max-tokens", "8", "--key-name", "admin",
+    )  # fmt: skip
+    said = done.stdout + done.stderr
+    assert done.returncode == 0, said[-4000:]
+    assert f"through https://{gateway.address}:{PORT}" in " ".join(said.split()), said[-3000:]
+    assert "CERTIFICATE_VERIFY_FAILED" not in said
+    print(said[-1500:])

@@ -134,7 +134,7 @@ def hearth_monitoring_hosts(groups, hostvars):
                 "declared_gpus": len(declared) if isinstance(declared, list) else 0,
                 "engine_bind_address": str(hv.get("inference_engine_bind_address") or "127.0.0.1"),
                 "frontdoor_port": _int_or_none(hv.get("front_door_port")) or 8090,
-                "frontdoor_tls": _bool(hv.get("front_door_tls", False)),
+                "frontdoor_tls": _bool(hv.get("front_door_tls", True)),
             }
         )
     return found
@@ -161,7 +161,7 @@ def _hosts(monitoring, hosts):
             declared_gpus=int(h.get("declared_gpus") or 0),
             engine_bind_address=str(h.get("engine_bind_address") or "127.0.0.1"),
             frontdoor_port=h.get("frontdoor_port"),
-            frontdoor_tls=bool(h.get("frontdoor_tls", False)),
+            frontdoor_tls=bool(h.get("frontdoor_tls", True)),
         )
         for h in _plain(hosts or [])
     ]

@@ -27,6 +27,7 @@ import http.client
 import itertools
 import json
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -168,11 +169,25 @@ class Target:
     port: int
     key_name: str
     api_key: str = field(repr=False)
+    # HTTPS (the door's front_door_tls), its certificate checked against ca_file (the site's CA
+    # of `hearth tls init`, or the one given) or, empty, the system's trusted CAs
+    tls: bool = False
+    ca_file: str = ""
 
     @property
     def url(self) -> str:
         address = f"[{self.address}]" if ":" in self.address else self.address
-        return f"http://{address}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{address}:{self.port}"
+
+    def connection(self, timeout: float) -> http.client.HTTPConnection:
+        """A connection to the front door: HTTPS verifying its certificate (the CA, the name)
+        when ``tls``."""
+        if not self.tls:
+            return http.client.HTTPConnection(self.address, self.port, timeout=timeout)
+        context = ssl.create_default_context(cafile=self.ca_file or None)
+        return http.client.HTTPSConnection(
+            self.address, self.port, timeout=timeout, context=context
+        )
 
 
 @dataclass
@@ -195,7 +210,7 @@ def stream_chat(
 ) -> RequestResult:
     """One streaming chat completion through the front door, timed token by token."""
     started = clock()
-    conn = http.client.HTTPConnection(target.address, target.port, timeout=min(timeout, 60.0))
+    conn = target.connection(min(timeout, 60.0))
     stamps: list[float] = []
     usage: Mapping[str, Any] | None = None
     try:
@@ -474,10 +489,13 @@ def front_doors(inv: Any) -> list[str]:
 
 
 def resolve_target(
-    inv: Any, front_door: str | None = None, key_name: str | None = None
+    inv: Any, front_door: str | None = None, key_name: str | None = None, ca_file: str = ""
 ) -> tuple[Target, dict[str, Any]]:
     """The front door to measure through (``front_door``: one of the inventory's front door
-    hosts, by name or address; anything else is refused) with its API key, and its variables."""
+    hosts, by name or address; anything else is refused) with its API key, and its variables.
+    With ``front_door_tls`` (on unless declared false) it is reached over HTTPS, its certificate
+    checked against ``ca_file`` when given, else the site's CA of ``hearth tls init`` (no
+    ``front_door_tls_cert``), else the system's trusted CAs (the site's own certificate)."""
     doors = front_doors(inv)
     if not doors:
         raise BenchInputError(
@@ -517,8 +535,23 @@ def resolve_target(
         port=int(variables.get("front_door_port") or 8090),
         key_name=str(key.get("name") or "?"),
         api_key=key["key"],
+        tls=variables.get("front_door_tls", True) is True,
+        ca_file=ca_file or _site_ca(inv, chosen, variables),
     )
     return target, variables
+
+
+def _site_ca(inv: Any, host: str, variables: Mapping[str, Any]) -> str:
+    """The CA a front door's certificate is checked against: the site's of ``hearth tls init``
+    when the door has no certificate of the site's own (and the CA exists), else none."""
+    from hearth import tls
+
+    if variables.get("front_door_tls", True) is not True or variables.get("front_door_tls_cert"):
+        return ""
+    source = Path(inv.path).resolve()
+    site = tls.site_name(variables.get("hearth_site"), source if source.is_dir() else source.parent)
+    ca = tls.site_dir(site) / "ca.crt"
+    return str(ca) if ca.is_file() else ""
 
 
 def _address(inv: Any, host: str) -> str:

@@ -33,6 +33,7 @@ import os
 import re
 import secrets
 import socket
+import ssl
 import sys
 import tempfile
 import time
@@ -211,9 +212,12 @@ def check_name(check: dict[str, Any]) -> str:
 def validate_config(config: dict[str, Any]) -> list[str]:
     """Problems of a canary configuration (empty when usable)."""
     problems: list[str] = []
+    ca_file = config.get("ca_file")
+    if ca_file and not Path(str(ca_file)).is_file():
+        problems.append(f"ca_file: {ca_file} is not a file (the front door certificate's CA)")
     models = config.get("models")
     if not isinstance(models, list):
-        return ["models: expected a list"]
+        return [*problems, "models: expected a list"]
     for m in models:
         name = m.get("model") if isinstance(m, dict) else None
         where = f"model {name!r}" if name else "a model"
@@ -280,8 +284,11 @@ def ask(
     api_key: str = "",
     timeout: float = 60,
     max_tokens: int = 128,
+    ca_file: str = "",
 ) -> dict[str, Any]:
-    """One chat completion: ``{content, prompt_tokens, completion_tokens, latency, error}``."""
+    """One chat completion: ``{content, prompt_tokens, completion_tokens, latency, error}``.
+    An https URL is verified against ``ca_file`` (the site's CA) when given, else the system's
+    trusted CAs; the certificate must name the URL's host either way."""
     body = {
         "model": model,
         "messages": [
@@ -300,7 +307,12 @@ def ask(
     started = time.monotonic()
     result: dict[str, Any] = {"content": "", "prompt_tokens": 0, "completion_tokens": 0}
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        context = None
+        if url.lower().startswith("https:"):
+            context = ssl.create_default_context(cafile=ca_file or None)
+        with urllib.request.urlopen(  # noqa: S310 - http(s) only (validate_config)
+            request, timeout=timeout, context=context
+        ) as response:
             reply = json.loads(response.read())
         result["latency"] = time.monotonic() - started
         message = (reply.get("choices") or [{}])[0].get("message") or {}
@@ -347,6 +359,7 @@ def run_model(entry: dict[str, Any], config: dict[str, Any], marker: str) -> lis
             api_key=str(config.get("api_key") or ""),
             timeout=float(config.get("timeout", 60)),
             max_tokens=int(question.get("max_tokens") or config.get("max_tokens") or 128),
+            ca_file=str(config.get("ca_file") or ""),
         )
         checks: list[tuple[str, bool, str]] = []
         if not reply["error"]:

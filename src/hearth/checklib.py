@@ -139,8 +139,9 @@ WEB_PASSWORD_FILE = "/etc/prometheus/scrape-password"  # noqa: S105 - a path
 
 
 def web_tls(hearth_vars: Mapping[str, Any]) -> bool:
-    """Whether the site's ``monitoring_tls`` is on (HTTPS and basic auth on the exporters)."""
-    return hearth_vars.get("monitoring_tls") is True
+    """Whether the site's ``monitoring_tls`` is on (HTTPS and basic auth on the exporters; on
+    unless the inventory declares it false)."""
+    return hearth_vars.get("monitoring_tls", True) is True
 
 
 def web_get(host: Any, hearth_vars: Mapping[str, Any], port: int, path: str) -> tuple[int, str]:

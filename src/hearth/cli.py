@@ -676,6 +676,9 @@ def _plan_size(
 @click.option("--key-name", help="Which of front_door_api_keys to use [the first].")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Draw throughput and latency against concurrency (.png or .html).")  # fmt: skip
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CA (PEM) of an HTTPS front door's certificate [the site's CA of `hearth tls "
+                   "init`, else the system's].")  # fmt: skip
 @vault_option
 def bench(
     inventory: Path,
@@ -690,6 +693,7 @@ def bench(
     front_door: str | None,
     key_name: str | None,
     plot: Path | None,
+    ca_file: Path | None,
     vault_password_file: Path | None,
 ) -> None:
     """Measure capacity: a concurrency sweep of each model through the inventory's front door
@@ -704,7 +708,9 @@ def bench(
     if plot is not None and plot.suffix.lower() not in (".png", ".html", ".htm"):
         raise InvalidInputError(f"--plot {plot}: expected a .png or .html file name")
     inv = check_inventory(inventory, vault_password_file=vault_password_file)
-    target, variables = bench_mod.resolve_target(inv, front_door, key_name)
+    target, variables = bench_mod.resolve_target(
+        inv, front_door, key_name, str(ca_file) if ca_file else ""
+    )
     the_slo = bench_mod.slo_for(variables, slo)
     chosen = bench_mod.choose_models(bench_mod.served_models(inv, variables), models)
     settings = {
@@ -1584,10 +1590,13 @@ def tls() -> None:
 @vault_option
 def tls_init(inventory: Path, vault_password_file: Path | None) -> None:
     """Create the site's CA (once) in $HEARTH_HOME/tls/SITE/ and a certificate for every front
-    door host and, with monitoring_tls, every host of the monitoring layer, its SAN the host's
-    name and address; re-running issues only what is missing, due within 30 days or no longer
-    covering the host. Contacts no host."""
+    door host and, unless monitoring_tls is false, every host of the monitoring layer, its SAN
+    the host's name and address; re-running issues only what is missing, due within 30 days or
+    no longer covering the host. With monitoring_tls and no monitoring_web_password declared, a
+    random one is written, vault-encrypted, into group_vars/all/monitoring_web_password.yml
+    (needs --vault-password-file). Contacts no host."""
     from hearth import tls as tls_mod
+    from hearth import webpassword
     from hearth.inventory import check_inventory
     from hearth.layers import roles_for_hosts
 
@@ -1609,6 +1618,28 @@ def tls_init(inventory: Path, vault_password_file: Path | None) -> None:
     for issued in tls_mod.init_site(directory, site, names):
         console.print(f"{issued.host}: {issued.action} {issued.cert}", highlight=False)
     console.print(f"clients trust {directory / 'ca.crt'}", highlight=False)
+    monitored = [
+        h for h in names
+        if tls_mod.MONITORING_ROLES & set(roles[h])
+        and inv.hostvars(h).get("monitoring_tls", True) is True
+        and not inv.hostvars(h).get(webpassword.VAR)
+    ]  # fmt: skip
+    if not monitored:
+        return
+    if vault_password_file is None:
+        err_console.print(
+            f"[yellow]no {webpassword.VAR}[/] for {', '.join(sorted(monitored))}: give "
+            "--vault-password-file to have a random one written into the inventory's "
+            "ansible-vault, or add it (16+ characters) to ansible-vault yourself",
+            highlight=False,
+        )
+        return
+    written = webpassword.write_password(Path(inventory), vault_password_file)
+    console.print(
+        f"{webpassword.VAR}: a random one written to {written} (ansible-vault; "
+        f"`ansible-vault view {written}` shows it)",
+        highlight=False,
+    )
 
 
 @cli.group()

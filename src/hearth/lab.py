@@ -441,6 +441,9 @@ def write_inventory(state: LabState, directory: Path) -> Path:
         # Plain HTTP to the lab's front door, declared (the demo, the canary, `hearth bench` and
         # the lab tests speak HTTP to it; tests/integration/test_gateway.py turns HTTPS on).
         "front_door_tls": False,
+        # Plain HTTP for the monitoring layer too, declared: Prometheus, Alertmanager and
+        # node_exporter speak it on the lab's private network (test_monitoring.py turns TLS on).
+        "monitoring_tls": False,
         # Lab hosts share the control node's kernel and clock: chrony measures, never steers.
         "common_chrony_control_clock": False,
         # Golden questions the lab's 135M model really answers (the canary and a rollout's gate
@@ -462,7 +465,7 @@ def write_inventory(state: LabState, directory: Path) -> Path:
     gpu_vars.mkdir(parents=True, exist_ok=True)
     (gpu_vars / "gpu.yml").write_text(header + LAB_GPU_VARS)
     if state.hosts:
-        _write_inference_vars(directory, header, state.hosts[0].address)
+        _write_inference_vars(directory, header, state.hosts[0].address, state.hosts[0].name)
     return directory / "hosts.yml"
 
 
@@ -525,7 +528,9 @@ def lab_model_declaration(say: Say = _quiet) -> dict[str, Any]:
     }
 
 
-def _write_inference_vars(directory: Path, header: str, door_address: str = "") -> None:
+def _write_inference_vars(
+    directory: Path, header: str, door_address: str = "", door: str = ""
+) -> None:
     models = directory / "group_vars" / "inference"
     models.mkdir(parents=True, exist_ok=True)
     declaration = {"hearth_models": [lab_model_declaration()]}
@@ -556,8 +561,14 @@ def _write_inference_vars(directory: Path, header: str, door_address: str = "") 
         header + yaml.safe_dump({"prometheus_frontdoor_port": LAB_FRONT_DOOR_PORT})
     )
     if door_address:  # the engines listen on loopback: the canary asks through the front door
+        # over HTTPS when the door has front_door_tls (the lab declares it false; an inventory
+        # built on the lab's may turn it on), its certificate checked against the site's CA
+        scheme = (
+            f"{{{{ 'https' if hostvars['{door}'].front_door_tls | default(true) | bool "
+            "else 'http' }}"
+        )
         (watch / "canary.yml").write_text(
-            f"{header}canary_frontdoor_url: http://{door_address}:{LAB_FRONT_DOOR_PORT}\n"
+            f'{header}canary_frontdoor_url: "{scheme}://{door_address}:{LAB_FRONT_DOOR_PORT}"\n'
             f"canary_api_key: {encrypted.replace(chr(10), chr(10) + '  ')}\n"
         )
 

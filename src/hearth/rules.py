@@ -20,6 +20,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
@@ -355,13 +356,37 @@ def front_door_key_problems(keys: object, min_length: int = MIN_API_KEY_LENGTH) 
 
 
 def _is_vaulted(value: object) -> bool:
+    """``value`` was in ansible-vault: encrypted alone (``encrypt_string``), or read from a file
+    encrypted as a whole (``ansible-vault encrypt FILE``, what ``hearth tls init`` writes)."""
     try:
         from ansible.parsing.vault import VaultHelper
     except ImportError:  # pragma: no cover - ansible-core < 2.19
         return type(value).__name__ == "AnsibleVaultEncryptedUnicode"
-    return VaultHelper.get_ciphertext(value, with_tags=False) is not None or (
+    if VaultHelper.get_ciphertext(value, with_tags=False) is not None or (
         type(value).__name__ == "AnsibleVaultEncryptedUnicode"
-    )
+    ):
+        return True
+    return _from_vaulted_file(value)
+
+
+def _from_vaulted_file(value: object) -> bool:
+    """ansible-core 2.19 tags each value with the file it came from (``Origin``); a whole-file
+    vault decrypts to plain values, so the file itself tells."""
+    try:
+        from ansible._internal._datatag._tags import Origin
+    except ImportError:  # pragma: no cover - no data tagging
+        return False
+    origin = Origin.get_tag(value)
+    if origin is None or not origin.path:
+        return False
+    try:
+        with Path(origin.path).open("rb") as stream:
+            return stream.read(len(_VAULT_HEADER)) == _VAULT_HEADER
+    except OSError:
+        return False
+
+
+_VAULT_HEADER = b"$ANSIBLE_VAULT;"
 
 
 def _plain_in_production(host: HostView, key: str) -> Iterator[Finding]:
@@ -421,18 +446,33 @@ def front_door_settings(host: HostView) -> Iterator[Finding]:
 
 @rule("front_door")
 def front_door_tls(host: HostView) -> Iterator[Finding]:
-    """With ``front_door_tls``: a certificate and key (the site's own, ``front_door_tls_cert`` and
-    ``front_door_tls_key`` in ansible-vault, else those of ``hearth tls init``) that match, are
-    valid now and whose SAN covers the host's address."""
+    """``front_door_tls`` (on unless the inventory declares it false): a certificate and key (the
+    site's own, ``front_door_tls_cert`` and ``front_door_tls_key`` in ansible-vault, else those of
+    ``hearth tls init``) that match, are valid now and whose SAN covers the host's address. Left
+    at its default with no certificate at all, one finding says the three ways on."""
     from hearth import tls
 
-    enabled = host.get("front_door_tls", False)
+    enabled = host.get("front_door_tls", True)
     if not isinstance(enabled, bool):
         yield Finding("front_door_tls", enabled, "expected true (HTTPS) or false (plain HTTP)")
         return
     if not enabled:
         return
     cert, key = host.get("front_door_tls_cert") or "", host.get("front_door_tls_key") or ""
+    if not cert and not key and host.vaulted("front_door_tls") is None:  # left at its default
+        site = tls.site_name(host.get("hearth_site"), host.vars.get("inventory_dir"))
+        cert_path, key_path = tls.host_files(site, host.name)
+        if not cert_path.is_file() or not key_path.is_file():
+            yield Finding(
+                "", MISSING,
+                "front_door_tls is on by default (the front door serves HTTPS only), but there "
+                f"is no certificate for {host.name} in {cert_path.parent} and no "
+                "front_door_tls_cert/front_door_tls_key: run `hearth tls init -i INVENTORY "
+                "--vault-password-file FILE` (it issues the site's CA and the host's "
+                "certificate), or give front_door_tls_cert and front_door_tls_key (in "
+                "ansible-vault), or declare front_door_tls: false for plain HTTP",
+            )  # fmt: skip
+            return
     if bool(cert) != bool(key):
         missing = "front_door_tls_key" if cert else "front_door_tls_cert"
         yield Finding(
@@ -804,23 +844,38 @@ def alertmanager_receivers(host: HostView) -> Iterator[Finding]:
 
 @rule("node_exporter", "prometheus", "alertmanager", "grafana")
 def monitoring_tls(host: HostView) -> Iterator[Finding]:
-    """With ``monitoring_tls``: a basic-auth password (``monitoring_web_password``, at least 16
-    characters, in ansible-vault in production) and the host's certificate of ``hearth tls init``
-    (present, matching its key, valid, from the site's CA, covering the host's address)."""
+    """``monitoring_tls`` (on unless the inventory declares it false): a basic-auth password
+    (``monitoring_web_password``, at least 16 characters, in ansible-vault in production) and the
+    host's certificate of ``hearth tls init`` (present, matching its key, valid, from the site's
+    CA, covering the host's address). Left at its default with neither there, one finding says
+    the three ways on."""
+    from hearth import tls
     from hearth.monitoring.webauth import MIN_PASSWORD_LENGTH
 
-    enabled = host.get("monitoring_tls", False)
+    enabled = host.get("monitoring_tls", True)
     if not isinstance(enabled, bool):
         yield Finding("monitoring_tls", enabled, "expected true (HTTPS and basic auth) or false")
         return
     if not enabled:
         return
     password = host.get("monitoring_web_password") or ""
+    site = tls.site_name(host.get("hearth_site"), host.vars.get("inventory_dir"))
+    cert_path, key_path = tls.host_files(site, host.name)
+    issued = cert_path.is_file() and key_path.is_file()
+    if host.get("monitoring_tls") is None and not password and not issued:
+        yield Finding(
+            "", MISSING,
+            "monitoring_tls is on by default (HTTPS and basic auth on Prometheus, Alertmanager "
+            "and node_exporter), "
+            f"but there is no certificate for {host.name} in {cert_path.parent} and no "
+            f"monitoring_web_password: {_monitoring_tls_remedy(host)}",
+        )  # fmt: skip
+        return
     if not password:
         yield Finding(
             "monitoring_web_password", MISSING,
             "required with monitoring_tls: the basic-auth password of Prometheus, Alertmanager "
-            "and node_exporter (ansible-vault encrypt_string)",
+            f"and node_exporter: {_monitoring_tls_remedy(host)}",
             related=("monitoring_tls",),
         )  # fmt: skip
     elif not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
@@ -837,6 +892,18 @@ def monitoring_tls(host: HostView) -> Iterator[Finding]:
         host, "monitoring_tls", "monitoring_tls",
         "or monitoring_tls: false for plain HTTP without authentication",
     )  # fmt: skip
+
+
+def _monitoring_tls_remedy(host: HostView) -> str:
+    """The three ways on when monitoring_tls lacks its certificate or password."""
+    inventory = "INVENTORY"
+    return (
+        f"run `hearth tls init -i {inventory} --vault-password-file FILE` (it issues the "
+        "certificates and writes a random monitoring_web_password into an ansible-vault file "
+        "of the inventory), or add monitoring_web_password (16+ characters) to ansible-vault "
+        f"and run `hearth tls init -i {inventory}`, or declare monitoring_tls: false (plain "
+        "HTTP without authentication)"
+    )
 
 
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")

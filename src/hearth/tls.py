@@ -6,7 +6,7 @@ Layout (``$HEARTH_HOME/tls/<site>/``, the directory 0700, keys 0600)::
 
     ca.crt  ca.key                   the site's CA (ECDSA P-256, 10 years); clients trust ca.crt
     hosts/<host>.crt  <host>.key     one per front door host, and per host of the monitoring
-                                     layer where ``monitoring_tls`` is true (ECDSA P-256, 1 year),
+                                     layer unless ``monitoring_tls`` is false (ECDSA P-256, 1 year),
                                      SAN: the inventory name, its ansible_host (IP or DNS name)
 
 Re-running issues only what is missing, expired within 30 days, or no longer covers the host's
@@ -228,11 +228,12 @@ def hosts_to_issue(
     roles: Mapping[str, Sequence[str]], hostvars: Mapping[str, Mapping[str, object]]
 ) -> dict[str, list[str]]:
     """Host -> its address, for every host that needs a certificate of the site: the front door
-    hosts, and the hosts of the monitoring layer when their ``monitoring_tls`` is true."""
+    hosts, and the hosts of the monitoring layer unless their ``monitoring_tls`` is false."""
     wanted: dict[str, list[str]] = {}
     for host, host_roles in roles.items():
         variables = hostvars.get(host, {})
-        monitored = variables.get("monitoring_tls") is True and MONITORING_ROLES & set(host_roles)
+        on = variables.get("monitoring_tls", True) is True  # on unless declared false
+        monitored = on and MONITORING_ROLES & set(host_roles)
         if "front_door" in host_roles or monitored:
             wanted[host] = [str(variables.get("ansible_host") or host)]
     return wanted

@@ -26,13 +26,20 @@ One scenario, in order (each test builds on the ones before):
 7. `hearth logs verify` passes, then names the line edited on the host;
 8. the guard with the real model: the pinned prompt reaches the engine (the engine counts the
    same prompt tokens as for that system message sent to it directly), a client system message
-   is refused (400), and a body beyond the admin key's max_input_bytes gets 413.
+   is refused (400), and a body beyond the admin key's max_input_bytes gets 413;
+9. Prometheus on lab3 (`hearth up --limit lab3 --tags prometheus`) scrapes the front door's
+   /metrics and the engine relay over HTTPS, checking the site's CA it was given: both up;
+10. the canary on lab3 (its role converged with the site's CA, the base layer first) asks its
+   golden questions through the HTTPS front door and records every one answered (CSV and
+   metrics); `hearth bench` sends a few requests over HTTPS, checked against the site's CA.
 """
 
 from __future__ import annotations
 
 import base64
+import csv
 import hashlib
+import io
 import json
 import re
 import shutil
@@ -58,6 +65,8 @@ from hearth import lab as lab_mod
 pytestmark = pytest.mark.lab
 
 HOST = "lab1"
+MONITOR = "lab3"  # Prometheus (test 9)
+SCRAPE_TOKEN = "gateway-scrape-" + hashlib.sha256(b"gateway-scrape").hexdigest()[:40]
 STORE = "/var/lib/hearth/models"
 STATE = "/var/lib/hearth/frontdoor"
 PORT = 8090
@@ -152,12 +161,19 @@ def gateway(lab: lab_mod.LabState, tmp_path_factory: pytest.TempPathFactory) -> 
             "hearth_model_aliases": {"chat": "smollm2"},
             "front_door_tls": True,
             "hearth_site": f"gateway-lab{lab_mod.lab_id()}",
+            "prometheus_frontdoor_port": PORT,
+            "prometheus_scrape_interval": "5s",
         },
-        groups={"inference": [HOST], "frontdoor": [HOST]},
+        groups={"inference": [HOST], "frontdoor": [HOST], "monitoring": [MONITOR]},
     )
     password = directory / "vault-password"
     password.write_text(PASSWORD + "\n")
     password.chmod(0o600)
+    # the token Prometheus presents to the engine relay (the engines listen on loopback)
+    token = lab_mod.vault_encrypt(SCRAPE_TOKEN, password)
+    (directory / "group_vars" / "all" / "vault.yml").write_text(
+        "hearth_scrape_token: " + token.replace("\n", "\n  ") + "\n"
+    )
     vault_file = directory / "group_vars" / "frontdoor" / "vault.yml"
     vault_file.parent.mkdir(parents=True)
     admin = {"name": "admin", "key": ADMIN_KEY, "max_input_bytes": MAX_INPUT}
@@ -430,3 +446,112 @@ def test_the_pinned_prompt_reaches_the_real_model_and_cannot_be_replaced(
         admin.chat.completions.create(model="chat", messages=big, max_tokens=8)
     assert too_large.value.status_code == 413
     assert f"at most {MAX_INPUT} bytes (max_input_bytes)" in str(too_large.value)
+
+
+def test_prometheus_scrapes_the_front_door_and_its_relay_over_https(gateway: Gateway) -> None:
+    """Prometheus on lab3, converged with this inventory (front_door_tls on lab1), scrapes the
+    front door's /metrics and the engines' relay (/engine-metrics/smollm2, the scrape token)
+    over HTTPS, checking the certificate against the site's CA the prometheus role copied to
+    lab3: both targets up. Targets start "unknown" (not yet scraped): polled until up, else the
+    last error is shown."""
+    done = gateway.hearth(
+        "up", "-i", str(gateway.inventory), "--limit", MONITOR, "--playbook", "monitoring.yml",
+        "--tags", "prometheus",
+    )  # fmt: skip
+    assert done.returncode == 0, f"hearth up:\n{done.stdout[-6000:]}\n{done.stderr[-3000:]}"
+    assert SCRAPE_TOKEN not in done.stdout + done.stderr
+    deployed = container_exec(gateway.state, MONITOR, "cat", "/etc/prometheus/frontdoor-ca.crt")
+    site_ca = (tls.site_dir(gateway.site) / "ca.crt").read_text()
+    assert deployed.stdout.strip() == site_ca.strip(), "lab3 has not the site's CA"
+    monitor = next(h.address for h in gateway.state.hosts if h.name == MONITOR)
+    wanted = ("frontdoor", "engine-llamacpp")
+
+    def scraped() -> dict[str, dict[str, Any]]:
+        try:
+            answer = httpx.get(f"http://{monitor}:9090/api/v1/targets", timeout=10)
+            active = answer.json()["data"]["activeTargets"]
+        except (httpx.HTTPError, ValueError, KeyError):
+            return {}
+        return {t["labels"]["job"]: t for t in active if t["labels"]["job"] in wanted}
+
+    found: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        found = scraped()
+        if set(found) == set(wanted) and all(t["health"] == "up" for t in found.values()):
+            break
+        time.sleep(2)
+    assert set(found) == set(wanted), found
+    for job, target in found.items():
+        assert target["scrapeUrl"].startswith(f"https://{gateway.address}:{PORT}/"), target
+        assert target["health"] == "up", (job, target["lastError"], target["scrapeUrl"])
+    assert found["engine-llamacpp"]["scrapeUrl"].endswith("/engine-metrics/smollm2")
+
+
+def test_the_canary_and_bench_ask_through_the_https_front_door(gateway: Gateway) -> None:
+    """The canary on lab3 asks its golden questions through the front door on HTTPS (its URL's
+    scheme from front_door_tls, as `hearth lab up` writes it), checking the certificate against
+    the site's CA the canary role copied there: every question is answered, in its CSV and its
+    metrics. `hearth bench` measures through the same door over HTTPS (the site's CA). The
+    model's pinned prompt is demoted here (the canary sends its own system prompt)."""
+    models = gateway.directory / "group_vars" / "inference" / "models.yml"
+    declared = yaml.safe_load(models.read_text())
+    declared["hearth_models"][0]["system_prompt_policy"] = "demote"
+    models.write_text(yaml.safe_dump(declared, sort_keys=False))
+    gateway.up("--tags", "front_door")
+    canary_vars = gateway.directory / "group_vars" / "monitoring" / "canary.yml"
+    canary_vars.parent.mkdir(parents=True, exist_ok=True)
+    scheme = (
+        f"{{{{ 'https' if hostvars['{HOST}'].front_door_tls | default(true) | bool else 'http' }}}}"
+    )
+    canary_vars.write_text(
+        yaml.safe_dump(
+            {
+                "canary_frontdoor_url": f"{scheme}://{gateway.address}:{PORT}",
+                "canary_api_key": gateway.keys["admin"],
+            }
+        )
+    )
+    for playbook, tags in (
+        ("base.yml", []),
+        ("monitoring.yml", ["--tags", "node_exporter,canary"]),
+    ):
+        # the base layer first (the canary's user and group), then the canary with its textfile
+        done = gateway.hearth(
+            "up", "-i", str(gateway.inventory), "--limit", MONITOR, "--playbook", playbook, *tags
+        )  # fmt: skip
+        assert done.returncode == 0, f"hearth up:\n{done.stdout[-6000:]}\n{done.stderr[-3000:]}"
+    assert gateway.keys["admin"] not in done.stdout + done.stderr
+    site_ca = (tls.site_dir(gateway.site) / "ca.crt").read_text()
+    copied = container_exec(gateway.state, MONITOR, "cat", "/etc/hearth/canary-frontdoor-ca.crt")
+    assert copied.stdout.strip() == site_ca.strip(), "lab3's canary has not the site's CA"
+    config = json.loads(
+        container_exec(gateway.state, MONITOR, "cat", "/etc/hearth/canary.json").stdout
+    )
+    assert config["ca_file"] == "/etc/hearth/canary-frontdoor-ca.crt"
+    assert config["models"][0]["url"] == f"https://{gateway.address}:{PORT}/v1/chat/completions"
+    container_exec(gateway.state, MONITOR, "rm", "-f", "/var/lib/hearth/canary/results.csv")
+    done = gateway.hearth("canary", "run", "-i", str(gateway.inventory))
+    assert done.returncode in (0, 5), done.stdout[-4000:] + done.stderr[-2000:]
+    rows = container_exec(gateway.state, MONITOR, "cat", "/var/lib/hearth/canary/results.csv")
+    records = list(csv.DictReader(io.StringIO(rows.stdout)))
+    assert len(records) >= 5, rows.stdout
+    assert all(not r["error"] for r in records), records  # every question answered over HTTPS
+    assert all(int(r["completion_tokens"]) > 0 for r in records), records
+    metrics = container_exec(
+        gateway.state, MONITOR, "cat", "/var/lib/prometheus/node-exporter/hearth_canary.prom"
+    ).stdout
+    assert re.search(
+        rf"hearth_canary_questions\{{[^}}]*smollm2[^}}]*\}} {len(records)}\b", metrics
+    ), metrics
+    print(f"canary over https: {len(records)} questions answered")
+    # hearth bench over HTTPS, the site's CA: a few requests at concurrency 1
+    done = gateway.hearth(
+        "bench", "-i", str(gateway.inventory), "-c", "1", "--duration", "5s",
+        "--max-requests", "3", "--max-tokens", "8", "--key-name", "admin",
+    )  # fmt: skip
+    said = done.stdout + done.stderr
+    assert done.returncode == 0, said[-4000:]
+    assert f"through https://{gateway.address}:{PORT}" in " ".join(said.split()), said[-3000:]
+    assert "CERTIFICATE_VERIFY_FAILED" not in said
+    print(said[-1500:])

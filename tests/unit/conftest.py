@@ -228,3 +228,35 @@ def make_inventory(tmp_path: Path) -> InventoryFactory:
         return root / "hosts.yml"
 
     return make
+
+
+@pytest.fixture
+def sample_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """A copy of ``inventories/sample`` made ready as its monitoring.yml tells an operator:
+    ``hearth tls init`` run (the site CA and host certificates in a fresh ``HEARTH_HOME``, the
+    monitoring password written vault-encrypted into the copy). Returns the copy's hosts.yml and
+    the vault password file. ``tls init`` runs in its own process: Ansible's group_vars finder
+    caches each directory's files per process, and the password file is new."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from hearth import paths
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "collections").symlink_to(paths.collections_dir())  # the installed ones
+    monkeypatch.setenv("HEARTH_HOME", str(home))
+    site = tmp_path / "sample"
+    shutil.copytree(paths.content_root() / "inventories" / "sample", site)
+    password = tmp_path / "vault-password"
+    password.write_text("sample-vault-pass\n")
+    hosts = site / "hosts.yml"
+    init = subprocess.run(
+        [sys.executable, "-m", "hearth", "tls", "init", "-i", str(hosts),
+         "--vault-password-file", str(password)],
+        capture_output=True, text=True, env=dict(os.environ), check=False,
+    )  # fmt: skip
+    assert init.returncode == 0, init.stdout + init.stderr
+    return hosts, password

@@ -135,7 +135,7 @@ def test_config_problems_are_named() -> None:
 class FakeEngine:
     """An OpenAI-compatible /v1/chat/completions that answers from a table (by user prompt)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[Path, Path] | None = None) -> None:
         self.answers: dict[str, str] = {}
         self.status = 200
         self.requests: list[dict[str, Any]] = []
@@ -168,7 +168,16 @@ class FakeEngine:
                 return None
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/chat/completions"
+        scheme = "http"
+        if tls is not None:  # HTTPS with the given certificate and key, as the front door
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(tls[0]), str(tls[1]))
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        port = self.server.server_address[1]
+        self.url = f"{scheme}://127.0.0.1:{port}/v1/chat/completions"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
@@ -244,6 +253,46 @@ def test_a_good_run(engine: FakeEngine, tmp_path: Path) -> None:
     assert json.loads((tmp_path / "last-run.json").read_text())["models"][0]["passed"] == 5
     for path in tmp_path.iterdir():
         assert "planted-api-key" not in path.read_text(), f"the API key reached {path.name}"
+
+
+def test_an_https_front_door_is_verified_against_the_sites_ca(tmp_path: Path) -> None:
+    """A front door on HTTPS with the certificate `hearth tls init` issues: with the site's CA as
+    ca_file every question is answered; without it (the system's CAs) or with another site's CA
+    the certificate is refused and no question reaches the server; a ca_file that is not there
+    is a configuration the canary refuses."""
+    from hearth import tls
+
+    (issued,) = tls.init_site(tmp_path / "site", "t", {"gw01": ["127.0.0.1"]})
+    tls.load_or_create_ca(tmp_path / "other", "other")
+    fake = FakeEngine(tls=(issued.cert, issued.key))
+    fake.answers = GOOD
+    try:
+        assert fake.url.startswith("https://")
+        ca = str(tmp_path / "site" / "ca.crt")
+        out = tmp_path / "ok"
+        out.mkdir()
+        model = canary.run(_config(out, fake.url, ca_file=ca))["models"][0]
+        assert (model["success"], model["passed"], model["questions"]) == (1, 5, 5)
+        assert len(fake.requests) == 5 and fake.requests[0]["auth"] == "Bearer planted-api-key"
+        with (out / "results.csv").open() as stream:
+            assert [r["passed"] for r in csv.DictReader(stream)] == ["true"] * 5
+        for name, extra in (
+            ("system", {}),
+            ("another", {"ca_file": str(tmp_path / "other/ca.crt")}),
+        ):
+            out = tmp_path / name
+            out.mkdir()
+            model = canary.run(_config(out, fake.url, **extra))["models"][0]
+            assert (model["success"], model["passed"]) == (0, 0), name
+            errors = {r["error"] for r in model["results"]}
+            assert len(errors) == 1 and "CERTIFICATE_VERIFY_FAILED" in errors.pop(), name
+        assert len(fake.requests) == 5  # the refused ones sent nothing
+    finally:
+        fake.server.shutdown()
+    problems = canary.validate_config(_config(tmp_path, fake.url, ca_file=str(tmp_path / "no")))
+    assert problems == [
+        f"ca_file: {tmp_path / 'no'} is not a file (the front door certificate's CA)"
+    ]
 
 
 def test_failures_count_and_reset(engine: FakeEngine, tmp_path: Path) -> None:

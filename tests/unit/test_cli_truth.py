@@ -152,6 +152,7 @@ def test_sudo_password_goes_to_standard_input_never_the_command_line(
 def _inventory(tmp_path: Path, host_line: str) -> Path:
     inv = tmp_path / "inv"
     (inv / "group_vars" / "all").mkdir(parents=True)
+    (inv / "group_vars" / "all" / "monitoring.yml").write_text("monitoring_tls: false\n")
     (inv / "hosts.yml").write_text(
         "all:\n  hosts:\n    gpu01:\n      ansible_host: 127.0.0.9\n"
         f"      ansible_port: 9\n      {host_line}\n"

@@ -34,7 +34,8 @@ def _closed_port() -> int:
 
 def write_inv(tmp: Path, hosts: dict[str, dict[str, Any]], all_vars: dict[str, Any]) -> Path:
     (tmp / "group_vars" / "all").mkdir(parents=True, exist_ok=True)
-    (tmp / "group_vars" / "all" / "site.yml").write_text(yaml.safe_dump(all_vars))
+    plain = {"monitoring_tls": False}  # plain HTTP, declared: these tests are not about TLS
+    (tmp / "group_vars" / "all" / "site.yml").write_text(yaml.safe_dump(plain | all_vars))
     (tmp / "hosts.yml").write_text(
         yaml.safe_dump({"all": {"children": {"fleet": {"hosts": hosts}}}})
     )

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
@@ -316,11 +318,38 @@ def test_lab_inventory_is_valid_for_hearth(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------- CLI
-def test_cli_check_sample_inventory_passes() -> None:
-    sample = paths.content_root() / "inventories" / "sample" / "hosts.yml"
-    result = CliRunner().invoke(cli, ["check", "-i", str(sample)])
-    assert result.exit_code == 0, result.output
-    assert "inventory valid" in result.output
+def test_cli_check_refuses_the_sample_until_tls_init(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The sample is a real site's starting point, closed by default: `hearth check` refuses it
+    (exit 2) until `hearth tls init` has issued the monitoring certificates and written the
+    password, and says so."""
+    from hearth.cli import main
+
+    monkeypatch.setenv("HEARTH_HOME", str(tmp_path / "home"))  # no certificates there
+    with pytest.raises(SystemExit) as refused:
+        main(["check", "-i", str(paths.content_root() / "inventories" / "sample" / "hosts.yml")])
+    assert refused.value.code == 2
+    said = capsys.readouterr()
+    told = " ".join((said.err + said.out).split())
+    assert "hearth tls init" in told and "monitoring_tls: false" in told, told
+
+
+def test_cli_check_sample_inventory_passes_after_tls_init(
+    sample_site: tuple[Path, Path],
+) -> None:
+    """…and passes once it has run (the production sample: the password is in vault, a whole
+    encrypted file, which the plain-text rule recognises)."""
+    hosts, password = sample_site
+    written = hosts.parent / "group_vars" / "all" / "monitoring_web_password.yml"
+    assert written.read_text().startswith("$ANSIBLE_VAULT;")
+    result = subprocess.run(  # a new process, as the operator's next command
+        [sys.executable, "-m", "hearth", "check", "-i", str(hosts),
+         "--vault-password-file", str(password)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "inventory valid" in result.stdout
 
 
 def test_cli_check_bad_inventory_exits_2(tmp_path: Path) -> None:

@@ -127,11 +127,18 @@ def _free_port() -> int:
 
 
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="no prometheus binary here")
-def test_a_real_prometheus_scrapes_the_relay_with_the_token_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("door_tls", [False, True], ids=["http", "https"])
+def test_a_real_prometheus_scrapes_the_relay_with_the_token_file(
+    tmp_path: Path, door_tls: bool
+) -> None:
     """Real processes on loopback: an engine's /metrics (llama.cpp's, recorded), the front door
     relaying it, and Debian's Prometheus with the scrape config Hearth writes (the token in a
     credentials_file). With the token the target is up and the engine's series arrive; without
-    it the front door answers 401; with the engine stopped the relay answers 503 (EngineDown)."""
+    it the front door answers 401; with the engine stopped the relay answers 503 (EngineDown).
+
+    With the front door on HTTPS (front_door_tls, the certificate `hearth tls init` issues): the
+    front door's /metrics and the relay are scraped over HTTPS, checked against the site's CA
+    (tls_config.ca_file), and are up; the same job without the CA fails verification."""
     import subprocess
     import sys
     import time
@@ -150,7 +157,8 @@ def test_a_real_prometheus_scrapes_the_relay_with_the_token_file(tmp_path: Path)
     (tmp_path / "keys.json").write_text(
         json.dumps({"keys": [{"name": "e2e", "sha256": fd_config.hash_key(key)}]})
     )
-    door = {
+    ca_file = ""
+    door: dict[str, Any] = {
         "listen": {"host": "127.0.0.1", "port": door_port},
         "keys_file": str(tmp_path / "keys.json"),
         "models": {"smollm2": {"engine": "llamacpp", "version": "v1", "api": "openai",
@@ -158,18 +166,43 @@ def test_a_real_prometheus_scrapes_the_relay_with_the_token_file(tmp_path: Path)
         "engine_metrics": {"token_sha256": fd_config.hash_key(TOKEN),
                            "targets": {"smollm2": f"http://127.0.0.1:{engine_port}/metrics"}},
     }  # fmt: skip
+    if door_tls:
+        from hearth import tls
+
+        (issued,) = tls.init_site(tmp_path / "site", "t", {"lab1": ["127.0.0.1"]})
+        door["tls"] = {"cert": str(issued.cert), "key": str(issued.key)}
+        ca_file = str(tmp_path / "site" / "ca.crt")
     (tmp_path / "door.json").write_text(json.dumps(door))
     host = scrape.InventoryHost(
-        "lab1", "127.0.0.1", ("inference", "frontdoor"), (CONFIG_MODEL,), frontdoor_port=door_port
-    )
+        "lab1", "127.0.0.1", ("inference", "frontdoor"), (CONFIG_MODEL,), frontdoor_port=door_port,
+        frontdoor_tls=door_tls,
+    )  # fmt: skip
     jobs = [
-        c for c in scrape.scrape_configs([host], scrape_token_file=str(token))
-        if c["job_name"].startswith("engine-")
+        c for c in scrape.scrape_configs(
+            [host], scrape_token_file=str(token), frontdoor_port=door_port,
+            frontdoor_ca_file=ca_file, web_tls=False,
+        )
+        if c["job_name"].startswith("engine-") or c["job_name"] == "frontdoor"
     ]  # fmt: skip
-    plain = json.loads(json.dumps(jobs[0]))
+    scheme = "https" if door_tls else "http"
+    by_name = {c["job_name"]: c for c in jobs}
+    assert by_name["engine-llamacpp"]["static_configs"][0]["labels"]["__scheme__"] == scheme
+    if door_tls:  # the rendered config: HTTPS, checked against the site's CA
+        for name in ("frontdoor", "engine-llamacpp"):
+            assert by_name[name]["tls_config"] == {"ca_file": ca_file}, by_name[name]
+        assert by_name["frontdoor"]["static_configs"][0]["labels"]["__scheme__"] == "https"
+    else:
+        assert not any("tls_config" in c for c in jobs), jobs
+    plain = json.loads(json.dumps(by_name["engine-llamacpp"]))
     plain.pop("authorization")
     plain["job_name"] = "without-token"
-    config = {"global": {"scrape_interval": "1s"}, "scrape_configs": [*jobs, plain]}
+    controls = [plain]
+    if door_tls:
+        untrusted = json.loads(json.dumps(by_name["engine-llamacpp"]))
+        untrusted.pop("tls_config")
+        untrusted["job_name"] = "without-ca"
+        controls.append(untrusted)
+    config = {"global": {"scrape_interval": "1s"}, "scrape_configs": [*jobs, *controls]}
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     started = [
         subprocess.Popen([sys.executable, "-m", "http.server", str(engine_port), "--bind",
@@ -182,28 +215,35 @@ def test_a_real_prometheus_scrapes_the_relay_with_the_token_file(tmp_path: Path)
                          stderr=subprocess.DEVNULL),
     ]  # fmt: skip
 
-    def targets() -> dict[str, tuple[str, str]]:
+    def targets() -> dict[str, tuple[str, str, str]]:
         url = f"http://127.0.0.1:{prom_port}/api/v1/targets"
         try:
             with urllib.request.urlopen(url, timeout=5) as answer:
                 data = json.load(answer)["data"]["activeTargets"]
         except OSError:
             return {}
-        return {t["labels"]["job"]: (t["health"], t["lastError"]) for t in data}
+        return {t["labels"]["job"]: (t["health"], t["lastError"], t["scrapeUrl"]) for t in data}
 
-    def wait(wanted: dict[str, str]) -> dict[str, tuple[str, str]]:
-        found: dict[str, tuple[str, str]] = {}
+    def wait(wanted: dict[str, str]) -> dict[str, tuple[str, str, str]]:
+        found: dict[str, tuple[str, str, str]] = {}
         for _ in range(120):
             found = targets()
-            if all(found.get(job, ("", ""))[0] == health for job, health in wanted.items()):
+            if all(found.get(job, ("", "", ""))[0] == health for job, health in wanted.items()):
                 break
             time.sleep(0.5)
         return found
 
     try:
-        found = wait({"engine-llamacpp": "up", "without-token": "down"})
+        wanted = {"engine-llamacpp": "up", "frontdoor": "up", "without-token": "down"}
+        if door_tls:
+            wanted["without-ca"] = "down"
+        found = wait(wanted)
         assert found["engine-llamacpp"][0] == "up", found
+        assert found["frontdoor"][0] == "up", found
+        assert all(found[j][2].startswith(f"{scheme}://") for j in ("frontdoor", "engine-llamacpp"))
         assert "401" in found["without-token"][1], found
+        if door_tls:
+            assert "certificate" in found["without-ca"][1], found  # signed by unknown authority
         started[0].terminate()  # the engine stops: the relay answers 503, the target goes down
         found = wait({"engine-llamacpp": "down"})
         assert "503" in found["engine-llamacpp"][1], found

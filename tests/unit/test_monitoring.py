@@ -82,7 +82,8 @@ def test_targets_come_from_the_inventory() -> None:
     # a second vLLM model on one host gets the next port; Triton's metrics are on port + 2
     assert [t for t, _ in jobs["engine-vllm"]] == ["10.0.0.11:8000", "10.0.0.11:8010"]
     assert jobs["engine-triton"][0][0] == "10.0.0.12:8102"
-    assert jobs["frontdoor"] == [("[fd00::5]:8443", {"host": "gw01"})]
+    # front_door_tls is on unless declared false: the front door is scraped over HTTPS
+    assert jobs["frontdoor"] == [("[fd00::5]:8443", {"host": "gw01", "__scheme__": "https"})]
     assert jobs["prometheus"] == [("10.0.0.5:9090", {"host": "mon01"})]
     assert jobs["alertmanager"] == [("10.0.0.5:9093", {"host": "mon01"})]
 
@@ -105,7 +106,7 @@ def test_engines_on_loopback_are_scraped_through_their_front_door_with_the_token
     on the network (gpu02) are scraped on their own port, as before."""
     site = [
         InventoryHost("gpu01", "10.0.0.11", ("gpu_nodes", "inference", "frontdoor"), (LLAMA,),
-                      frontdoor_port=8090),
+                      frontdoor_port=8090, frontdoor_tls=False),
         InventoryHost("gpu02", "10.0.0.12", ("inference",), (TRITON,),
                       engine_bind_address="10.0.0.12"),
         InventoryHost("mon01", "10.0.0.5", ("monitoring",)),
@@ -153,8 +154,10 @@ def test_filter_reads_hosts_from_groups_and_hostvars() -> None:
         "name": "gpu01", "address": "10.0.0.11", "groups": ["gpu_nodes"], "models": [LLAMA],
         "node_exporter_port": None, "dcgm_exporter_port": None, "dcgm_exporter_enabled": True,
         "gpu_present": False, "engine_ports": {"smollm2": 8081}, "declared_gpus": 1,
-        "engine_bind_address": "127.0.0.1", "frontdoor_port": 8090, "frontdoor_tls": False,
+        "engine_bind_address": "127.0.0.1", "frontdoor_port": 8090, "frontdoor_tls": True,
     }  # fmt: skip
+    plain = {**hostvars, "gpu01": {**hostvars["gpu01"], "front_door_tls": False}}
+    assert not hearth_monitoring.hearth_monitoring_hosts(GROUPS, plain)[0]["frontdoor_tls"]
     assert hosts[1]["address"] == "mon01" and hosts[1]["gpu_present"] is None
     assert hearth_monitoring.hearth_model_hosts(hosts) == ["gpu01"]
     assert hearth_monitoring.hearth_declared_gpu_counts(hosts) == {"gpu01": 1}

@@ -7,18 +7,20 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from hearth import tls
+from hearth import paths, tls
 from hearth.monitoring import grafana_datasource, webauth
 from hearth.monitoring.scrape import InventoryHost, prometheus_config
 from hearth.rules import HostView, monitoring_tls
 
 PROMTOOL = shutil.which("promtool")
+COLLECTIONS = paths.collections_dir()  # the real one, before HEARTH_HOME moves to tmp below
 PASSWORD = "a-scrape-password-of-some-length"
 
 
@@ -85,8 +87,17 @@ def test_scrape_jobs_of_the_web_config_use_https_and_basic_auth() -> None:
     assert alerting["scheme"] == "https" and alerting["basic_auth"]["username"] == "hearth"
 
 
-def test_without_monitoring_tls_nothing_changes() -> None:
-    config = _config()
+def test_monitoring_tls_is_on_unless_declared_off() -> None:
+    """Closed by default: without web_tls, Prometheus's own jobs and its Alertmanager entry use
+    HTTPS and basic auth; web_tls=False (monitoring_tls: false declared) is plain HTTP."""
+    jobs = {c["job_name"]: c for c in _config()["scrape_configs"]}
+    assert all(jobs[name]["scheme"] == "https" for name in webauth.TLS_JOBS)
+    (alerting,) = _config()["alerting"]["alertmanagers"]
+    assert alerting["scheme"] == "https" and "basic_auth" in alerting
+
+
+def test_with_monitoring_tls_false_nothing_changes() -> None:
+    config = _config(web_tls=False)
     assert not any("scheme" in c or "basic_auth" in c for c in config["scrape_configs"])
     plain = [{"static_configs": [{"targets": ["10.0.0.3:9093"]}]}]
     assert config["alerting"]["alertmanagers"] == plain
@@ -129,7 +140,7 @@ def test_grafana_logs_in_and_checks_the_certificate() -> None:
     assert source["jsonData"]["serverName"] == "m1"
 
 
-def test_tls_init_issues_for_the_monitoring_layer_only_when_switched_on() -> None:
+def test_tls_init_issues_for_the_monitoring_layer_unless_switched_off() -> None:
     roles = {
         "gpu01": ["node_exporter", "front_door"],
         "node2": ["node_exporter"],
@@ -140,7 +151,9 @@ def test_tls_init_issues_for_the_monitoring_layer_only_when_switched_on() -> Non
     assert tls.hosts_to_issue(roles, on) == {
         "gpu01": ["10.0.0.0"], "node2": ["10.0.0.1"], "mon1": ["10.0.0.2"]
     }  # fmt: skip
-    off = {h: {"ansible_host": f"10.0.0.{i}"} for i, h in enumerate(roles)}
+    default = {h: {"ansible_host": f"10.0.0.{i}"} for i, h in enumerate(roles)}
+    assert tls.hosts_to_issue(roles, default) == tls.hosts_to_issue(roles, on)  # on by default
+    off = {h: {"monitoring_tls": False, **v} for h, v in default.items()}
     assert tls.hosts_to_issue(roles, off) == {"gpu01": ["10.0.0.0"]}  # the front door only
 
 
@@ -180,6 +193,26 @@ def test_rule_refuses_what_is_missing_or_wrong(home: Path) -> None:
     ]
 
 
+def test_rule_left_at_its_default_says_the_three_ways_on(home: Path) -> None:
+    """monitoring_tls not declared, no certificate, no password: one finding naming the host and
+    what to do (tls init with a vault password, the password by hand, or false declared)."""
+    view = HostView("mon1", {"hearth_site": "s1", "ansible_host": "10.0.0.3"},
+                    frozenset({"node_exporter"}))  # fmt: skip
+    (found,) = _found(view)
+    assert found.startswith("host mon1: monitoring_tls is on by default"), found
+    assert "no certificate for mon1" in found and "no monitoring_web_password" in found
+    for way in ("`hearth tls init -i INVENTORY --vault-password-file FILE`",
+                "add monitoring_web_password", "declare monitoring_tls: false"):  # fmt: skip
+        assert way in found, (way, found)
+    declared_off = HostView("mon1", {**view.vars, "monitoring_tls": False}, view.roles)
+    assert _found(declared_off) == []
+    # the certificates issued but no password: the password is what is named
+    tls.init_site(home, "s1", {"mon1": ["10.0.0.3"]})
+    (found,) = _found(view)
+    assert "monitoring_web_password: required with monitoring_tls" in found, found
+    assert "declare monitoring_tls: false" in found
+
+
 def test_rule_refuses_a_key_of_another_certificate_and_another_ca(home: Path) -> None:
     tls.init_site(home, "s1", {"mon1": ["10.0.0.3"]})
     other = tls.init_site(home.parent / "other", "other", {"mon1": ["10.0.0.3"]})[0]
@@ -187,3 +220,93 @@ def test_rule_refuses_a_key_of_another_certificate_and_another_ca(home: Path) ->
     assert any("the key does not match the certificate" in f for f in _found(_view()))
     shutil.copy(other.cert, home / "hosts" / "mon1.crt")
     assert any("not issued by the given CA" in f for f in _found(_view()))
+
+
+# ------------------------------------------------------- `hearth tls init` and the password
+def _hearth(*args: str) -> tuple[int, str]:
+    from hearth import cli
+
+    with pytest.raises(SystemExit) as done:
+        cli.main(list(args))
+    code = done.value.code
+    return (code if isinstance(code, int) else 1), ""
+
+
+def _flat(text: str) -> str:
+    return "".join(text.split())
+
+
+def test_tls_init_writes_a_random_password_into_the_vault_and_check_then_passes(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """An inventory left at the default (monitoring_tls on) with no password: `hearth check`
+    refuses it (exit 2) saying the three ways; `hearth tls init` without a vault password issues
+    the certificates and says the password is missing; with one, it writes a random password into
+    group_vars/all/monitoring_web_password.yml (ciphertext only, 0600, printed nowhere), and
+    `hearth check` passes. A second run keeps the password."""
+    from ansible.parsing.vault import VaultLib, VaultSecret
+
+    from hearth import webpassword
+
+    monkeypatch.setenv("COLUMNS", "400")
+    inventory = tmp_path / "site" / "hosts.yml"
+    (inventory.parent / "group_vars" / "all").mkdir(parents=True)
+    (inventory.parent / "group_vars" / "all" / "site.yml").write_text("hearth_site: s1\n")
+    inventory.write_text(
+        "all:\n  children:\n    monitoring:\n      hosts:\n"
+        "        mon1: {ansible_host: 127.0.0.1, ansible_port: 1}\n"
+    )
+    vault = tmp_path / "vault-password"
+    vault.write_text("a vault password\n")
+
+    assert _hearth("check", "-i", str(inventory))[0] == 2
+    said = _flat(capsys.readouterr().err)  # the console wraps lines, even inside a path
+    assert _flat("host mon1: monitoring_tls is on by default") in said, said
+    assert _flat("declare monitoring_tls: false") in said and "--vault-password-fileFILE" in said
+
+    assert _hearth("tls", "init", "-i", str(inventory))[0] == 0
+    out = capsys.readouterr()
+    assert "mon1:issued" in _flat(out.out) and "nomonitoring_web_password" in _flat(out.err), out
+    target = inventory.parent / webpassword.FILE
+    assert not target.exists()
+    assert _hearth("check", "-i", str(inventory))[0] == 2
+    said = _flat(capsys.readouterr().err)
+    assert _flat("monitoring_web_password: required with monitoring_tls") in said, said
+
+    code = _hearth("tls", "init", "-i", str(inventory), "--vault-password-file", str(vault))[0]
+    out = capsys.readouterr()
+    assert code == 0 and f"writtento{target}" in _flat(out.out), out
+    raw = target.read_bytes()
+    assert raw.startswith(b"$ANSIBLE_VAULT;1.1;AES256") and target.stat().st_mode & 0o777 == 0o600
+    secret = VaultSecret(b"a vault password")
+    password = yaml.safe_load(VaultLib([("default", secret)]).decrypt(raw))[webpassword.VAR]
+    assert isinstance(password, str) and len(password) >= webauth.MIN_PASSWORD_LENGTH
+    assert password not in _flat(out.out + out.err)
+
+    # a new process: Ansible caches the group_vars it has read for the life of this one (and
+    # `hearth check`'s syntax check needs the collections under the temporary HEARTH_HOME)
+    paths.collections_dir().symlink_to(COLLECTIONS, target_is_directory=True)
+    for args in (("check",), ("tls", "init")):
+        done = subprocess.run(
+            [sys.executable, "-m", "hearth", *args, "-i", str(inventory),
+             "--vault-password-file", str(vault)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert "mon1:kept" in _flat(done.stdout) and "written" not in _flat(done.stdout), done.stdout
+    assert target.read_bytes() == raw
+
+
+def test_the_password_file_is_never_overwritten(tmp_path: Path) -> None:
+    from hearth import webpassword
+    from hearth.errors import InvalidInputError
+
+    vault = tmp_path / "vault-password"
+    vault.write_text("a vault password\n")
+    target = tmp_path / webpassword.FILE
+    target.parent.mkdir(parents=True)
+    target.write_text("# the operator's own\n")
+    with pytest.raises(InvalidInputError, match="exists, yet the inventory declares no"):
+        webpassword.write_password(tmp_path / "hosts.yml", vault)
+    assert target.read_text() == "# the operator's own\n"

@@ -315,6 +315,8 @@ def test_gpu_facts_win_over_declarations() -> None:
 
 HOSTS = """\
 all:
+  vars:
+    monitoring_tls: false  # plain HTTP, declared: these tests are not about TLS
   children:
     inference:
       hosts:

@@ -20,9 +20,11 @@ MODELS = {"llama-3.1-8b": "vllm", "qwen2.5-7b": "llamacpp"}
 GPUS = {"gpu01": "NVIDIA H100 80GB HBM3", "gpu02": "NVIDIA L40S"}
 
 
-def test_plan_lists_the_sample_models_on_every_gpu_node() -> None:
+def test_plan_lists_the_sample_models_on_every_gpu_node(sample_site: tuple[Path, Path]) -> None:
+    hosts, password = sample_site
     result = CliRunner().invoke(
-        cli, ["plan", "-i", str(SAMPLE / "hosts.yml"), "--no-facts", "--json"]
+        cli,
+        ["plan", "-i", str(hosts), "--no-facts", "--json", "--vault-password-file", str(password)],
     )
     assert result.exit_code == 0, result.output
     plan = json.loads(result.output)
@@ -36,10 +38,12 @@ def test_plan_lists_the_sample_models_on_every_gpu_node() -> None:
     assert names == {(h, n) for h, n in GPUS.items()}, names
 
 
-def test_plan_table_shows_the_models(tmp_path: Path) -> None:
-    env = dict(os.environ, COLUMNS="200", NO_COLOR="1", HEARTH_HOME=str(tmp_path))
+def test_plan_table_shows_the_models(sample_site: tuple[Path, Path]) -> None:
+    hosts, password = sample_site
+    env = dict(os.environ, COLUMNS="200", NO_COLOR="1")
     done = subprocess.run(
-        [sys.executable, "-m", "hearth", "plan", "-i", str(SAMPLE / "hosts.yml")],
+        [sys.executable, "-m", "hearth", "plan", "-i", str(hosts),
+         "--vault-password-file", str(password)],
         capture_output=True, text=True, env=env, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr

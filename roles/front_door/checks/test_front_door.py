@@ -41,13 +41,13 @@ def _address(hearth_vars: dict[str, Any]) -> str:
 
 
 def _url(hearth_vars: dict[str, Any], scheme: str | None = None) -> str:
-    scheme = scheme or ("https" if hearth_vars.get("front_door_tls") else "http")
+    scheme = scheme or ("https" if hearth_vars.get("front_door_tls", True) else "http")
     return f"{scheme}://{_address(hearth_vars)}:{hearth_vars['front_door_port']}"
 
 
 def _get(host: Any, hearth_vars: dict[str, Any], path: str) -> tuple[int, str]:
     return http_get(
-        host, _url(hearth_vars) + path, loopback_tls=bool(hearth_vars.get("front_door_tls"))
+        host, _url(hearth_vars) + path, loopback_tls=bool(hearth_vars.get("front_door_tls", True))
     )
 
 
@@ -147,7 +147,7 @@ def test_front_door_metrics_are_up(host: Any, hearth_vars: dict[str, Any]) -> No
 def test_front_door_serves_the_deployed_certificate(host: Any, hearth_vars: dict[str, Any]) -> None:
     """With front_door_tls: the certificate served is the one deployed (tls.crt), it does not
     expire within 14 days, and plain HTTP gets no answer on the port."""
-    if not hearth_vars.get("front_door_tls"):
+    if not hearth_vars.get("front_door_tls", True):
         pytest.skip("front_door_tls is false: the front door serves plain HTTP")
     deployed = host.file(f"{hearth_vars['front_door_config_dir']}/tls.crt")
     assert deployed.is_file, f"{deployed.path}: expected the deployed certificate, found nothing"

@@ -45,7 +45,7 @@ def test_provisioning_files(host: Any, hearth_vars: dict[str, Any]) -> None:
     assert urls == [want], (
         f"{base}/datasources/hearth.yml: expected Prometheus at {want}, found {urls}"
     )
-    if hearth_vars.get("monitoring_tls") is True:  # it logs in, and the file is private
+    if hearth_vars.get("monitoring_tls", True) is True:  # it logs in, and the file is private
         source = host.file(f"{base}/datasources/hearth.yml")
         logs_in = [bool(d.get("basicAuth")) for d in datasource.get("datasources", [])]
         assert logs_in == [True] and oct(source.mode) == "0o640", (

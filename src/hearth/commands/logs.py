@@ -205,7 +205,7 @@ def fetch_logs(
         port = int(variables.get("front_door_port") or 8090)
         bind = str(variables.get("front_door_bind_address") or "0.0.0.0")  # noqa: S104
         address = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind  # noqa: S104
-        script = fetch_script(state, port, address, variables.get("front_door_tls") is True)
+        script = fetch_script(state, port, address, variables.get("front_door_tls", True) is True)
         out = run_on(settings, script, become=True, timeout=timeout)
         if out.status != "ok":
             why = out.reason or (out.stderr or "").strip()[:200] or f"exit {out.rc}"

@@ -53,7 +53,7 @@ class InventoryHost:
     declared_gpus: int = 0
     engine_bind_address: str = "127.0.0.1"
     frontdoor_port: int | None = None
-    frontdoor_tls: bool = False
+    frontdoor_tls: bool = True
 
 
 def serves_dcgm(
@@ -159,23 +159,31 @@ def scrape_configs(
     frontdoor_port: int | None = None,
     frontdoor_metrics_path: str = "/metrics",
     extra: Sequence[Mapping[str, Any]] = (),
-    web_tls: bool = False,
+    web_tls: bool = True,
     web_user: str = "hearth",
     scrape_token_file: str = "",
+    frontdoor_ca_file: str = "",
 ) -> list[dict[str, Any]]:
     """Prometheus's ``scrape_configs`` for the inventory: node_exporter on every host, the DCGM
     exporter on GPU hosts, each declared model's engine, the front door, Prometheus and
     Alertmanager themselves. Each target's ``instance`` is its address; ``host`` is the inventory
-    name (alerts and dashboards use it). With ``web_tls`` (``monitoring_tls``), the jobs of
-    :data:`~hearth.monitoring.webauth.TLS_JOBS` scrape over HTTPS with basic auth.
+    name (alerts and dashboards use it). With ``web_tls`` (``monitoring_tls``, on unless declared
+    false), the jobs of :data:`~hearth.monitoring.webauth.TLS_JOBS` scrape over HTTPS with basic
+    auth.
 
     Engines that listen on loopback only are scraped through their host's front door
     (:func:`relayed`): the target is the front door, the path ``/engine-metrics/<model>``, and
-    the job presents the scrape token from ``scrape_token_file`` - never the engine's port."""
+    the job presents the scrape token from ``scrape_token_file`` - never the engine's port.
+
+    A front door with ``frontdoor_tls`` is scraped over HTTPS (its ``/metrics`` and the relay
+    alike, ``__scheme__`` per target); with ``frontdoor_ca_file`` (the site's CA on the
+    monitoring host) the jobs that reach one check its certificate against that CA
+    (``tls_config.ca_file``; the certificate names the host's address, the target)."""
     from hearth.monitoring import webauth
 
     jobs: dict[str, list[dict[str, Any]]] = {}
     authorized: set[str] = set()
+    https_doors: set[str] = set()  # jobs with a front door target over HTTPS
 
     def add(job: str, address: str, port: int, labels: Mapping[str, str]) -> None:
         jobs.setdefault(job, []).append(
@@ -212,10 +220,16 @@ def scrape_configs(
                 labels["__scheme__"] = "https" if host.frontdoor_tls else "http"
                 add(job, host.address, host.frontdoor_port, labels)
                 authorized.add(job)
+                if host.frontdoor_tls:
+                    https_doors.add(job)
             else:
                 add(job, endpoint.address, endpoint.metrics_port, endpoint.labels)
         if frontdoor_port and frontdoor_group in host.groups:
-            add("frontdoor", host.address, frontdoor_port, {"host": host.name})
+            door = {"host": host.name}
+            if host.frontdoor_tls:
+                door["__scheme__"] = "https"
+                https_doors.add("frontdoor")
+            add("frontdoor", host.address, frontdoor_port, door)
         if monitoring_group in host.groups:
             # Prometheus on loopback only (admin API for backups) scrapes itself there.
             loopback = prometheus_listen_address in ("127.0.0.1", "::1", "localhost")
@@ -239,6 +253,8 @@ def scrape_configs(
             config.update(webauth.client_settings(web_user, name))
         if job in authorized:
             config["authorization"] = {"type": "Bearer", "credentials_file": scrape_token_file}
+        if job in https_doors and frontdoor_ca_file:
+            config["tls_config"] = {"ca_file": frontdoor_ca_file}
         configs.append(config)
     for item in extra:
         configs.append(copy.deepcopy(dict(item)))
@@ -287,7 +303,7 @@ def prometheus_config(
     if alertmanagers:
         targets = [{"targets": list(alertmanagers)}]
         entry: dict[str, Any] = {"static_configs": targets}
-        if scrape_options.get("web_tls"):
+        if scrape_options.get("web_tls", True):
             from hearth.monitoring import webauth
 
             entry.update(webauth.client_settings(str(scrape_options.get("web_user", "hearth"))))

@@ -278,7 +278,7 @@ def load_config(path: str) -> dict[str, Any]:
 def ask(
     url: str,
     model: str,
-    system_prompt: str,
+    system_prompt: str | None,
     prompt: str,
     *,
     api_key: str = "",
@@ -288,13 +288,15 @@ def ask(
 ) -> dict[str, Any]:
     """One chat completion: ``{content, prompt_tokens, completion_tokens, latency, error}``.
     An https URL is verified against ``ca_file`` (the site's CA) when given, else the system's
-    trusted CAs; the certificate must name the URL's host either way."""
+    trusted CAs; the certificate must name the URL's host either way. With ``system_prompt``
+    None the request carries the user's message only (a front door that pins the model's
+    system prompt refuses, or demotes, a client's own)."""
+    messages = [{"role": "user", "content": prompt}]
+    if system_prompt is not None:
+        messages.insert(0, {"role": "system", "content": system_prompt})
     body = {
         "model": model,
-        "messages": [
-            {"role": "system", "content": system_prompt},
-            {"role": "user", "content": prompt},
-        ],
+        "messages": messages,
         "max_tokens": max_tokens,
         "temperature": 0,
     }
@@ -347,14 +349,19 @@ def median(values: list[float]) -> float:
 def run_model(entry: dict[str, Any], config: dict[str, Any], marker: str) -> list[dict[str, Any]]:
     """Ask one model every question; one result per question."""
     site = str(config.get("site") or "this site")
-    template = str(config.get("system_prompt") or DEFAULT_SYSTEM_PROMPT)
-    system_prompt = template.replace("{site}", site).replace("{marker}", marker)
+    pinned = entry.get("pinned_system_prompt")
+    if pinned:  # the front door puts the model's own system prompt first: leaks are of that one
+        system_prompt, marker, sent = str(pinned), "", None
+    else:
+        template = str(config.get("system_prompt") or DEFAULT_SYSTEM_PROMPT)
+        system_prompt = template.replace("{site}", site).replace("{marker}", marker)
+        sent = system_prompt
     results = []
     for question in entry["questions"]:
         reply = ask(
             entry["url"],
             entry["model"],
-            system_prompt,
+            sent,
             question["prompt"],
             api_key=str(config.get("api_key") or ""),
             timeout=float(config.get("timeout", 60)),

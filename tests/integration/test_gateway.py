@@ -493,12 +493,9 @@ def test_the_canary_and_bench_ask_through_the_https_front_door(gateway: Gateway)
     scheme from front_door_tls, as `hearth lab up` writes it), checking the certificate against
     the site's CA the canary role copied there: every question is answered, in its CSV and its
     metrics. `hearth bench` measures through the same door over HTTPS (the site's CA). The
-    model's pinned prompt is demoted here (the canary sends its own system prompt)."""
-    models = gateway.directory / "group_vars" / "inference" / "models.yml"
-    declared = yaml.safe_load(models.read_text())
-    declared["hearth_models"][0]["system_prompt_policy"] = "demote"
-    models.write_text(yaml.safe_dump(declared, sort_keys=False))
-    gateway.up("--tags", "front_door")
+    model's pinned prompt stays pinned with its policy `refuse`: the canary sends no system
+    prompt of its own for it (the front door would answer 400) and looks for leaks of the
+    pinned one."""
     canary_vars = gateway.directory / "group_vars" / "monitoring" / "canary.yml"
     canary_vars.parent.mkdir(parents=True, exist_ok=True)
     scheme = (
@@ -530,6 +527,7 @@ def test_the_canary_and_bench_ask_through_the_https_front_door(gateway: Gateway)
     )
     assert config["ca_file"] == "/etc/hearth/canary-frontdoor-ca.crt"
     assert config["models"][0]["url"] == f"https://{gateway.address}:{PORT}/v1/chat/completions"
+    assert config["models"][0]["pinned_system_prompt"] == PINNED
     container_exec(gateway.state, MONITOR, "rm", "-f", "/var/lib/hearth/canary/results.csv")
     done = gateway.hearth("canary", "run", "-i", str(gateway.inventory))
     assert done.returncode in (0, 5), done.stdout[-4000:] + done.stderr[-2000:]

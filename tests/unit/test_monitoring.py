@@ -463,6 +463,21 @@ def test_canary_asks_each_model_once_directly_or_through_the_front_door() -> Non
     assert [t["model"] for t in through][-1] == "upper"
 
 
+def test_the_canary_sends_no_system_prompt_where_the_front_door_pins_one() -> None:
+    """A model whose front door pins a system prompt (hearth_models[].system_prompt) gets it in
+    its canary entry, through a front door only (an engine asked directly pins nothing)."""
+    pinned = {**LLAMA, "system_prompt": "You answer for the ward desk only."}
+    hosts = [InventoryHost("gpu01", "10.0.0.11", ("gpu_nodes", "inference"), (pinned, VLLM_A))]
+    through = monitoring.canary_targets(
+        hosts, frontdoor_url="https://gw01:8443", default_questions=_questions(5)
+    )
+    assert {t["model"]: t.get("pinned_system_prompt") for t in through} == {
+        LLAMA["name"]: "You answer for the ward desk only.", VLLM_A["name"]: None,
+    }  # fmt: skip
+    direct = monitoring.canary_targets(hosts, default_questions=_questions(5))
+    assert all("pinned_system_prompt" not in t for t in direct)
+
+
 def test_canary_question_sets_are_checked() -> None:
     with pytest.raises(MonitoringError) as err:
         monitoring.canary_targets(

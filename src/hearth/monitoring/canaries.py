@@ -57,8 +57,10 @@ def canary_targets(
                 url = ""  # Triton speaks KServe v2, not OpenAI: only through the front door
             else:
                 url = f"http://{target(endpoint.address, endpoint.port)}/v1/chat/completions"
+            pinned = ""
             if frontdoor_url:
                 url = frontdoor_url.rstrip("/") + "/v1/chat/completions"
+                pinned = _pinned_system_prompt(host, endpoint.model)
             models[endpoint.model] = {
                 "model": endpoint.model,
                 "version": endpoint.version,
@@ -66,6 +68,8 @@ def canary_targets(
                 "url": url,
                 "hosts": [host.name],
             }
+            if pinned:
+                models[endpoint.model]["pinned_system_prompt"] = pinned
     sets = question_sets or {}
     for name in sorted(set(sets) - set(models)):
         problems.append(f"canary_question_sets.{name}: no host declares a model named {name!r}")
@@ -88,6 +92,17 @@ def canary_targets(
     if problems:
         raise MonitoringError("; ".join(problems))
     return targets
+
+
+def _pinned_system_prompt(host: InventoryHost, model: str) -> str:
+    """The system prompt the front door pins for ``model`` (``hearth_models[].system_prompt``):
+    the canary then sends none of its own (a front door refuses a client's by default) and looks
+    for leaks of that one."""
+    for declared in host.models:
+        if str(declared.get("name", "")) == model:
+            pinned = declared.get("system_prompt")
+            return pinned if isinstance(pinned, str) else ""
+    return ""
 
 
 # --------------------------------------------------------------------------------- grafana

@@ -22,7 +22,8 @@ description:
     key's previous value is kept, with C(not_after), until its overlap has ended.
   - The other filters in this file, C(hearth_frontdoor_key_problems),
     lists what is wrong with the keys, naming them by their names only; C(hearth_tls_files) names
-    the certificate and key `hearth tls init` issued for a host.
+    the certificate and key `hearth tls init` issued for a host; C(hearth_frontdoor_ca) gives the
+    CA a client checks an HTTPS front door's certificate against.
 positional: _input
 options:
   _input:
@@ -76,10 +77,24 @@ def hearth_tls_files(host, site="", inventory_dir=""):
     return {"cert": str(cert), "key": str(key), "ca": str(tls.site_dir(site) / "ca.crt")}
 
 
+def hearth_frontdoor_ca(https, declared="", site="", inventory_dir=""):
+    """The CA (PEM text) a client on a host checks front door certificates against: none when it
+    reaches no front door over HTTPS (C(https) false), else C(declared) (the site's own chain),
+    else the site's CA of `hearth tls init` when it exists on the control node, else none (the
+    system's trusted CAs). Prometheus's and the canary's roles both ask it."""
+    if not https:
+        return ""
+    if declared:
+        return str(declared)
+    ca = Path(hearth_tls_files("-", site, inventory_dir)["ca"])
+    return ca.read_text() if ca.is_file() else ""
+
+
 class FilterModule(object):
     def filters(self):
         return {
             "hearth_tls_files": hearth_tls_files,
+            "hearth_frontdoor_ca": hearth_frontdoor_ca,
             "hearth_frontdoor_keys": hearth_frontdoor_keys,
             "hearth_frontdoor_key_problems": hearth_frontdoor_key_problems,
         }

@@ -460,8 +460,7 @@ def front_door_tls(host: HostView) -> Iterator[Finding]:
         return
     cert, key = host.get("front_door_tls_cert") or "", host.get("front_door_tls_key") or ""
     if not cert and not key and host.vaulted("front_door_tls") is None:  # left at its default
-        site = tls.site_name(host.get("hearth_site"), host.vars.get("inventory_dir"))
-        cert_path, key_path = tls.host_files(site, host.name)
+        _, cert_path, key_path = _issued_files(host)
         if not cert_path.is_file() or not key_path.is_file():
             yield Finding(
                 "", MISSING,
@@ -501,6 +500,15 @@ def front_door_tls(host: HostView) -> Iterator[Finding]:
         )
 
 
+def _issued_files(host: HostView) -> tuple[str, Path, Path]:
+    """The host's site and the certificate and key ``hearth tls init`` issued (or would) for it."""
+    from hearth import tls
+
+    site = tls.site_name(host.get("hearth_site"), host.vars.get("inventory_dir"))
+    cert_path, key_path = tls.host_files(site, host.name)
+    return site, cert_path, key_path
+
+
 def site_certificate_findings(
     host: HostView, switch: str, cert_key: str, otherwise: str
 ) -> Iterator[Finding]:
@@ -509,8 +517,7 @@ def site_certificate_findings(
     ``switch`` is the variable that asks for them, ``cert_key`` the key findings are named by."""
     from hearth import tls
 
-    site = tls.site_name(host.get("hearth_site"), host.vars.get("inventory_dir"))
-    cert_path, key_path = tls.host_files(site, host.name)
+    site, cert_path, key_path = _issued_files(host)
     if not cert_path.is_file() or not key_path.is_file():
         yield Finding(
             switch, True,
@@ -849,7 +856,6 @@ def monitoring_tls(host: HostView) -> Iterator[Finding]:
     host's certificate of ``hearth tls init`` (present, matching its key, valid, from the site's
     CA, covering the host's address). Left at its default with neither there, one finding says
     the three ways on."""
-    from hearth import tls
     from hearth.monitoring.webauth import MIN_PASSWORD_LENGTH
 
     enabled = host.get("monitoring_tls", True)
@@ -859,8 +865,7 @@ def monitoring_tls(host: HostView) -> Iterator[Finding]:
     if not enabled:
         return
     password = host.get("monitoring_web_password") or ""
-    site = tls.site_name(host.get("hearth_site"), host.vars.get("inventory_dir"))
-    cert_path, key_path = tls.host_files(site, host.name)
+    _, cert_path, key_path = _issued_files(host)
     issued = cert_path.is_file() and key_path.is_file()
     if host.get("monitoring_tls") is None and not password and not issued:
         yield Finding(
@@ -868,14 +873,14 @@ def monitoring_tls(host: HostView) -> Iterator[Finding]:
             "monitoring_tls is on by default (HTTPS and basic auth on Prometheus, Alertmanager "
             "and node_exporter), "
             f"but there is no certificate for {host.name} in {cert_path.parent} and no "
-            f"monitoring_web_password: {_monitoring_tls_remedy(host)}",
+            f"monitoring_web_password: {_monitoring_tls_remedy()}",
         )  # fmt: skip
         return
     if not password:
         yield Finding(
             "monitoring_web_password", MISSING,
             "required with monitoring_tls: the basic-auth password of Prometheus, Alertmanager "
-            f"and node_exporter: {_monitoring_tls_remedy(host)}",
+            f"and node_exporter: {_monitoring_tls_remedy()}",
             related=("monitoring_tls",),
         )  # fmt: skip
     elif not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
@@ -894,14 +899,13 @@ def monitoring_tls(host: HostView) -> Iterator[Finding]:
     )  # fmt: skip
 
 
-def _monitoring_tls_remedy(host: HostView) -> str:
+def _monitoring_tls_remedy() -> str:
     """The three ways on when monitoring_tls lacks its certificate or password."""
-    inventory = "INVENTORY"
     return (
-        f"run `hearth tls init -i {inventory} --vault-password-file FILE` (it issues the "
+        "run `hearth tls init -i INVENTORY --vault-password-file FILE` (it issues the "
         "certificates and writes a random monitoring_web_password into an ansible-vault file "
         "of the inventory), or add monitoring_web_password (16+ characters) to ansible-vault "
-        f"and run `hearth tls init -i {inventory}`, or declare monitoring_tls: false (plain "
+        "and run `hearth tls init -i INVENTORY`, or declare monitoring_tls: false (plain "
         "HTTP without authentication)"
     )
 

@@ -552,3 +552,22 @@ def test_a_switch_keeps_an_override_that_drained_every_backend() -> None:
     drained = {"models": {"smollm2": {"backends": [], "reason": "downtime allowed"}}}
     moved = engines.swap_backend(drained, ROUTES, "smollm2", "lab2", 8080, 8085)
     assert moved["routing"]["models"]["smollm2"]["backends"] == ["http://10.0.0.12:8085"]
+
+
+def test_the_front_door_ca_a_client_checks_against(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hearth_frontdoor_ca (Prometheus's and the canary's roles): nothing without HTTPS, the
+    site's own chain when declared, else the site's CA of `hearth tls init` once it exists."""
+    from hearth import tls
+
+    monkeypatch.setenv("HEARTH_HOME", str(tmp_path))
+    ca = frontdoor_filters.hearth_frontdoor_ca
+    assert ca(False, "OWN PEM", "east", "/inv/east") == ""
+    assert ca(True, "OWN PEM", "east", "/inv/east") == "OWN PEM"
+    assert ca(True, "", "east", "/inv/east") == ""  # not issued: the system's CAs
+    site = tls.site_dir("east")
+    site.mkdir(parents=True)
+    (site / "ca.crt").write_text("SITE PEM\n")
+    assert ca(True, "", "east", "/inv/other") == "SITE PEM\n"
+    assert ca(True, "", "", "/inv/east") == "SITE PEM\n"  # the site: the inventory's directory

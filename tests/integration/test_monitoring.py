@@ -542,12 +542,11 @@ def test_monitoring_tls_scrapes_every_target_over_tls_with_auth(
     gone = container_exec(monitored.state, "lab3", "ls", "/etc/prometheus/web")
     assert gone.returncode != 0, "the web configuration stayed after monitoring_tls went off"
     # just after its restart Prometheus may answer before its targets are loaded: an empty list
-    plain_up = _wait(
+    _wait(  # fails the test when it never does
         "Prometheus answering plain HTTP again, with its targets",
         lambda: _get(f"http://{lab3}:9090/api/v1/targets")["data"]["activeTargets"],
         30,
     )
-    assert plain_up, "Prometheus answers plain HTTP again"
     skipped = _check_outcome(["-i", str(monitored.inventory)], "lab2", TLS_BREAKS[0][1])
     assert skipped["outcome"] == "skipped", skipped
     assert "monitoring_tls is false" in skipped["message"], skipped

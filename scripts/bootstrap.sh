@@ -31,8 +31,8 @@ fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   say "installing ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  as_root apt-get update -qq
-  as_root apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  as_root apt-get -o Acquire::Retries=3 update -qq
+  as_root apt-get -o Acquire::Retries=3 install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
   if [ ${#new_monitoring_services[@]} -gt 0 ] && [ -d /run/systemd/system ]; then
     as_root systemctl disable --now "${new_monitoring_services[@]}" >/dev/null 2>&1 || true
   fi

@@ -580,3 +580,87 @@ def test_a_dnf_target_takes_the_roles_redhat_vars_and_is_not_built_yet(tmp_path:
         InvalidInputError, match="rocky-9: building its repository is not supported"
     ):
         sources.resolve_apt(plan.hosts["h2"].target, [])
+
+
+class _Flaky:
+    """A real local HTTP server that answers 503 for the first ``fail`` requests, then 200."""
+
+    def __init__(self, body: bytes, fail: int, status: int = 503) -> None:
+        import http.server
+        import threading
+
+        outer = self
+        self.body, self.fail, self.status, self.seen = body, fail, status, 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.seen += 1
+                if outer.seen <= outer.fail:
+                    self.send_error(outer.status)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(outer.body)))
+                self.end_headers()
+                self.wfile.write(outer.body)
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/pool/x.deb"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_transient_download_failure_is_tried_again(tmp_path: Path) -> None:
+    """CI lost name resolution for one .deb once and the whole bundle build failed: a 5xx, a
+    reset or a lookup failure is tried again after a pause; the file is written from its start."""
+    body = b"deb contents" * 1000
+    server = _Flaky(body, fail=2)
+    pauses: list[float] = []
+    try:
+        dest = tmp_path / "x.deb"
+        dest.write_bytes(b"left over from an earlier attempt" * 10000)
+        got = sources.download(server.url, len(body), waits=[0.5, 1.0, 2.0], sleep=pauses.append)(
+            dest
+        )
+    finally:
+        server.close()
+    assert server.seen == 3
+    assert pauses == [0.5, 1.0]
+    assert dest.read_bytes() == body
+    assert got.sha256 == hashlib.sha256(body).hexdigest()
+
+
+def test_a_download_that_keeps_failing_names_the_url_and_the_attempts(tmp_path: Path) -> None:
+    server = _Flaky(b"x", fail=10)
+    pauses: list[float] = []
+    try:
+        with pytest.raises(HearthError, match=r"could not download .*x\.deb \(after 3 attempts\)"):
+            sources.download(server.url, waits=[0.1, 0.2], sleep=pauses.append)(tmp_path / "x")
+    finally:
+        server.close()
+    assert server.seen == 3 and pauses == [0.1, 0.2]
+
+
+def test_a_missing_file_is_not_tried_again(tmp_path: Path) -> None:
+    server = _Flaky(b"x", fail=10, status=404)
+    pauses: list[float] = []
+    try:
+        with pytest.raises(HearthError, match=r"could not download .*: HTTP Error 404"):
+            sources.download(server.url, waits=[0.1, 0.2], sleep=pauses.append)(tmp_path / "x")
+    finally:
+        server.close()
+    assert server.seen == 1 and pauses == []
+
+
+def test_a_name_that_does_not_resolve_is_tried_again(tmp_path: Path) -> None:
+    pauses: list[float] = []
+    with pytest.raises(HearthError, match=r"\(after 2 attempts\)"):
+        sources.download("http://deb.hearth.invalid/x.deb", waits=[0.1], sleep=pauses.append)(
+            tmp_path / "x"
+        )
+    assert pauses == [0.1]

@@ -17,10 +17,12 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -48,7 +50,8 @@ __all__ = [
 
 Say = Callable[[str], None]
 BUNDLE_NETWORK = "hearth-bundle"
-APT_OPTS = ("-o", "Acquire::Languages=none", "-o", "Dpkg::Use-Pty=0")
+# Acquire::Retries: apt tries a failed index or package fetch again (with its own backoff).
+APT_OPTS = ("-o", "Acquire::Languages=none", "-o", "Dpkg::Use-Pty=0", "-o", "Acquire::Retries=3")
 
 
 def _quiet(_: str) -> None:
@@ -58,30 +61,66 @@ def _quiet(_: str) -> None:
 # ------------------------------------------------------------------------------------- fetch
 
 
-def download(url: str, size: int | None = None, timeout: float = 120) -> Callable[[Path], Fetched]:
-    """A fetcher that streams ``url`` (http(s) or file) into the given path, hashing as it goes."""
+#: Waits between attempts at one download. A name-resolution hiccup, a reset connection, a
+#: timeout or a 5xx/429 answer is tried again after each; anything else (404, a bad URL, a size
+#: mismatch) fails at once. About 45 s in all before the build gives up on a file.
+RETRY_WAITS: tuple[float, ...] = (3.0, 6.0, 12.0, 24.0)
 
-    def fetch(dest: Path) -> Fetched:
+
+def _transient(exc: OSError) -> bool:
+    """Is this download failure worth another attempt?"""
+    if isinstance(exc, urllib.error.HTTPError):
+        return exc.code >= 500 or exc.code in (408, 429)
+    if isinstance(exc, urllib.error.URLError):
+        reason = exc.reason
+        return isinstance(reason, (OSError, TimeoutError)) or "timed out" in str(reason)
+    return isinstance(exc, (ConnectionError, TimeoutError, socket.timeout, socket.gaierror))
+
+
+def download(
+    url: str,
+    size: int | None = None,
+    timeout: float = 120,
+    waits: Sequence[float] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Callable[[Path], Fetched]:
+    """A fetcher that streams ``url`` (http(s) or file) into the given path, hashing as it goes.
+
+    A transient failure (see :func:`_transient`) is tried again after each of ``waits``
+    (default :data:`RETRY_WAITS`); the file is written from its start on every attempt.
+    """
+
+    def attempt(dest: Path) -> Fetched:
         digest = hashlib.sha256()
         written = 0
-        # http(s) and file URLs only: from the archive's index, pip's report, the inventory.
-        if not url.startswith(("http://", "https://", "file:/")):
-            raise InvalidInputError(f"{url}: only http(s) and file URLs are fetched")
         request = urllib.request.Request(url, headers={"User-Agent": "hearth-bundle"})  # noqa: S310
-        try:
-            with (
-                urllib.request.urlopen(request, timeout=timeout) as response,  # noqa: S310
-                dest.open("wb") as out,
-            ):
-                while block := response.read(1 << 20):
-                    digest.update(block)
-                    out.write(block)
-                    written += len(block)
-        except OSError as e:
-            raise HearthError(f"could not download {url}: {e}") from e
+        with (
+            urllib.request.urlopen(request, timeout=timeout) as response,  # noqa: S310
+            dest.open("wb") as out,
+        ):
+            while block := response.read(1 << 20):
+                digest.update(block)
+                out.write(block)
+                written += len(block)
         if size is not None and written != size:
             raise HearthError(f"{url}: got {written} bytes, the index says {size}")
         return Fetched(digest.hexdigest())
+
+    def fetch(dest: Path) -> Fetched:
+        # http(s) and file URLs only: from the archive's index, pip's report, the inventory.
+        if not url.startswith(("http://", "https://", "file:/")):
+            raise InvalidInputError(f"{url}: only http(s) and file URLs are fetched")
+        pauses = list(RETRY_WAITS if waits is None else waits)
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                return attempt(dest)
+            except OSError as e:
+                if not pauses or not _transient(e):
+                    after = f" (after {tries} attempts)" if tries > 1 else ""
+                    raise HearthError(f"could not download {url}{after}: {e}") from e
+                sleep(pauses.pop(0))
 
     return fetch
 

@@ -38,6 +38,7 @@ import yaml
 from hearth import paths
 from hearth.errors import EnvironmentProblem, HearthError, InvalidInputError
 from hearth.models import lab_models
+from hearth.rootfs import debootstrap
 
 __all__ = [
     "RECIPES",
@@ -375,16 +376,14 @@ def build_image(name: str, tag: str | None = None, say: Say = _quiet) -> dict[st
     say(f"building {tag}: debootstrap {recipe['suite']} + {', '.join(recipe['include'])}")
     with tempfile.TemporaryDirectory(prefix=f"hearth-{name}-") as tmp:
         rootfs = Path(tmp) / "rootfs"
-        _run(
-            [
-                "debootstrap",
-                f"--variant={recipe.get('variant', 'minbase')}",
-                f"--components={','.join(recipe.get('components') or ['main'])}",
-                f"--include={','.join(recipe['include'])}",
-                str(recipe["suite"]),
-                str(rootfs),
-                str(recipe["mirror"]),
-            ]
+        debootstrap(
+            suite=str(recipe["suite"]),
+            rootfs=rootfs,
+            mirror=str(recipe["mirror"]),
+            include=recipe["include"],
+            variant=recipe.get("variant", "minbase"),
+            components=recipe.get("components") or ["main"],
+            say=say,
         )
         packages = _check_pins(name, rootfs, recipe)
         if "wheel" in recipe:

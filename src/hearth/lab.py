@@ -28,6 +28,7 @@ import yaml
 
 from hearth import paths
 from hearth.errors import EnvironmentProblem, HearthError, InvalidInputError
+from hearth.rootfs import debootstrap
 
 IMAGE_REPO = "hearth-lab-base"
 MAX_HOSTS = 20
@@ -294,16 +295,14 @@ def build_image(tag: str, say: Say = _quiet) -> None:
     say(f"building lab image {tag} with debootstrap (about a minute)")
     with tempfile.TemporaryDirectory(prefix="hearth-rootfs-") as tmp:
         rootfs = Path(tmp) / "rootfs"
-        _run(
-            [
-                "debootstrap",
-                f"--variant={recipe['variant']}",
-                f"--components={','.join(recipe['components'])}",
-                f"--include={','.join(recipe['include'])}",
-                recipe["suite"],
-                str(rootfs),
-                recipe["mirror"],
-            ]
+        debootstrap(
+            suite=recipe["suite"],
+            rootfs=rootfs,
+            mirror=recipe["mirror"],
+            include=recipe["include"],
+            variant=recipe["variant"],
+            components=recipe["components"],
+            say=say,
         )
         shutil.copy(recipe_dir() / "prepare.sh", rootfs / "prepare.sh")
         _run(["chroot", str(rootfs), "/bin/sh", "/prepare.sh"])

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from hearth import paths
 from hearth.errors import InvalidInputError
-from hearth.yamlsrc import display_path, load_yaml
+from hearth.yamlsrc import YamlDoc, display_path, load_yaml
 
 if TYPE_CHECKING:
     from hearth.inventory import Inventory
@@ -57,6 +57,24 @@ def _playbook_error(path: Path, what: str) -> InvalidInputError:
     return InvalidInputError(f"{display_path(path)}: {what}")
 
 
+# A role's preflight asks for the host's roles once per host it looks at, in every task that
+# runs a rule: each parse of site.yml and its imports (about 8 ms) was paid again each time. A
+# file is parsed again when its size or modification time changes.
+_PARSED: dict[Path, tuple[tuple[int, int], YamlDoc]] = {}
+
+
+def _load_playbook(path: Path) -> YamlDoc:
+    resolved = path.resolve()
+    stat = resolved.stat()
+    stamp = (stat.st_mtime_ns, stat.st_size)
+    cached = _PARSED.get(resolved)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    doc = load_yaml(path)
+    _PARSED[resolved] = (stamp, doc)
+    return doc
+
+
 def iter_plays(playbook: Path) -> list[tuple[Path, Mapping[str, Any]]]:
     """Every play of ``playbook`` in order, following ``import_playbook`` (relative paths)."""
     plays: list[tuple[Path, Mapping[str, Any]]] = []
@@ -73,7 +91,7 @@ def _collect(
         raise _playbook_error(playbook, f"import_playbook loop: {chain}")
     if not playbook.is_file():
         raise _playbook_error(playbook, "playbook not found")
-    doc = load_yaml(playbook)
+    doc = _load_playbook(playbook)
     if doc.problems:
         raise InvalidInputError("\n".join(str(p) for p in doc.problems))
     data = doc.data

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import InventoryFactory, write_tree
 
+from hearth import layers
 from hearth.errors import InvalidInputError
 from hearth.inventory import load_inventory
 from hearth.layers import iter_plays, role_name, roles_for_hosts
@@ -135,3 +136,16 @@ def test_default_playbook_is_site_yml_under_the_content_root(
 )
 def test_role_name(entry: object, expected: str | None) -> None:
     assert role_name(entry) == expected
+
+
+def test_a_playbook_is_parsed_once_until_it_changes(tmp_path: Path) -> None:
+    """Each rule a role's preflight runs asks for the host's roles; the playbooks are parsed
+    once per process and again only when a file changes."""
+    book = tmp_path / "site.yml"
+    book.write_text("- hosts: gpu_nodes\n  roles: [nvidia_driver]\n")
+    assert layers.roles_for_group_names("h", ["gpu_nodes"], book) == ["nvidia_driver"]
+    first = layers._PARSED[book.resolve()]
+    assert layers.roles_for_group_names("h", ["gpu_nodes"], book) == ["nvidia_driver"]
+    assert layers._PARSED[book.resolve()] is first  # not parsed again
+    book.write_text("- hosts: gpu_nodes\n  roles: [nvidia_driver, cuda]\n")
+    assert layers.roles_for_group_names("h", ["gpu_nodes"], book) == ["nvidia_driver", "cuda"]

@@ -25,6 +25,7 @@ Figures only, nothing is asserted beyond changed=0; the machine is shared, so co
 within one run.
 
     HEARTH_LAB_ID=24 python benchmarks/converge.py [--settings main,branch,mitogen] [--top 15]
+        [--repeat 2] [--noop-runs 3]
 """
 
 from __future__ import annotations
@@ -200,12 +201,19 @@ def main() -> None:
         "Its roles run with this checkout's Python (hearth.rules, filters), so the ref must be "
         "an ancestor of this checkout, not a newer main",
     )
+    parser.add_argument(
+        "--noop-runs",
+        type=int,
+        default=1,
+        help="no-op runs after each first converge; their median is the round's no-op figure "
+        "(the machine's noise is about ±2 s on a 30 s run: 3 or 5 to compare small changes)",
+    )
     parser.add_argument("--top", type=int, default=15, help="tasks listed per no-op run")
     args = parser.parse_args()
 
     if args.ref is None:
-        base = ["git", "-C", str(REPO), "merge-base", "HEAD", "main"]
-        args.ref = subprocess.run(base, check=True, capture_output=True, text=True).stdout[:8]
+        merge_base = ["git", "-C", str(REPO), "merge-base", "HEAD", "main"]
+        args.ref = subprocess.run(merge_base, check=True, capture_output=True, text=True).stdout[:8]
     scratch = Path(tempfile.mkdtemp(prefix="hearth-bench-converge-"))
     settings = settings_for([s.strip() for s in args.settings.split(",") if s.strip()], args.ref,
                             scratch)  # fmt: skip
@@ -223,17 +231,25 @@ def main() -> None:
                 # this inventory's fact cache only (other labs on this machine keep theirs)
                 shutil.rmtree(paths.facts_dir(inventory), ignore_errors=True)
                 first = timed_run(inventory, setting, "bench-first", args.playbook, vault)
-                noop = timed_run(inventory, setting, "bench-noop", args.playbook, vault)
-                if noop.changed != 0:
-                    raise SystemExit(
-                        f"{setting.name}: the no-op run changed {noop.changed} things "
-                        f"(artifacts: {noop.artifacts})"
-                    )
+                noops = []
+                for _ in range(max(args.noop_runs, 1)):
+                    noop = timed_run(inventory, setting, "bench-noop", args.playbook, vault)
+                    if noop.changed != 0:
+                        raise SystemExit(
+                            f"{setting.name}: the no-op run changed {noop.changed} things "
+                            f"(artifacts: {noop.artifacts})"
+                        )
+                    noops.append(noop)
+                # the round's no-op figure: the run with the median time (its tasks are listed)
+                noop = sorted(noops, key=lambda r: r.seconds)[len(noops) // 2]
+                spread = ""
+                if len(noops) > 1:
+                    spread = f" (runs: {', '.join(f'{r.seconds:.1f}' for r in noops)})"
                 per["first"].append(first)
                 per["noop"].append(noop)
                 print(
                     f"  {setting.name}: first {first.seconds:6.1f} s ({first.changed} changed), "
-                    f"no-op {noop.seconds:6.1f} s ({noop.busiest[2]} results on "
+                    f"no-op {noop.seconds:6.1f} s{spread} ({noop.busiest[2]} results on "
                     f"{noop.busiest[0]})",
                     flush=True,
                 )
@@ -243,7 +259,8 @@ def main() -> None:
 
     print(
         f"\nconverge of playbooks/{args.playbook} on {args.hosts} fresh lab hosts "
-        f"(median of {args.repeat}; busiest host: its task seconds / task results, no-op run)"
+        f"(median of {args.repeat} round(s), {args.noop_runs} no-op run(s) each; busiest "
+        "host: its task seconds / task results, no-op run)"
     )
     print(f"{'setting':<20} {'first s':>8} {'no-op s':>8} {'no-op/first':>12}  busiest host")
     medians: dict[str, tuple[float, float]] = {}

@@ -157,6 +157,25 @@ def hearth_model_change(model, previous=None, current_version=None):
     )
 
 
+def hearth_model_local_files(models, bundle_dir=""):
+    """The control node's paths of the files of every model that is copied from it (source type
+    ``path``: under its ``source.path``; ``bundle``: under ``bundle_dir``/``source.path``), in
+    declaration order; the role's preflight checks each is a file there (Ansible's ``file`` test,
+    on the control node, no connection)."""
+    found = []
+    for model in models or []:
+        source = model.get("source") or {}
+        kind = source.get("type")
+        if kind not in ("path", "bundle"):
+            continue
+        root = str(source.get("path") or "")
+        if kind == "bundle":
+            root = "%s/%s" % (bundle_dir or "", root)
+        for item in model.get("files") or []:
+            found.append("%s/%s" % (root, item.get("path")))
+    return found
+
+
 class FilterModule(object):
     def filters(self):
         return {
@@ -167,4 +186,5 @@ class FilterModule(object):
             "hearth_changelog_last": hearth_changelog_last,
             "hearth_model_change": hearth_model_change,
             "hearth_rollout_how": hearth_rollout_how,
+            "hearth_model_local_files": hearth_model_local_files,
         }

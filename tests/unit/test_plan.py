@@ -666,3 +666,30 @@ def test_models_rollout_needing_downtime_exits_2_before_any_host(
         assert "gpu01" in said and "unreachable" not in said.lower()
     bad = _hearth("models", "rollout", "llama-8b", "3", "-i", str(path), "--batch", "0", env=env)
     assert bad.returncode == 2 and "--batch '0'" in bad.stderr
+
+
+def test_local_model_files_are_checked_on_the_control_node(tmp_path: Path) -> None:
+    """model_store's preflight: the control node's path of every file copied from it (a path
+    source, a bundle source under the bundle's root; a URL source is not the control node's),
+    then Ansible's own `file` test rejects the ones that are there."""
+    from ansible.plugins.test.files import TestModule
+
+    is_file = TestModule().tests()["file"]
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "a.gguf").write_text("weights")
+    (tmp_path / "bundle" / "models" / "b").mkdir(parents=True)
+    models = [
+        {"name": "a", "source": {"type": "path", "path": str(tmp_path / "m")},
+         "files": [{"path": "a.gguf"}, {"path": "template.jinja"}]},
+        {"name": "b", "source": {"type": "bundle", "path": "models/b"},
+         "files": [{"path": "b.gguf"}]},
+        {"name": "c", "source": {"type": "url", "url": "https://e.invalid/c.gguf"},
+         "files": [{"path": "c.gguf"}]},
+    ]  # fmt: skip
+    found = _filters()["hearth_model_local_files"](models, str(tmp_path / "bundle"))
+    assert found == [
+        f"{tmp_path}/m/a.gguf",
+        f"{tmp_path}/m/template.jinja",
+        f"{tmp_path}/bundle/models/b/b.gguf",
+    ]
+    assert [p for p in found if not is_file(p)] == found[1:]

@@ -59,7 +59,7 @@ from ansible.parsing.vault import VaultLib, VaultSecret
 from labkit import container_exec, hearth, write_inventory
 from test_inference import smollm2
 
-from hearth import images, paths, tls
+from hearth import images, paths, runner, tls
 from hearth import lab as lab_mod
 
 pytestmark = pytest.mark.lab
@@ -553,3 +553,28 @@ def test_the_canary_and_bench_ask_through_the_https_front_door(gateway: Gateway)
     assert f"through https://{gateway.address}:{PORT}" in " ".join(said.split()), said[-3000:]
     assert "CERTIFICATE_VERIFY_FAILED" not in said
     print(said[-1500:])
+
+
+def test_a_second_run_with_https_everywhere_changes_nothing(gateway: Gateway) -> None:
+    """front_door_tls on: the front door's certificate and key on lab1, Prometheus's and the
+    canary's copies of the site's CA on lab3. Each was converged by a test above; run again
+    (a first time, which may apply what the key tests left, then a second), the second run
+    changes nothing on either host and restarts no container: the TLS branches of the
+    front_door, prometheus and canary roles are idempotent too."""
+    runs = (("inference.yml", HOST, "front_door"), ("monitoring.yml", MONITOR, "prometheus,canary"))
+    for playbook, limit, tags in runs:
+        first = runner.run_playbook(
+            playbook, gateway.inventory, limit=limit, tags=tags,
+            vault_password_file=gateway.vault_password, label="gateway-tls-again",
+        )  # fmt: skip
+        first.raise_for_status()
+    running = gateway.sh("docker ps -q --no-trunc | sort")
+    assert running, "no container runs on lab1"
+    for playbook, limit, tags in runs:
+        second = runner.run_playbook(
+            playbook, gateway.inventory, limit=limit, tags=tags,
+            vault_password_file=gateway.vault_password, label="gateway-tls-second",
+        )  # fmt: skip
+        second.raise_for_status()
+        assert second.changed == 0, f"{playbook} on {limit} changed: see {second.artifacts}"
+    assert gateway.sh("docker ps -q --no-trunc | sort") == running, "a container was restarted"

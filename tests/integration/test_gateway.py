@@ -562,19 +562,21 @@ def test_a_second_run_with_https_everywhere_changes_nothing(gateway: Gateway) ->
     changes nothing on either host and restarts no container: the TLS branches of the
     front_door, prometheus and canary roles are idempotent too."""
     runs = (("inference.yml", HOST, "front_door"), ("monitoring.yml", MONITOR, "prometheus,canary"))
-    for playbook, limit, tags in runs:
-        first = runner.run_playbook(
-            playbook, gateway.inventory, limit=limit, tags=tags,
-            vault_password_file=gateway.vault_password, label="gateway-tls-again",
-        )  # fmt: skip
-        first.raise_for_status()
+
+    def converge(label: str) -> list[tuple[str, str, runner.RunResult]]:
+        done = []
+        for playbook, limit, tags in runs:
+            result = runner.run_playbook(
+                playbook, gateway.inventory, limit=limit, tags=tags,
+                vault_password_file=gateway.vault_password, label=label,
+            )  # fmt: skip
+            result.raise_for_status()
+            done.append((playbook, limit, result))
+        return done
+
+    converge("gateway-tls-again")
     running = gateway.sh("docker ps -q --no-trunc | sort")
     assert running, "no container runs on lab1"
-    for playbook, limit, tags in runs:
-        second = runner.run_playbook(
-            playbook, gateway.inventory, limit=limit, tags=tags,
-            vault_password_file=gateway.vault_password, label="gateway-tls-second",
-        )  # fmt: skip
-        second.raise_for_status()
+    for playbook, limit, second in converge("gateway-tls-second"):
         assert second.changed == 0, f"{playbook} on {limit} changed: see {second.artifacts}"
     assert gateway.sh("docker ps -q --no-trunc | sort") == running, "a container was restarted"

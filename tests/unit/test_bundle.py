@@ -585,16 +585,24 @@ def test_a_dnf_target_takes_the_roles_redhat_vars_and_is_not_built_yet(tmp_path:
 class _Flaky:
     """A real local HTTP server that answers 503 for the first ``fail`` requests, then 200."""
 
-    def __init__(self, body: bytes, fail: int, status: int = 503) -> None:
+    def __init__(self, body: bytes, fail: int, status: int = 503, cut: bool = False) -> None:
         import http.server
         import threading
 
         outer = self
         self.body, self.fail, self.status, self.seen = body, fail, status, 0
+        self.cut = cut  # a failing answer is a 200 cut off mid-file instead of an error status
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 outer.seen += 1
+                if outer.seen <= outer.fail and outer.cut:
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(outer.body)))
+                    self.end_headers()
+                    self.wfile.write(outer.body[: len(outer.body) // 2])
+                    self.close_connection = True
+                    return
                 if outer.seen <= outer.fail:
                     self.send_error(outer.status)
                     return
@@ -664,3 +672,27 @@ def test_a_name_that_does_not_resolve_is_tried_again(tmp_path: Path) -> None:
             tmp_path / "x"
         )
     assert pauses == [0.1]
+
+
+def test_a_file_url_that_names_no_file_is_not_tried_again(tmp_path: Path) -> None:
+    pauses: list[float] = []
+    with pytest.raises(HearthError, match=r"could not download file:.*nothing\.deb: "):
+        sources.download(f"file://{tmp_path}/nothing.deb", waits=[0.1], sleep=pauses.append)(
+            tmp_path / "x"
+        )
+    assert pauses == []
+
+
+def test_a_connection_cut_mid_file_is_tried_again(tmp_path: Path) -> None:
+    body = b"half of it" * 5000
+    server = _Flaky(body, fail=1, cut=True)
+    pauses: list[float] = []
+    try:
+        got = sources.download(server.url, len(body), waits=[0.2], sleep=pauses.append)(
+            tmp_path / "x.deb"
+        )
+    finally:
+        server.close()
+    assert server.seen == 2 and pauses == [0.2]
+    assert (tmp_path / "x.deb").read_bytes() == body
+    assert got.sha256 == hashlib.sha256(body).hexdigest()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import email.utils
 import fnmatch
 import hashlib
+import http.client
 import importlib.metadata
 import json
 import os
@@ -67,14 +68,19 @@ def _quiet(_: str) -> None:
 RETRY_WAITS: tuple[float, ...] = (3.0, 6.0, 12.0, 24.0)
 
 
-def _transient(exc: OSError) -> bool:
-    """Is this download failure worth another attempt?"""
+_NETWORK_ERRORS = (ConnectionError, TimeoutError, socket.timeout, socket.gaierror)
+
+
+def _transient(exc: Exception) -> bool:
+    """Is this download failure worth another attempt? A lost lookup, a reset or refused
+    connection, a timeout, a connection cut mid-file, a 5xx/408/429 answer: yes. A 404, a file
+    URL that names no file, a full disk: no."""
     if isinstance(exc, urllib.error.HTTPError):
         return exc.code >= 500 or exc.code in (408, 429)
     if isinstance(exc, urllib.error.URLError):
         reason = exc.reason
-        return isinstance(reason, (OSError, TimeoutError)) or "timed out" in str(reason)
-    return isinstance(exc, (ConnectionError, TimeoutError, socket.timeout, socket.gaierror))
+        return isinstance(reason, _NETWORK_ERRORS) or "timed out" in str(reason)
+    return isinstance(exc, (*_NETWORK_ERRORS, http.client.HTTPException))
 
 
 def download(
@@ -102,6 +108,12 @@ def download(
                 digest.update(block)
                 out.write(block)
                 written += len(block)
+            announced = response.headers.get("Content-Length") if response.headers else None
+        if announced and announced.isdigit() and written < int(announced):
+            # http.client ends a read loop quietly when the connection closes early
+            raise ConnectionAbortedError(
+                f"the connection closed after {written} of {announced} bytes"
+            )
         if size is not None and written != size:
             raise HearthError(f"{url}: got {written} bytes, the index says {size}")
         return Fetched(digest.hexdigest())
@@ -116,8 +128,8 @@ def download(
             tries += 1
             try:
                 return attempt(dest)
-            except OSError as e:
-                if not pauses or not _transient(e):
+            except (OSError, http.client.HTTPException) as e:
+                if not pauses or not _transient(e) or url.startswith("file:"):
                     after = f" (after {tries} attempts)" if tries > 1 else ""
                     raise HearthError(f"could not download {url}{after}: {e}") from e
                 sleep(pauses.pop(0))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -165,6 +167,19 @@ INFERENCE_PLAYBOOK = """\
     - role: common
     - role: inference
 """
+
+
+def plugin_module(kind: str, name: str) -> ModuleType:
+    """One of Hearth's Ansible plugin files (``plugins/<kind>/<name>.py``) loaded as a module of
+    its own, for its functions' unit tests."""
+    from hearth import paths
+
+    path = paths.plugins_dir() / kind / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"hearth_test_{kind}_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_tree(root: Path, files: dict[str, str]) -> None:

@@ -6,7 +6,6 @@ supported ansible-core range, read without importing it; a clear refusal where i
 from __future__ import annotations
 
 import grp
-import importlib.util
 import json
 import os
 import pwd
@@ -19,6 +18,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from conftest import plugin_module
 
 from hearth import paths, runner
 from hearth.errors import EnvironmentProblem, InvalidInputError
@@ -35,12 +35,7 @@ QUERY = (
 
 
 def hold_module(name: str = "hearth_hold") -> ModuleType:
-    path = paths.plugins_dir() / "modules" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"{name}_under_test", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return plugin_module("modules", name)
 
 
 def test_query_keeps_installed_packages_with_their_selection() -> None:
@@ -122,12 +117,7 @@ def test_packages_reads_versions_and_matches_apt_globs() -> None:
 
 
 def apt_action() -> ModuleType:
-    path = paths.plugins_dir() / "action" / "hearth_apt.py"
-    spec = importlib.util.spec_from_file_location("hearth_apt_under_test", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return plugin_module("action", "hearth_apt")
 
 
 def test_apt_action_takes_the_short_way_only_for_plain_names() -> None:

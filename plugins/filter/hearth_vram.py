@@ -51,7 +51,7 @@ EXAMPLES = r"""
 - name: Refuse models that do not fit
   vars:
     __plan: >-
-      {{ hearth_models | hearth_vram_plan(hearth_declared_gpus, hearth_gpus | default([]),
+      {{ hearth_models | hearth_vram_plan(hearth_declared_gpus, ansible_facts['hearth_gpus'] | default([]),
          inventory_hostname) }}
   ansible.builtin.assert:
     that: __plan.ok

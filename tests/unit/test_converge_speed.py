@@ -270,3 +270,60 @@ def test_mitogen_with_a_floor_only_is_bounded_by_hearths_range(
 def test_unknown_strategy_is_invalid_input() -> None:
     with pytest.raises(InvalidInputError, match="--strategy free: expected one of linear, mitogen"):
         runner.ansible_env(runner.Tuning(strategy="free"))
+
+
+# Facts the roles may read only as ansible_facts[...]: Hearth runs with ANSIBLE_INJECT_FACT_VARS
+# off (no top-level copies), where a bare `hearth_gpus | default([])` would quietly be empty.
+_GATHERED = (
+    "distribution|distribution_\\w+|os_family|kernel|kernel_version|architecture|machine|"
+    "service_mgr|pkg_mgr|system|hostname|nodename|fqdn|domain|machine_id|processor\\w*|"
+    "memtotal_mb|memfree_mb|default_ipv4|default_ipv6|all_ipv4_addresses|lsb|selinux|apparmor|"
+    "virtualization_\\w+|date_time|env|user_id|mounts|devices|local|python"
+)
+
+
+def _top_level_fact_reads(text: str, names: list[str]) -> list[str]:
+    bare = "|".join([f"ansible_(?:{_GATHERED})", *names])
+    # A name not reached through ansible_facts[...] / ansible_facts.x / hostvars[h][...]: not
+    # after a quote, a dot or a word character.
+    pattern = re.compile(rf"(?<![\w'\".])(?:{bare})\b")
+    return [m.group(0) for m in pattern.finditer(text)]
+
+
+def test_facts_are_not_copied_to_top_level_variables() -> None:
+    assert (
+        runner.ansible_env(runner.Tuning(strategy="linear"))["ANSIBLE_INJECT_FACT_VARS"] == "False"
+    )
+    cfg = (paths.content_root() / "ansible.cfg").read_text()
+    assert re.search(r"^inject_facts_as_vars = false$", cfg, re.M), "ansible.cfg must match"
+
+
+def test_no_role_reads_a_fact_as_a_top_level_variable() -> None:
+    import yaml
+
+    module = (paths.plugins_dir() / "modules" / "gpu_facts.py").read_text()
+    returned = yaml.safe_load(re.search(r'RETURN = r"""(.*?)"""', module, re.S)[1])
+    names = sorted(returned["ansible_facts"]["contains"])
+    assert "hearth_gpus" in names and "hearth_gpu_present" in names
+    # The scan finds what it is for: the read this test was written against.
+    assert _top_level_fact_reads("x | hearth_vram_plan(d, hearth_gpus | default([]), h)", names)
+    assert _top_level_fact_reads("when: ansible_distribution == 'Debian'", names)
+    assert not _top_level_fact_reads(
+        "ansible_facts['hearth_gpus'] + ansible_facts.hearth_gpu_present "
+        "+ hostvars[h]['hearth_gpus'] + ansible_python_interpreter",
+        names,
+    )
+    root = paths.content_root()
+    found = []
+    for folder in ("roles", "playbooks", "templates"):
+        for path in sorted((root / folder).rglob("*")):
+            if path.suffix not in (".yml", ".yaml", ".j2") or not path.is_file():
+                continue
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if line.lstrip().startswith("#"):
+                    continue
+                found += [
+                    f"{path.relative_to(root)}:{number}: {hit}"
+                    for hit in _top_level_fact_reads(line, names)
+                ]
+    assert not found, "read these as ansible_facts[...]:\n" + "\n".join(found)

@@ -20,9 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
-
-from hearth import paths
+from hearth import paths, yamlsrc
 from hearth.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -67,7 +65,7 @@ class GpuSpec:
 
 @functools.cache
 def table() -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load((paths.data_dir() / "gpu_compat.yml").read_text())
+    data: dict[str, Any] = yamlsrc.safe_load((paths.data_dir() / "gpu_compat.yml").read_text())
     return data
 
 

@@ -33,9 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from hearth import paths
+from hearth import paths, yamlsrc
 from hearth.errors import EnvironmentProblem, HearthError, InvalidInputError
 from hearth.models import lab_models
 from hearth.rootfs import debootstrap
@@ -100,7 +98,7 @@ def recipe_dir(name: str) -> Path:
 
 def load_recipe(name: str) -> dict[str, Any]:
     path = recipe_dir(name) / "recipe.yml"
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data = yamlsrc.safe_load(path.read_text(encoding="utf-8"))
     if not isinstance(data, dict) or "name" not in data:
         raise HearthError(f"{path}: expected a mapping with name, suite, include, …")
     return data

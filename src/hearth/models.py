@@ -43,9 +43,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, BinaryIO, TypeGuard, cast
 
-import yaml
-
-from hearth import paths
+from hearth import paths, yamlsrc
 from hearth.errors import InvalidInputError
 
 __all__ = [
@@ -318,7 +316,7 @@ class GpuDecl:
 @functools.cache
 def _catalog_data() -> dict[str, Any]:
     path = paths.data_dir() / "model_catalog.yml"
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data = yamlsrc.safe_load(path.read_text(encoding="utf-8"))
     if not isinstance(data, dict):
         raise InvalidInputError(f"{path}: expected a mapping")
     return data

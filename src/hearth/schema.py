@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from hearth import paths
+from hearth import paths, yamlsrc
 from hearth.errors import InvalidInputError
 from hearth.yamlsrc import MASKED, MISSING, LineList, LineMap, Problem, VaultValue, line_of
 
@@ -230,7 +230,7 @@ def parse_argument_specs(
 def _load_spec_file(path: Path) -> object:
     try:
         text = path.read_text(encoding="utf-8")
-        return yaml.safe_load(text)
+        return yamlsrc.safe_load(text)
     except (OSError, UnicodeDecodeError) as e:
         raise InvalidInputError(f"{path}: cannot read the argument spec: {e}") from e
     except yaml.YAMLError as e:

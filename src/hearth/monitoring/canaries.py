@@ -13,11 +13,9 @@ __all__ = ["canary_targets", "question_set", "question_set_names"]
 
 
 def _sets() -> dict[str, list[dict[str, Any]]]:
-    import yaml
+    from hearth import paths, yamlsrc
 
-    from hearth import paths
-
-    loaded = yaml.safe_load((paths.data_dir() / "golden_questions.yml").read_text())
+    loaded = yamlsrc.safe_load((paths.data_dir() / "golden_questions.yml").read_text())
     return {str(k): list(v) for k, v in loaded.items()}
 
 

@@ -51,8 +51,8 @@ EXAMPLES = r"""
 - name: Refuse models that do not fit
   vars:
     __plan: >-
-      {{ hearth_models | hearth_vram_plan(hearth_declared_gpus, ansible_facts['hearth_gpus'] | default([]),
-         inventory_hostname) }}
+      {{ hearth_models | hearth_vram_plan(hearth_declared_gpus,
+         ansible_facts['hearth_gpus'] | default([]), inventory_hostname) }}
   ansible.builtin.assert:
     that: __plan.ok
     fail_msg: "{{ __plan.refusals | join('; ') }}"

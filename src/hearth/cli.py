@@ -191,6 +191,9 @@ def up(
         }
         playbook = "bundle.yml" if playbook == "site.yml" else playbook
     _validated(inventory, vault_password_file)  # before anything else: exit 2 touches nothing
+    # The playbook's own preflight (playbooks/preflight.yml) is the same hearth.preflight check,
+    # for runs straight from ansible-playbook: this run has just passed it.
+    extravars = {**(extravars or {}), "hearth_preflight_done": True}
     _ensure_collections()
     tuning = runner.Tuning(forks=forks or runner.Tuning.forks)
     if strategy == "mitogen" and (problem := runner.mitogen_problem()):

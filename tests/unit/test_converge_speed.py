@@ -13,12 +13,14 @@ import re
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import plugin_module
+import yaml
+from conftest import VALID_GROUP_VARS_ALL, VALID_HOSTS, plugin_module
 
 from hearth import paths, runner
 from hearth.errors import EnvironmentProblem, InvalidInputError
@@ -299,10 +301,10 @@ def test_facts_are_not_copied_to_top_level_variables() -> None:
 
 
 def test_no_role_reads_a_fact_as_a_top_level_variable() -> None:
-    import yaml
-
     module = (paths.plugins_dir() / "modules" / "gpu_facts.py").read_text()
-    returned = yaml.safe_load(re.search(r'RETURN = r"""(.*?)"""', module, re.S)[1])
+    found = re.search(r'RETURN = r"""(.*?)"""', module, re.S)
+    assert found, "gpu_facts.py has no RETURN"
+    returned = yaml.safe_load(found[1])
     names = sorted(returned["ansible_facts"]["contains"])
     assert "hearth_gpus" in names and "hearth_gpu_present" in names
     # The scan finds what it is for: the read this test was written against.
@@ -327,3 +329,41 @@ def test_no_role_reads_a_fact_as_a_top_level_variable() -> None:
                     for hit in _top_level_fact_reads(line, names)
                 ]
     assert not found, "read these as ansible_facts[...]:\n" + "\n".join(found)
+
+
+def test_hearth_up_tells_the_playbook_its_preflight_passed(
+    make_inventory: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`hearth up` runs hearth.preflight on the control node before Ansible starts; the
+    playbooks' own preflight (the same function, for ansible-playbook run by hand) is then one
+    skipped include per layer, not three tasks and a second validation of the inventory."""
+    from click.testing import CliRunner
+
+    from hearth import cli as cli_module
+
+    seen: dict[str, Any] = {}
+
+    def run_playbook(playbook: str, inventory: Path, **kwargs: Any) -> Any:
+        seen.update(kwargs.get("extravars") or {})
+        raise SystemExit(0)
+
+    monkeypatch.setattr(runner, "run_playbook", run_playbook)
+    monkeypatch.setattr(cli_module, "_ensure_collections", lambda: None)
+    hosts = VALID_HOSTS.replace("      vars:\n        common_swappiness: 5\n", "")
+    inventory = make_inventory(
+        {"hosts.yml": hosts, "group_vars/all.yml": VALID_GROUP_VARS_ALL + "monitoring_tls: false\n"}
+    )
+    done = CliRunner().invoke(cli_module.cli, ["up", "-i", str(inventory)])
+    assert done.exit_code == 0, str(done.exception)
+    assert seen == {"hearth_preflight_done": True}
+    # A refused inventory never reaches the playbook (exit 2, no host contacted).
+    seen.clear()
+    bad = make_inventory({"hosts.yml": hosts.replace("lab-a", "[not, a, name]")}, name="bad")
+    done = CliRunner().invoke(cli_module.cli, ["up", "-i", str(bad)])
+    assert isinstance(done.exception, InvalidInputError), done.output  # exit 2 from `hearth`
+    assert seen == {}
+    # The playbook skips its own checks only when told so.
+    play = yaml.safe_load((paths.playbooks_dir() / "preflight.yml").read_text())[0]
+    (gate,) = play["tasks"]
+    assert gate["when"] == "not (hearth_preflight_done | default(false))"
+    assert gate["ansible.builtin.include_tasks"]["file"] == "tasks/control-node.yml"

@@ -147,8 +147,15 @@ def test_gpu_playbook_preflights_every_role_before_any_change() -> None:
     preflight, layer = plays[1], plays[2]
     assert preflight["hosts"] == layer["hosts"] == "gpu_nodes"
     assert preflight["tags"] == ["always"]
-    imported = [t["ansible.builtin.import_role"] for t in preflight["tasks"]]
+    *imports, passed = preflight["tasks"]
+    imported = [t["ansible.builtin.import_role"] for t in imports]
     assert imported == [{"name": r, "tasks_from": "preflight.yml"} for r in GPU_ROLES]
+    # the driver role's own preflight, in the next play, does not run the same checks again
+    assert passed["ansible.builtin.set_fact"] == {"nvidia_driver_preflight_passed": True}
+    gate = load(paths.roles_dir() / "nvidia_driver" / "tasks" / "preflight.yml")
+    assert gate[0]["ansible.builtin.include_tasks"] == "preflight-host.yml"
+    assert gate[0]["when"] == "not (nvidia_driver_preflight_passed | default(false))"
+    assert gate[1]["ansible.builtin.set_fact"] == {"nvidia_driver_preflight_passed": False}
     assert [r["role"] for r in layer["roles"]] == list(GPU_ROLES)
 
 

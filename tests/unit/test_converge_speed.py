@@ -350,9 +350,8 @@ def test_hearth_up_tells_the_playbook_its_preflight_passed(
     monkeypatch.setattr(runner, "run_playbook", run_playbook)
     monkeypatch.setattr(cli_module, "_ensure_collections", lambda: None)
     hosts = VALID_HOSTS.replace("      vars:\n        common_swappiness: 5\n", "")
-    inventory = make_inventory(
-        {"hosts.yml": hosts, "group_vars/all.yml": VALID_GROUP_VARS_ALL + "monitoring_tls: false\n"}
-    )
+    all_vars = VALID_GROUP_VARS_ALL + "monitoring_tls: false\n"
+    inventory = make_inventory({"hosts.yml": hosts, "group_vars/all.yml": all_vars})
     done = CliRunner().invoke(cli_module.cli, ["up", "-i", str(inventory)])
     assert done.exit_code == 0, str(done.exception)
     assert seen == {"hearth_preflight_done": True}
@@ -362,6 +361,16 @@ def test_hearth_up_tells_the_playbook_its_preflight_passed(
     done = CliRunner().invoke(cli_module.cli, ["up", "-i", str(bad)])
     assert isinstance(done.exception, InvalidInputError), done.output  # exit 2 from `hearth`
     assert seen == {}
+    # Neither flag that skips a preflight can come from an inventory: both are refused there.
+    for flag in ("hearth_preflight_done", "nvidia_driver_preflight_passed"):
+        flagged = make_inventory(
+            {"hosts.yml": hosts, "group_vars/all.yml": all_vars + f"{flag}: true\n"}, name=flag
+        )
+        done = CliRunner().invoke(cli_module.cli, ["up", "-i", str(flagged)])
+        assert isinstance(done.exception, InvalidInputError), done.output
+        message = done.exception.message
+        assert f": {flag} = " in message and "unknown Hearth variable" in message, message
+        assert seen == {}
     # The playbook skips its own checks only when told so.
     play = yaml.safe_load((paths.playbooks_dir() / "preflight.yml").read_text())[0]
     (gate,) = play["tasks"]

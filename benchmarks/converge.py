@@ -20,9 +20,10 @@ playbooks/site.yml twice and times both runs, in one process. The settings:
 
 Prints a table, one line per setting of the form ``no-op/first: 0.NN``, and the tasks that took
 longest on the no-op run (each task's duration on its slowest host, from the runner's job events,
-summed over the plays that run it). The no-op run must report changed=0. Needs Docker (root).
-Figures only, nothing is asserted beyond changed=0; the machine is shared, so compare ratios
-within one run.
+summed over the plays that run it). Each run is timed as `hearth up` does its work: the
+inventory's preflight on the control node, then the playbook. The no-op run must report
+changed=0. Needs Docker (root). Figures only, nothing is asserted beyond changed=0; the machine
+is shared, so compare ratios within one run.
 
     HEARTH_LAB_ID=24 python benchmarks/converge.py [--settings main,branch,mitogen] [--top 15]
         [--repeat 2] [--noop-runs 3]
@@ -45,7 +46,7 @@ from pathlib import Path
 
 os.environ.setdefault("HEARTH_LAB_ID", "5")
 
-from hearth import lab, paths, runner
+from hearth import lab, paths, preflight, runner
 
 # The benchmark's hosts carry this owner: a lab with anyone else's hosts is refused, never removed.
 OWNER = "hearth-benchmarks"
@@ -60,6 +61,10 @@ class Setting:
     name: str
     tuning: runner.Tuning
     content: Path | None = None  # HEARTH_CONTENT_ROOT for this setting; None: this checkout
+    # What `hearth up` did at that content: this checkout's tells the playbooks that their
+    # preflight passed on the control node (hearth_preflight_done) and runs with facts only
+    # under ansible_facts; a ref before 2026-11-29 did neither.
+    ref_cli: bool = False
 
 
 @dataclass
@@ -138,8 +143,16 @@ def timed_run(inventory: Path, setting: Setting, label: str, playbook: str, vaul
         os.environ["HEARTH_CONTENT_ROOT"] = str(setting.content)
     try:
         start = time.perf_counter()
+        # as `hearth up`: the inventory's preflight on the control node, then the playbook
+        preflight.preflight(inventory, vault)
         result = runner.run_playbook(
-            playbook, inventory, tuning=setting.tuning, label=label, vault_password_file=vault
+            playbook,
+            inventory,
+            tuning=setting.tuning,
+            label=label,
+            vault_password_file=vault,
+            extravars=None if setting.ref_cli else {"hearth_preflight_done": True},
+            extra_env={"ANSIBLE_INJECT_FACT_VARS": "True"} if setting.ref_cli else None,
         )
         elapsed = time.perf_counter() - start
     finally:
@@ -158,14 +171,15 @@ def settings_for(names: list[str], ref: str, scratch: Path) -> list[Setting]:
         if name == "main":
             content = export_content(ref, scratch / "content")
             linear = runner.Tuning(strategy="linear")
-            chosen.append(Setting(f"{ref}, linear", linear, content))
+            chosen.append(Setting(f"{ref}, linear", linear, content, ref_cli=True))
         elif name == "main-mitogen":
             problem = runner.mitogen_problem()
             if problem:
                 print(f"  skipping the main-mitogen setting: {problem}")
                 continue
             content = export_content(ref, scratch / "content")
-            chosen.append(Setting(f"{ref}, mitogen", runner.Tuning(strategy="mitogen"), content))
+            mitogen = runner.Tuning(strategy="mitogen")
+            chosen.append(Setting(f"{ref}, mitogen", mitogen, content, ref_cli=True))
         elif name == "branch":
             linear = runner.Tuning(strategy="linear")
             chosen.append(Setting("this branch, linear", linear, snapshot(scratch / "branch")))

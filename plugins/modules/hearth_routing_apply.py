@@ -117,11 +117,27 @@ def routing_in_force(text):
     return str(((body or {}).get("loaded") or {}).get("routing") or "")
 
 
+_IN_FLIGHT = "hearth_frontdoor_backend_requests_in_flight{"
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
 def in_flight(metrics, model, backend):
-    """The requests in flight on ``backend`` of ``model`` in a front door's /metrics text."""
-    pattern = r'hearth_frontdoor_backend_requests_in_flight\{model="%s",backend="%s"\} ([0-9.e+-]+)'
-    found = re.findall(pattern % (re.escape(model), re.escape(backend)), metrics)
-    return sum(float(value) for value in found)
+    """The requests in flight on ``backend`` of ``model`` in a front door's /metrics text.
+
+    The labels are read by name: prometheus_client writes them sorted (backend before model),
+    not in the order the gauge declares them."""
+    total = 0.0
+    for line in metrics.splitlines():
+        if not line.startswith(_IN_FLIGHT):
+            continue
+        labels, _, value = line[len(_IN_FLIGHT) :].rpartition("} ")
+        found = dict(_LABEL.findall(labels))
+        if found.get("model") == model and found.get("backend") == backend:
+            try:
+                total += float(value.split()[0])
+            except (IndexError, ValueError):
+                continue
+    return total
 
 
 def group_id(group):

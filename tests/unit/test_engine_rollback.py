@@ -271,16 +271,27 @@ def _load_apply() -> Any:
 
 
 def test_routing_apply_reads_the_front_doors_own_words() -> None:
+    """The in-flight count as the front door's own prometheus_client writes it (its labels
+    sorted: backend before model). A hand-written page with the labels in the gauge's order
+    passed here while every real wait for requests in flight read 0 and waited for nothing."""
+    from prometheus_client import generate_latest
+
+    from hearth.frontdoor.app import Metrics
+
     apply = _load_apply()
-    gauge = "hearth_frontdoor_backend_requests_in_flight"
-    metrics = (
-        f"# TYPE {gauge} gauge\n"
-        f'{gauge}{{model="smollm2",backend="http://10.0.0.2:8080"}} 2.0\n'
-        f'{gauge}{{model="smollm2",backend="http://10.0.0.2:8085"}} 1.0\n'
-        f'{gauge}{{model="smollm2x",backend="http://10.0.0.2:8080"}} 5.0\n'
-    )
+    door = Metrics()
+    gauge = door.backend_in_flight
+    gauge.labels("smollm2", "http://10.0.0.2:8080").inc(2)
+    gauge.labels("smollm2", "http://10.0.0.2:8085").inc()
+    gauge.labels("smollm2x", "http://10.0.0.2:8080").inc(5)
+    metrics = generate_latest(door.registry).decode()
+    assert 'backend="http://10.0.0.2:8080",model="smollm2"} 2.0' in metrics  # sorted labels
     assert apply.in_flight(metrics, "smollm2", "http://10.0.0.2:8080") == 2.0
+    assert apply.in_flight(metrics, "smollm2", "http://10.0.0.2:8085") == 1.0
     assert apply.in_flight(metrics, "smollm2", "http://10.0.0.3:8080") == 0
+    # either order of the labels is read
+    line = 'hearth_frontdoor_backend_requests_in_flight{model="m",backend="b"} 3.0\n'
+    assert apply.in_flight(line, "m", "b") == 3.0
     assert apply.routing_in_force(json.dumps({"loaded": {"routing": "abc"}})) == "abc"
     assert apply.routing_in_force("not json") == ""
     assert apply.routing_in_force(json.dumps({"status": "ok"})) == ""

@@ -164,3 +164,13 @@ def test_a_roles_preflight_runs_the_same_rule(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stdout[-3000:]
     assert "front_door_api_keys: key 'team-a': shorter than 32 characters" in done.stdout
     assert "hearth_preflight" not in done.stderr
+    # Under `hearth up` (which has run every rule on the control node, and refuses this
+    # inventory there with exit 2) the role's preflight is skipped, saying why.
+    flagged = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(hosts), str(playbook),
+         "-e", '{"hearth_preflight_done": true}'],
+        capture_output=True, text=True, env=env, check=False, timeout=300,
+    )  # fmt: skip
+    assert flagged.returncode == 0, flagged.stdout[-3000:]
+    assert "shorter than 32 characters" not in flagged.stdout
+    assert "skipped=1" in flagged.stdout, flagged.stdout[-3000:]

@@ -20,6 +20,9 @@ description:
   - Only C(state=present) (the default) with plain C(name) / C(name=version) entries takes the
     short way; any other use goes straight to apt. On hosts whose package manager is not apt it
     runs C(ansible.builtin.package) with O(name) and O(state).
+  - With O(hold), the packages named are also held (C(hearth_hold)) in the same task; a pin
+    that moves lets apt change the held package (C(allow_change_held_packages)). A run that
+    changes nothing then costs one read for both.
   - Check mode is supported (apt's own check mode when apt is run).
 options:
   name:
@@ -36,6 +39,12 @@ options:
   cache_valid_time:
     description: As C(ansible.builtin.apt)'s.
     type: int
+  hold:
+    description:
+      - Hearth's own. Hold the packages named at the version installed, so that unattended
+        upgrades leave them; only a change of the pin moves them. Hosts with apt only.
+    type: bool
+    default: false
 author: Hearth
 """
 
@@ -46,6 +55,7 @@ EXAMPLES = r"""
     install_recommends: false
     update_cache: true
     cache_valid_time: 3600
+    hold: true
 """
 
 RETURN = r"""
@@ -57,6 +67,11 @@ apt_skipped:
   description: True when every package was in place and the index fresh, so apt was not run.
   type: bool
   returned: always
+held:
+  description: With O(hold), the packages this run set on hold (in check mode, would set).
+  type: list
+  elements: str
+  returned: with O(hold)
 """
 
 from typing import Any
@@ -113,13 +128,23 @@ class ActionModule(ActionBase):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
         args = dict(self._task.args)
+        hold = boolean(args.pop("hold", False), strict=False)
         facts = task_vars.get("ansible_facts") or {}
         manager = facts.get("pkg_mgr") or task_vars.get("ansible_pkg_mgr")
         try:
             if manager and manager != "apt":
+                if hold:
+                    msg = f"hold: dpkg holds packages; this host uses {manager}"
+                    result.update(failed=True, msg=msg)
+                    return result
                 generic = {k: v for k, v in args.items() if k in ("name", "state")}
                 return self._module("ansible.builtin.package", generic, task_vars, result)
             names = names_of(args)
+            if hold and not names:
+                msg = "hold: name the packages plainly (name or name=version)"
+                result.update(failed=True, msg=msg)
+                return result
+            bare = sorted({entry.partition("=")[0] for entry in names or []})
             short = (
                 names is not None
                 and str(args.get("state", "present")) == "present"
@@ -148,8 +173,18 @@ class ActionModule(ActionBase):
                         cache_updated=False,
                         msg="every package is installed as asked; apt was not needed",
                     )
+                    if hold and set(bare) - set(probe.get("held") or []):
+                        return self._hold(bare, task_vars, result)
+                    if hold:
+                        result["held"] = []
                     return result
-            return self._module("ansible.builtin.apt", args, task_vars, result)
+            if hold:
+                # a pin that moved must be able to replace the package it held
+                args.setdefault("allow_change_held_packages", True)
+            self._module("ansible.builtin.apt", args, task_vars, result)
+            if hold and not result.get("failed"):
+                return self._hold(bare, task_vars, result)
+            return result
         finally:
             self._remove_tmp_path(self._connection._shell.tmpdir)
 
@@ -159,4 +194,18 @@ class ActionModule(ActionBase):
         answer = self._execute_module(module_name=name, module_args=args, task_vars=task_vars)
         result.update(answer)
         result["apt_skipped"] = False
+        return result
+
+    def _hold(
+        self, names: list[str], task_vars: dict[str, Any], result: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Hold ``names`` (hearth_hold: one dpkg-query, one dpkg --set-selections)."""
+        answer = self._execute_module(
+            module_name="hearth_hold", module_args={"names": names}, task_vars=task_vars
+        )
+        if answer.get("failed"):
+            result.update(failed=True, msg=answer.get("msg", "hearth_hold failed"))
+            return result
+        result["held"] = answer.get("held", [])
+        result["changed"] = bool(result.get("changed")) or bool(answer.get("changed"))
         return result

@@ -60,6 +60,11 @@ cache_age:
   description: Seconds since the apt package index was last updated (a large number when never).
   returned: always
   type: float
+held:
+  description: The installed packages among O(names) that are on hold (C(dpkg --set-selections)).
+  returned: always
+  type: list
+  elements: str
 index_files:
   description: How many package lists (C(*_Packages*)) C(/var/lib/apt/lists) holds; 0 on a
     minimal image whose index was never downloaded, where apt can find nothing until it is.
@@ -92,6 +97,16 @@ def parse_query(text):
             installed[name] = version
             installed.setdefault(name.split(":")[0], version)
     return installed
+
+
+def held(text):
+    """``dpkg-query -W -f QUERY_FORMAT`` output → the installed packages selected ``hold``."""
+    found = set()
+    for line in text.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 3 and parts[2].split()[:1] == ["hold"] and parts[2].endswith(" installed"):
+            found.add(parts[0].split(":")[0])
+    return sorted(found)
 
 
 def missing(installed, specs):
@@ -128,6 +143,7 @@ def main():
     specs = module.params["names"]
     names = sorted(set(split_spec(spec)[0] for spec in specs))
     installed = {}
+    on_hold = []
     if names:
         query = module.get_bin_path("dpkg-query", required=True)
         # rc 1 only says some names are unknown to dpkg: they are not installed
@@ -135,11 +151,13 @@ def main():
         if rc not in (0, 1):
             module.fail_json(msg="dpkg-query failed: %s" % err.strip(), rc=rc)
         installed = parse_query(out)
+        on_hold = [name for name in held(out) if name in names]
     age = cache_age()
     module.exit_json(
         changed=False,
         installed=dict((n, installed[n]) for n in names if n in installed),
         missing=missing(installed, specs),
+        held=on_hold,
         cache_age=age if age != float("inf") else 1e12,
         index_files=index_files(),
     )

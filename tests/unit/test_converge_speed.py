@@ -116,6 +116,9 @@ def test_packages_reads_versions_and_matches_apt_globs() -> None:
         "oldpkg",
         "absent",
     ]
+    # what hearth_apt's hold reads: installed and selected hold (config files only is not)
+    held = QUERY + "gonepkg\t1.0\thold ok config-files\n"
+    assert mod.held(held) == ["libcuda1"]
 
 
 def apt_action() -> ModuleType:
@@ -149,6 +152,16 @@ def test_packages_and_apt_action_read_the_real_dpkg(tmp_path: Path) -> None:
     to_apt = run_local(tmp_path, "hearth_apt", {"name": ["dpkg=0.0.0-none"]}, "--check")
     assert to_apt["apt_skipped"] is False  # apt's own answer (no such candidate, or no python-apt)
     assert to_apt["status"] == "FAILED!", to_apt
+    # hold: one read says dpkg is installed but not held; check mode says it would be held,
+    # and sets nothing
+    assert read["held"] == []
+    selection = ["dpkg", "--get-selections", "dpkg"]
+    before = subprocess.run(selection, capture_output=True, text=True).stdout
+    hold = run_local(tmp_path, "hearth_apt", {"name": ["dpkg"], "hold": True}, "--check")
+    assert (hold["apt_skipped"], hold["changed"], hold["held"]) == (True, True, ["dpkg"]), hold
+    assert subprocess.run(selection, capture_output=True, text=True).stdout == before
+    refused = run_local(tmp_path, "hearth_apt", {"name": ["python3-*"], "hold": True}, "--check")
+    assert refused["status"] == "FAILED!" and "name the packages plainly" in refused["msg"]
 
 
 def test_paths_makes_alters_and_removes_in_one_call_idempotently(tmp_path: Path) -> None:

@@ -89,8 +89,9 @@ options:
     default: 30
   idle_timeout:
     description:
-      - With a value above 0 (swap, canary_end), then wait up to this many seconds until the
-        front door has no request in flight on the backend the engine left (C(from)).
+      - With a value above 0, then wait up to this many seconds until the front door has no
+        request in flight on the backend the engine left (C(from); swap, canary_end) or on the
+        backends drained (drain, any model).
     type: int
     default: 0
   metrics_url:
@@ -157,6 +158,25 @@ from hearth_import import import_hearth  # the one "import hearth" helper (plugi
 def _plain(value):
     """Ansible's values (2.19 data tagging) as plain JSON data."""
     return json.loads(json.dumps(value, default=str))
+
+
+def idle_of(args, extra):
+    """What the module then waits for (None: nothing): no request in flight on the backend the
+    engine left (swap, canary_end) or on the backends drained (drain, any model). The module
+    reads the front door's metrics: the one reader of them."""
+    timeout = int(args.get("idle_timeout") or 0)
+    if timeout <= 0:
+        return None
+    metrics_url = args.get("metrics_url") or (
+        str(args["health_url"]).rsplit("/health", 1)[0] + "/metrics"
+    )
+    if extra.get("from"):
+        return {"metrics_url": metrics_url, "model": str(args["model"]),
+                "backends": [extra["from"]], "timeout": timeout}  # fmt: skip
+    if args["op"] == "drain" and extra.get("backends"):
+        return {"metrics_url": metrics_url, "backends": list(extra["backends"]),
+                "timeout": timeout}  # fmt: skip
+    return None
 
 
 class ActionModule(ActionBase):
@@ -238,13 +258,9 @@ class ActionModule(ActionBase):
             "group": str(args["group"]), "container": args["container"],
             "health_url": args["health_url"], "retries": int(args.get("retries") or 30),
         }  # fmt: skip
-        if int(args.get("idle_timeout") or 0) > 0 and extra.get("from"):
-            apply["idle"] = {
-                "metrics_url": args.get("metrics_url")
-                or str(args["health_url"]).rsplit("/health", 1)[0] + "/metrics",
-                "model": str(args["model"]), "backend": extra["from"],
-                "timeout": int(args["idle_timeout"]),
-            }  # fmt: skip
+        idle = idle_of(args, extra)
+        if idle:
+            apply["idle"] = idle
         applied = self._module("hearth_routing_apply", apply, task_vars)
         if applied.get("failed"):
             raise AnsibleActionFail(str(applied.get("msg")))

@@ -26,9 +26,10 @@ description:
     node) - writes O(content) to O(path) when it differs (atomically; owner root, group O(group),
     mode 0640), reloads the front door in place (C(docker kill --signal HUP) O(container)), and
     polls its O(health_url) every 0.25 s until C(/health) shows O(digest) in force.
-  - With O(idle), then waits until the front door has no request in flight on one backend (its
-    C(hearth_frontdoor_backend_requests_in_flight) at O(idle.metrics_url) reaches 0) - what a
-    switch away from an engine waits for before that engine is stopped.
+  - With O(idle), then waits until the front door has no request in flight on the backends
+    named (its C(hearth_frontdoor_backend_requests_in_flight) at O(idle.metrics_url) reaches 0) -
+    what a switch away from an engine, a canary's end and a drain wait for before an engine is
+    stopped.
   - One module run instead of a read, a copy, a signal and a poll per round trip.
   - Check mode is supported - nothing is written, reloaded or waited for.
 version_added: "0.1.0"
@@ -65,8 +66,9 @@ options:
     default: 30
   idle:
     description:
-      - Wait for the requests in flight on one backend to finish (C(metrics_url), C(model),
-        C(backend), C(timeout) in seconds).
+      - Wait for the requests in flight to finish (C(metrics_url); C(backend), one backend, or
+        C(backends), a list; C(model), or every model when it is not given; C(timeout) in
+        seconds).
     type: dict
 """
 
@@ -122,17 +124,20 @@ _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
 def in_flight(metrics, model, backend):
-    """The requests in flight on ``backend`` of ``model`` in a front door's /metrics text.
+    """The requests in flight in a front door's /metrics text on ``backend`` (one, or a list of
+    them) of ``model`` (any model when empty).
 
     The labels are read by name: prometheus_client writes them sorted (backend before model),
-    not in the order the gauge declares them."""
+    not in the order the gauge declares them. The one reader of this gauge: the switch's, the
+    canary abort's and the drain's waits all come here."""
+    backends = {backend} if isinstance(backend, str) else set(backend)
     total = 0.0
     for line in metrics.splitlines():
         if not line.startswith(_IN_FLIGHT):
             continue
         labels, _, value = line[len(_IN_FLIGHT) :].rpartition("} ")
         found = dict(_LABEL.findall(labels))
-        if found.get("model") == model and found.get("backend") == backend:
+        if (not model or found.get("model") == model) and found.get("backend") in backends:
             try:
                 total += float(value.split()[0])
             except (IndexError, ValueError):
@@ -217,8 +222,11 @@ def main():
         deadline = time.monotonic() + int(idle.get("timeout") or 600)
         while True:
             status, text = fetch(str(idle["metrics_url"]))
+            backends = idle.get("backends") or [str(idle.get("backend") or "")]
             busy = (
-                in_flight(text, str(idle["model"]), str(idle["backend"])) if status == 200 else -1
+                in_flight(text, str(idle.get("model") or ""), [str(b) for b in backends])
+                if status == 200
+                else -1
             )
             if busy == 0 or time.monotonic() > deadline:
                 break
@@ -227,7 +235,13 @@ def main():
         if busy:
             module.fail_json(
                 msg="%s still had %s request(s) in flight on %s after %s s (-1: its metrics did "
-                "not answer)" % (params["container"], busy, idle["backend"], idle.get("timeout")),
+                "not answer)"
+                % (
+                    params["container"],
+                    busy,
+                    ", ".join(str(b) for b in backends),
+                    idle.get("timeout"),
+                ),
                 **result,
             )
     module.exit_json(**result)

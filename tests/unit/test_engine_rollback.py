@@ -289,6 +289,11 @@ def test_routing_apply_reads_the_front_doors_own_words() -> None:
     assert apply.in_flight(metrics, "smollm2", "http://10.0.0.2:8080") == 2.0
     assert apply.in_flight(metrics, "smollm2", "http://10.0.0.2:8085") == 1.0
     assert apply.in_flight(metrics, "smollm2", "http://10.0.0.3:8080") == 0
+    # a drain's wait: the backends drained, whatever the model (the canary abort's and the
+    # drain's waits read the gauge here too, not in a playbook's own pattern)
+    both = ["http://10.0.0.2:8080", "http://10.0.0.2:8085"]
+    assert apply.in_flight(metrics, "", both) == 8.0
+    assert apply.in_flight(metrics, "smollm2", both) == 3.0
     # either order of the labels is read
     line = 'hearth_frontdoor_backend_requests_in_flight{model="m",backend="b"} 3.0\n'
     assert apply.in_flight(line, "m", "b") == 3.0

@@ -4,6 +4,7 @@ the refusal of a drain that leaves a model with no replica, the summary of each 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -312,6 +313,27 @@ def test_a_batch_drain_names_every_model_it_leaves_empty() -> None:
     one, out = work_out(None, hearth, {**args, "hosts": ["lab1"], "models": ["other"]}, {})
     assert list(one["models"]) == ["other"] and out["empty"] == ["other"]
     assert out["backends"] == ["http://10.0.0.11:8081"]
+    # then the drain waits, in the module that puts the routing in force, for the requests in
+    # flight on the backends it drained (any model) to finish
+    module = sys.modules["hearth_upgrade_test_routing"]
+    door = {"health_url": "http://127.0.0.1:8090/health", "idle_timeout": 600}
+    assert module.idle_of({**args, **door}, out) == {
+        "metrics_url": "http://127.0.0.1:8090/metrics",
+        "backends": ["http://10.0.0.11:8081"],
+        "timeout": 600,
+    }
+    assert module.idle_of({**args, **door, "idle_timeout": 0}, out) is None
+    _, back_out = work_out(None, hearth, {**args, "op": "undrain"}, one)
+    assert module.idle_of({**args, **door, "op": "undrain"}, back_out) is None
+    # the canary's end (and a swap) waits on the backend the engine left, for its model
+    ended = {"from": "http://10.0.0.11:8085", "to": "http://10.0.0.11:8081"}
+    canary_end = {**door, "op": "canary_end", "model": "other"}
+    assert module.idle_of(canary_end, ended) == {
+        "metrics_url": "http://127.0.0.1:8090/metrics",
+        "model": "other",
+        "backends": ["http://10.0.0.11:8085"],
+        "timeout": 600,
+    }
 
 
 def test_a_recorded_probe_of_a_real_gpu_vm_without_dkms_refuses_the_reboot() -> None:

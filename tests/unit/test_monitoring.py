@@ -783,5 +783,10 @@ def test_monitoring_roles_are_pinned_per_os() -> None:
     ):
         pinned = yaml.safe_load((ROLES / role / "vars" / "Debian-12.yml").read_text())
         assert pinned[key] == version
-        install = (ROLES / role / "tasks" / "install.yml").read_text()
-        assert "selection: hold" in install and "install_recommends: false" in install
+        # installed at the role's version (the inventory's pin, else this one), and held
+        (install, *_) = yaml.safe_load((ROLES / role / "tasks" / "install.yml").read_text())
+        apt = install["hearth_apt"]
+        assert apt["hold"] is True and apt["install_recommends"] is False, apt
+        assert apt["name"].endswith("={{ _" + role + "_version }}"), apt
+        role_vars = yaml.safe_load((ROLES / role / "vars" / "main.yml").read_text())
+        assert role_vars[f"_{role}_version"] == "{{ " + f"{role}_version or {key}" + " }}"

@@ -104,6 +104,17 @@ class InventoryInvalid(InvalidInputError):
         super().__init__("\n".join(lines))
 
 
+def use_hearth_filters() -> None:
+    """Hearth's filter plugins (``hearth_question_set``, ``hearth_engine_recipes`` …) for
+    templating in this process, as the roles see them in a run (``hearth.runner`` names the same
+    directory to ``ansible-playbook``). Without them, a role default that uses one resolves only
+    when an ``ansible.cfg`` naming them happens to be in the working directory: ``hearth check``
+    run anywhere else refused the canary's default questions."""
+    from ansible.plugins.loader import filter_loader
+
+    filter_loader.add_directory(str(hearth_paths.plugins_dir() / "filter"))  # once: it dedups
+
+
 def _internal_vars() -> frozenset[str]:
     from ansible import constants as C
 
@@ -325,6 +336,7 @@ class Inventory:
         from ansible.template import Templar
         from ansible.utils.vars import combine_vars
 
+        use_hearth_filters()
         merged = combine_vars(self._role_defaults(roles), self._merged(host))
         templar = Templar(loader=self._loader, variables=merged)
         internal = _internal_vars()

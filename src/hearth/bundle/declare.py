@@ -225,10 +225,10 @@ def _truthy(value: Any) -> bool:
 class _Evaluator:
     def __init__(self, inventory: Inventory, host: str, target: Target) -> None:
         from ansible.parsing.dataloader import DataLoader
-        from ansible.plugins.loader import filter_loader
 
-        # Hearth's own filters (hearth_engine_recipes …), as the roles see them in a run.
-        filter_loader.add_directory(str(paths.plugins_dir() / "filter"))
+        from hearth.inventory import use_hearth_filters
+
+        use_hearth_filters()
         self.inventory = inventory
         self.host = host
         self.target = target

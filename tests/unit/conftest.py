@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -169,17 +170,23 @@ INFERENCE_PLAYBOOK = """\
 """
 
 
+def load_source(path: Path, name: str) -> ModuleType:
+    """A Python file that is not on the import path (a plugin, a role's checks) loaded as the
+    module ``name`` (registered, so that its dataclasses and pickles find it)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def plugin_module(kind: str, name: str) -> ModuleType:
     """One of Hearth's Ansible plugin files (``plugins/<kind>/<name>.py``) loaded as a module of
     its own, for its functions' unit tests."""
     from hearth import paths
 
-    path = paths.plugins_dir() / kind / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"hearth_test_{kind}_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_source(paths.plugins_dir() / kind / f"{name}.py", f"hearth_test_{kind}_{name}")
 
 
 def write_tree(root: Path, files: dict[str, str]) -> None:

@@ -8,7 +8,6 @@ tests/fixtures/nvidia-smi: the lab has no GPU, these are the real thing as it wa
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import load_source
 
 from hearth import checklib, monitoring, paths
 from hearth.frontdoor.config import hash_key
@@ -58,12 +58,9 @@ class RecordedHost:
 
 
 def _check(role: str) -> ModuleType:
-    path = paths.roles_dir() / role / "checks" / f"test_{role}.py"
-    spec = importlib.util.spec_from_file_location(f"hearth_check_{role}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_source(
+        paths.roles_dir() / role / "checks" / f"test_{role}.py", f"hearth_check_{role}"
+    )
 
 
 def _declared(n: int) -> list[dict[str, Any]]:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from conftest import plugin_module
 
-from hearth import compat, paths
+from hearth import compat
 from hearth.errors import InvalidInputError
 from hearth.inventory import load_inventory
 
@@ -19,12 +19,7 @@ def codes(findings: list[compat.Finding], level: str = "error") -> set[str]:
 
 
 def _filters() -> ModuleType:
-    path = paths.plugins_dir() / "filter" / "hearth_gpu_layer.py"
-    spec = importlib.util.spec_from_file_location("hearth_gpu_layer_filters", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return plugin_module("filter", "hearth_gpu_layer")
 
 
 FILTERS = _filters()

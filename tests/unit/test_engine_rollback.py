@@ -5,7 +5,6 @@ HTTP server on loopback, the kept engines it prunes, and its files written once.
 from __future__ import annotations
 
 import http.server
-import importlib.util
 import json
 import os
 import threading
@@ -14,17 +13,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from conftest import plugin_module
 
-from hearth import engines, paths
+from hearth import engines
 
 
 def _load() -> Any:
-    path = paths.plugins_dir() / "modules" / "hearth_engine_rollback.py"
-    spec = importlib.util.spec_from_file_location("hearth_test_engine_rollback", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return plugin_module("modules", "hearth_engine_rollback")
 
 
 mod = _load()
@@ -262,12 +257,7 @@ def test_live_keeps_the_newer_engine_and_brings_the_kept_one_back(engine: str) -
 
 
 def _load_apply() -> Any:
-    path = paths.plugins_dir() / "modules" / "hearth_routing_apply.py"
-    spec = importlib.util.spec_from_file_location("hearth_test_routing_apply", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return plugin_module("modules", "hearth_routing_apply")
 
 
 def test_routing_apply_reads_the_front_doors_own_words() -> None:

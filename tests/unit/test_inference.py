@@ -5,15 +5,14 @@ image recipe and the lab's inference inventory."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
+from conftest import plugin_module
 
 from hearth import engines, images, lab, models, paths
 from hearth.errors import InvalidInputError
@@ -22,13 +21,7 @@ SHA = "a" * 64
 
 
 def _load_plugin(name: str) -> ModuleType:
-    path = paths.plugins_dir() / "filter" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"hearth_test_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return plugin_module("filter", name)
 
 
 inference_filters = _load_plugin("hearth_inference")

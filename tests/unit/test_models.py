@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import plugin_module
 
 from hearth import engines, models, paths
 from hearth.errors import InvalidInputError
@@ -584,14 +585,7 @@ def test_last_record_skips_other_models_and_garbage() -> None:
 
 
 def _load_module() -> Any:
-    import importlib.util
-
-    path = paths.plugins_dir() / "modules" / "model_verify.py"
-    spec = importlib.util.spec_from_file_location("hearth_test_model_verify", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return plugin_module("modules", "model_verify")
 
 
 def test_model_verify_functions(tmp_path: Path) -> None:

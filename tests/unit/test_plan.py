@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import plugin_module
 
 from hearth import gpu, models, paths, plan
 from hearth.models import GpuDecl, parse_models
@@ -484,12 +484,7 @@ def test_hearth_plan_command(tmp_path: Path, home: Path) -> None:
 
 
 def _filters() -> dict[str, Any]:
-    path = paths.plugins_dir() / "filter" / "hearth_vram.py"
-    spec = importlib.util.spec_from_file_location("hearth_test_vram_filter", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    filters: dict[str, Any] = module.FilterModule().filters()
+    filters: dict[str, Any] = plugin_module("filter", "hearth_vram").FilterModule().filters()
     return filters
 
 

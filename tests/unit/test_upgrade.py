@@ -4,11 +4,11 @@ the refusal of a drain that leaves a model with no replica, the summary of each 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import plugin_module
 
 from hearth import dkms, engines
 from hearth.commands import upgrade
@@ -254,18 +254,7 @@ def test_held_pins_are_checked_as_dpkg_reports_them() -> None:
 
 # ------------------------------------------------------------------ the filters the role uses
 def _filter(name: str) -> Any:
-    import importlib.util
-    import sys
-
-    from hearth import paths
-
-    path = paths.plugins_dir() / "filter" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"hearth_upgrade_test_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module.FilterModule().filters()
+    return plugin_module("filter", name).FilterModule().filters()
 
 
 def test_the_role_refuses_the_reboot_on_a_probe_without_the_next_kernels_module() -> None:
@@ -283,18 +272,7 @@ def test_the_role_refuses_the_reboot_on_a_probe_without_the_next_kernels_module(
 def _routing_action() -> Any:
     """plugins/action/hearth_routing.py's ActionModule (its pure part is tested here; the lab
     tests run it against real front doors)."""
-    import importlib.util
-    import sys
-
-    from hearth import paths
-
-    path = paths.plugins_dir() / "action" / "hearth_routing.py"
-    spec = importlib.util.spec_from_file_location("hearth_upgrade_test_routing", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module.ActionModule
+    return plugin_module("action", "hearth_routing").ActionModule
 
 
 def test_a_batch_drain_names_every_model_it_leaves_empty() -> None:
@@ -315,7 +293,7 @@ def test_a_batch_drain_names_every_model_it_leaves_empty() -> None:
     assert out["backends"] == ["http://10.0.0.11:8081"]
     # then the drain waits, in the module that puts the routing in force, for the requests in
     # flight on the backends it drained (any model) to finish
-    module = sys.modules["hearth_upgrade_test_routing"]
+    module = plugin_module("action", "hearth_routing")
     door = {"health_url": "http://127.0.0.1:8090/health", "idle_timeout": 600}
     assert module.idle_of({**args, **door}, out) == {
         "metrics_url": "http://127.0.0.1:8090/metrics",

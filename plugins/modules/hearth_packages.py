@@ -83,10 +83,10 @@ def split_spec(spec):
     return name.strip(), (version.strip() or None)
 
 
-def parse_query(text):
-    """``dpkg-query -W -f QUERY_FORMAT`` output → {name: version} of the fully installed
-    packages (half-installed, unpacked or removed ones are not installed for apt either)."""
-    installed = {}
+def _installed_rows(text):
+    """``dpkg-query -W -f QUERY_FORMAT`` output → (name, version, selection) of each fully
+    installed package (half-installed, unpacked or removed ones are not installed for apt
+    either); the selection is install, hold, deinstall or purge."""
     for line in text.splitlines():
         parts = line.split("\t")
         if len(parts) != 3:
@@ -94,19 +94,23 @@ def parse_query(text):
         name, version, status = parts
         words = status.split()
         if len(words) == 3 and words[1] == "ok" and words[2] == "installed":
-            installed[name] = version
-            installed.setdefault(name.split(":")[0], version)
+            yield name, version, words[0]
+
+
+def parse_query(text):
+    """``dpkg-query -W -f QUERY_FORMAT`` output → {name: version} of the installed packages."""
+    installed = {}
+    for name, version, _ in _installed_rows(text):
+        installed[name] = version
+        installed.setdefault(name.split(":")[0], version)
     return installed
 
 
 def held(text):
     """``dpkg-query -W -f QUERY_FORMAT`` output → the installed packages selected ``hold``."""
-    found = set()
-    for line in text.splitlines():
-        parts = line.split("\t")
-        if len(parts) == 3 and parts[2].split()[:1] == ["hold"] and parts[2].endswith(" installed"):
-            found.add(parts[0].split(":")[0])
-    return sorted(found)
+    return sorted(
+        set(name.split(":")[0] for name, _, want in _installed_rows(text) if want == "hold")
+    )
 
 
 def missing(installed, specs):

@@ -66,9 +66,8 @@ options:
     default: 30
   idle:
     description:
-      - Wait for the requests in flight to finish (C(metrics_url); C(backend), one backend, or
-        C(backends), a list; C(model), or every model when it is not given; C(timeout) in
-        seconds).
+      - Wait for the requests in flight to finish (C(metrics_url); C(backends), a list;
+        C(model), or every model when it is not given; C(timeout) in seconds).
     type: dict
 """
 
@@ -220,14 +219,11 @@ def main():
     idle = params["idle"]
     if idle:
         deadline = time.monotonic() + int(idle.get("timeout") or 600)
+        backends = [str(b) for b in idle.get("backends") or []]
+        model = str(idle.get("model") or "")
         while True:
             status, text = fetch(str(idle["metrics_url"]))
-            backends = idle.get("backends") or [str(idle.get("backend") or "")]
-            busy = (
-                in_flight(text, str(idle.get("model") or ""), [str(b) for b in backends])
-                if status == 200
-                else -1
-            )
+            busy = in_flight(text, model, backends) if status == 200 else -1
             if busy == 0 or time.monotonic() > deadline:
                 break
             time.sleep(0.25)
@@ -236,12 +232,7 @@ def main():
             module.fail_json(
                 msg="%s still had %s request(s) in flight on %s after %s s (-1: its metrics did "
                 "not answer)"
-                % (
-                    params["container"],
-                    busy,
-                    ", ".join(str(b) for b in backends),
-                    idle.get("timeout"),
-                ),
+                % (params["container"], busy, ", ".join(backends), idle.get("timeout")),
                 **result,
             )
     module.exit_json(**result)

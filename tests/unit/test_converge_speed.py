@@ -162,6 +162,10 @@ def test_packages_and_apt_action_read_the_real_dpkg(tmp_path: Path) -> None:
     assert subprocess.run(selection, capture_output=True, text=True).stdout == before
     refused = run_local(tmp_path, "hearth_apt", {"name": ["python3-*"], "hold": True}, "--check")
     assert refused["status"] == "FAILED!" and "name the packages plainly" in refused["msg"]
+    # dpkg holds packages: on a host with another package manager, hold is refused, naming it
+    dnf = run_local(tmp_path, "hearth_apt", {"name": ["dpkg"], "hold": True}, "--check",
+                    "-e", "ansible_pkg_mgr=dnf")  # fmt: skip
+    assert dnf["status"] == "FAILED!" and "this host uses dnf" in dnf["msg"], dnf
 
 
 def test_paths_makes_alters_and_removes_in_one_call_idempotently(tmp_path: Path) -> None:

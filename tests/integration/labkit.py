@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +148,46 @@ def vault_front_door_key(directory: Path, key: str, name: str = "lab-test") -> P
         + "\n"
     )
     return vault
+
+
+def files_holding(
+    roots: Iterable[Path],
+    secrets: Iterable[str],
+    since: float,
+    skip: Callable[[Path], bool] | None = None,
+) -> list[str]:
+    """The files under ``roots`` changed at or after ``since`` that hold any of ``secrets``,
+    except those ``skip`` says the test wrote itself. /tmp is shared with the test groups that run
+    side by side (and with other runs on the machine): a directory or file that vanishes while
+    this walks or reads it was theirs, and is passed over, not an error."""
+    needles = [secret.encode() for secret in secrets]
+    found = []
+    for root in roots:
+        for top, _, names in os.walk(root):  # onerror=None: a vanished directory is passed over
+            for name in names:
+                path = Path(top) / name
+                try:
+                    fresh = path.is_file() and path.stat().st_mtime >= since
+                except OSError:
+                    continue
+                if fresh and not (skip and skip(path)) and _holds_any(path, needles):
+                    found.append(str(path))
+    return found
+
+
+def _holds_any(path: Path, needles: list[bytes], block: int = 1 << 23) -> bool:
+    """Whether the file holds one of ``needles``, read in blocks (/tmp may hold large files)."""
+    keep = max(len(needle) for needle in needles)
+    tail = b""
+    try:
+        with path.open("rb") as stream:
+            for chunk in iter(lambda: stream.read(block), b""):
+                if any(needle in tail + chunk for needle in needles):
+                    return True
+                tail = chunk[-keep:]
+    except FileNotFoundError:  # removed between the walk and the read
+        return False
+    return False
 
 
 T = TypeVar("T")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from labkit import container_exec, hearth, write_inventory
+from labkit import container_exec, files_holding, hearth, write_inventory
 
 from hearth import audit
 from hearth import lab as lab_mod
@@ -155,21 +155,8 @@ def test_audit_becomes_with_a_vaulted_sudo_password(lab: lab_mod.LabState, tmp_p
     assert "deploy : " in log.stdout and "USER=root" in log.stdout, log.stdout[-2000:]
     assert "incorrect password" not in log.stdout
     assert password not in done.stdout + done.stderr
-    leaks = _files_holding(Path(tempfile.gettempdir()), password.encode(), started - 1)
+    leaks = files_holding([Path(tempfile.gettempdir())], [password], started - 1)
     assert not leaks, f"the become password leaked into: {leaks}"
-
-
-def _files_holding(root: Path, secret: bytes, since: float) -> list[str]:
-    """Files under ``root`` written since ``since`` that contain ``secret`` (files that vanish
-    or cannot be read while we look, other processes' temporary files, are passed over)."""
-    found = []
-    for path in root.rglob("*"):
-        try:
-            if path.is_file() and path.stat().st_mtime >= since and secret in path.read_bytes():
-                found.append(str(path))
-        except OSError:
-            continue
-    return found
 
 
 def test_a_crashed_audit_exits_7_not_5(

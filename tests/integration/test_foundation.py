@@ -12,7 +12,14 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from labkit import TEST_OWNER, container_exec, hearth, owned_lab, write_inventory
+from labkit import (
+    TEST_OWNER,
+    container_exec,
+    files_holding,
+    hearth,
+    owned_lab,
+    write_inventory,
+)
 
 from hearth import lab as lab_mod
 from hearth import paths, runner
@@ -225,12 +232,8 @@ def test_secrets_never_reach_artifacts_or_output(
     )  # fmt: skip
     assert audit.returncode == 0, audit.stdout + audit.stderr
     assert secret not in done.stdout + done.stderr + audit.stdout + audit.stderr
-    leaks = []
-    for root in (paths.runs_dir(), paths.hearth_home() / "facts", Path(tempfile.gettempdir())):
-        for path in root.rglob("*"):
-            recent = path.is_file() and path.stat().st_mtime >= started - 1
-            if recent and path != vault_pass and secret.encode() in path.read_bytes():
-                leaks.append(str(path))
+    roots = (paths.runs_dir(), paths.hearth_home() / "facts", Path(tempfile.gettempdir()))
+    leaks = files_holding(roots, [secret], started - 1, skip=lambda path: path == vault_pass)
     assert not leaks, f"the planted secret leaked into: {leaks}"
     assert result.artifacts.is_dir() and any(result.artifacts.rglob("job_events/*.json"))
 

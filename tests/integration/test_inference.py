@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import tempfile
 import time
@@ -36,7 +35,7 @@ from typing import Any
 
 import pytest
 import yaml
-from labkit import Converged, container_exec, hearth, write_inventory
+from labkit import Converged, container_exec, files_holding, hearth, write_inventory
 
 from hearth import images, paths, runner
 from hearth import lab as lab_mod
@@ -184,33 +183,6 @@ def chat(site: Site, model: str = "smollm2", key: str | None = API_KEY) -> tuple
         "temperature": 0,
     }
     return request(f"{site.front_door}/v1/chat/completions", body, key)
-
-
-def _recent_files(root: Path, since: float) -> Iterator[Path]:
-    """Files under ``root`` changed since ``since``. /tmp is shared with other runs on the
-    machine: a directory or file that vanishes during the walk is skipped, not an error."""
-    for top, _, names in os.walk(root):  # onerror=None: a vanished directory is skipped
-        for name in names:
-            path = Path(top) / name
-            try:
-                if path.is_file() and path.stat().st_mtime >= since:
-                    yield path
-            except OSError:
-                continue
-
-
-def _contains(path: Path, text: str, block: int = 1 << 23) -> bool:
-    """Whether the file holds ``text`` (read in blocks: /tmp may hold large files)."""
-    needle, tail = text.encode(), b""
-    try:
-        with path.open("rb") as stream:
-            for chunk in iter(lambda: stream.read(block), b""):
-                if needle in tail + chunk:
-                    return True
-                tail = chunk[-len(needle) :]
-    except OSError:
-        return False
-    return False
 
 
 def container_ids(site: Site) -> dict[str, str]:
@@ -495,12 +467,10 @@ def test_planted_api_key_never_leaks(site: Site) -> None:
     leaks = [f"output of run {i}" for i, text in enumerate(site.outputs)
              for secret in (API_KEY, SCRAPE_TOKEN) if secret in text]  # fmt: skip
     roots = (paths.runs_dir(), paths.hearth_home() / "facts", Path(tempfile.gettempdir()))
-    for root in roots:
-        for path in _recent_files(root, site.started - 1):
-            if not path.is_relative_to(site.directory) and (
-                _contains(path, API_KEY) or _contains(path, SCRAPE_TOKEN)
-            ):
-                leaks.append(str(path))
+    leaks += files_holding(
+        roots, [API_KEY, SCRAPE_TOKEN], site.started - 1,
+        skip=lambda path: path.is_relative_to(site.directory),
+    )  # fmt: skip
     assert not leaks, f"the planted API key or scrape token leaked into: {leaks}"
     on_host = site.sh(
         f"grep -rl -e {API_KEY} -e {SCRAPE_TOKEN} /etc /var/lib/hearth /var/log /root "

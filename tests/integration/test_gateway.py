@@ -56,7 +56,7 @@ import openai
 import pytest
 import yaml
 from ansible.parsing.vault import VaultLib, VaultSecret
-from labkit import container_exec, hearth, write_inventory
+from labkit import container_exec, files_holding, hearth, write_inventory
 from test_inference import smollm2
 
 from hearth import images, paths, runner, tls
@@ -210,10 +210,8 @@ def test_keys_added_with_hearth_keys_and_an_alias_answer(gateway: Gateway) -> No
     _, key_path = tls.host_files(gateway.site, HOST)
     secret = [ln for ln in key_path.read_text().splitlines() if not ln.startswith("-----")]
     assert secret and not any(line in said for line in secret)
-    for run in (p for p in paths.runs_dir().iterdir() if p.stat().st_mtime >= began - 1):
-        for f in (f for f in run.rglob("*") if f.is_file()):
-            text = f.read_bytes()
-            assert not any(line.encode() in text for line in secret), f"the TLS key is in {f}"
+    leaked = files_holding([paths.runs_dir()], secret, began - 1)
+    assert not leaked, f"the TLS key is in {leaked}"
     assert gateway.sh("stat -c '%a %u' /etc/hearth/frontdoor/tls.key") == "600 10003"
     with pytest.raises(httpx.HTTPError):  # plain HTTP: no answer on the port
         httpx.get(f"http://{gateway.address}:{PORT}/health", timeout=10)

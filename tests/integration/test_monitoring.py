@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 import yaml
-from labkit import Converged, container_exec, hearth, write_inventory
+from labkit import Converged, container_exec, files_holding, hearth, write_inventory
 
 from hearth import canary, images, paths, runner, tls
 from hearth import lab as lab_mod
@@ -528,13 +528,7 @@ def test_monitoring_tls_scrapes_every_target_over_tls_with_auth(
         audit = hearth("audit", *secret_args, "--limit", "all:!gpu_nodes")
         assert audit.returncode == 0, audit.stdout[-5000:] + audit.stderr
         assert "serves_tls_and_refuses_anonymous" in audit.stdout or "passed" in audit.stdout
-        leaked = [
-            str(path)
-            for path in paths.runs_dir().rglob("*")
-            if path.is_file()
-            and path.stat().st_mtime >= began - 1
-            and WEB_PASSWORD.encode() in path.read_bytes()
-        ]
+        leaked = files_holding([paths.runs_dir()], [WEB_PASSWORD], began - 1)
         assert not leaked, f"the monitoring password reached: {leaked[:5]}"
     finally:
         back = hearth("up", "-i", str(monitored.inventory), "--playbook", "monitoring.yml")
@@ -555,11 +549,5 @@ def test_monitoring_tls_scrapes_every_target_over_tls_with_auth(
 def test_no_secret_in_artifacts(monitored: Monitored) -> None:
     # every run since this module planted the token (an earlier run cannot hold it; reading the
     # whole session's runs took two minutes)
-    leaked = [
-        str(path)
-        for path in paths.runs_dir().rglob("*")
-        if path.is_file()
-        and path.stat().st_mtime >= monitored.started - 1
-        and WEBHOOK_TOKEN.encode() in path.read_bytes()
-    ]
+    leaked = files_holding([paths.runs_dir()], [WEBHOOK_TOKEN], monitored.started - 1)
     assert not leaked, f"the webhook's token reached: {leaked[:5]}"

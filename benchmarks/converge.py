@@ -8,13 +8,15 @@ playbooks/site.yml twice and times both runs, in one process. The settings:
 - ``main``: the content (playbooks, roles, plugins) of a git ref (default: where this branch left
   ``main``; it must be an ancestor, as its roles run with this checkout's Python), exported to a
   temporary folder, with today's tuning (:class:`hearth.runner.Tuning`) and Ansible's own
-  ``linear`` strategy: the baseline;
+  ``linear`` strategy, every task through a worker: the baseline;
 - ``main-mitogen``: the same content with ``--strategy mitogen`` (the baseline of a change that
   keeps Mitogen, the default);
 - ``branch``: this checkout's content (copied when the benchmark starts), the same;
 - ``mitogen``: this checkout's content with ``--strategy mitogen``, Hearth's default where Mitogen
   can run (skipped, with the reason, where it is not installed or does not support this
   ansible-core);
+- ``mitogen-workers``: the same, with every task sent to a worker as Ansible does (no skip on the
+  controller: plugins/plugin_utils/hearth_skip.py), not run unless asked for;
 - ``defaults``: this checkout's content with Ansible's own defaults (5 forks, no pipelining, no
   fact cache), not run unless asked for.
 
@@ -170,7 +172,8 @@ def settings_for(names: list[str], ref: str, scratch: Path) -> list[Setting]:
     for name in names:
         if name == "main":
             content = export_content(ref, scratch / "content")
-            linear = runner.Tuning(strategy="linear")
+            # a ref's content has no strategy of Hearth's (before 2026-11-29: none at all)
+            linear = runner.Tuning(strategy="linear", skip_on_controller=False)
             chosen.append(Setting(f"{ref}, linear", linear, content, ref_cli=True))
         elif name == "main-mitogen":
             problem = runner.mitogen_problem()
@@ -178,7 +181,7 @@ def settings_for(names: list[str], ref: str, scratch: Path) -> list[Setting]:
                 print(f"  skipping the main-mitogen setting: {problem}")
                 continue
             content = export_content(ref, scratch / "content")
-            mitogen = runner.Tuning(strategy="mitogen")
+            mitogen = runner.Tuning(strategy="mitogen", skip_on_controller=False)
             chosen.append(Setting(f"{ref}, mitogen", mitogen, content, ref_cli=True))
         elif name == "branch":
             linear = runner.Tuning(strategy="linear")
@@ -190,11 +193,19 @@ def settings_for(names: list[str], ref: str, scratch: Path) -> list[Setting]:
                 continue
             tuning = runner.Tuning(strategy="mitogen")
             chosen.append(Setting("this branch, mitogen", tuning, snapshot(scratch / "branch")))
+        elif name == "mitogen-workers":  # the same, with every task sent to a worker
+            problem = runner.mitogen_problem()
+            if problem:
+                print(f"  skipping the mitogen-workers setting: {problem}")
+                continue
+            tuning = runner.Tuning(strategy="mitogen", skip_on_controller=False)
+            label = "this branch, mitogen, no controller skip"
+            chosen.append(Setting(label, tuning, snapshot(scratch / "branch")))
         elif name == "defaults":
             tuning = runner.Tuning.ansible_defaults()
             chosen.append(Setting("ansible defaults", tuning, snapshot(scratch / "branch")))
         else:
-            known = "main, main-mitogen, branch, mitogen, defaults"
+            known = "main, main-mitogen, branch, mitogen, mitogen-workers, defaults"
             raise SystemExit(f"--settings: unknown setting {name!r} ({known})")
     return chosen
 

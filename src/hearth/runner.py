@@ -40,12 +40,22 @@ class Tuning:
     strategy: str = field(
         default_factory=lambda: os.environ.get("HEARTH_STRATEGY") or default_strategy()
     )
+    # Either strategy through Hearth's own plugin (plugins/strategy/hearth_*linear.py): a task
+    # whose `when` is false is skipped by the strategy, without forking a worker for it
+    # (plugins/plugin_utils/hearth_skip.py). False: Ansible's or Mitogen's strategy untouched.
+    skip_on_controller: bool = True
 
     @classmethod
     def ansible_defaults(cls) -> Tuning:
         # Ansible's own defaults: 5 forks, no pipelining, ControlPersist=60s, facts gathered
-        # on every play (no cache).
-        return cls(forks=5, pipelining=False, control_persist="60s", fact_caching=False)
+        # on every play (no cache), every task through a worker.
+        return cls(
+            forks=5,
+            pipelining=False,
+            control_persist="60s",
+            fact_caching=False,
+            skip_on_controller=False,
+        )
 
 
 STRATEGIES = ("linear", "mitogen")
@@ -133,16 +143,26 @@ def ansible_env(tuning: Tuning | None = None, inventory: Path | None = None) -> 
         ),
         "ANSIBLE_TIMEOUT": "20",
     }
+    hearth_strategies = str(plugins / "strategy")
     if tuning.strategy == "mitogen":
         folder = mitogen_strategy_dir()
         problem = mitogen_problem()
         if folder is None or problem:
             raise EnvironmentProblem(f"--strategy mitogen: {problem}")
-        env |= {"ANSIBLE_STRATEGY_PLUGINS": str(folder), "ANSIBLE_STRATEGY": "mitogen_linear"}
+        if tuning.skip_on_controller:  # Hearth's subclass of mitogen_linear, found after it
+            env |= {
+                "ANSIBLE_STRATEGY_PLUGINS": os.pathsep.join((hearth_strategies, str(folder))),
+                "ANSIBLE_STRATEGY": "hearth_mitogen_linear",
+            }
+        else:
+            env |= {"ANSIBLE_STRATEGY_PLUGINS": str(folder), "ANSIBLE_STRATEGY": "mitogen_linear"}
     elif tuning.strategy != "linear":
         raise InvalidInputError(
             f"--strategy {tuning.strategy}: expected one of {', '.join(STRATEGIES)}"
         )
+    elif tuning.skip_on_controller:
+        env |= {"ANSIBLE_STRATEGY_PLUGINS": hearth_strategies, "ANSIBLE_STRATEGY": "hearth_linear"}
+    env["HEARTH_SKIP_ON_CONTROLLER"] = "1" if tuning.skip_on_controller else "0"
     if tuning.fact_caching:
         env |= {
             "ANSIBLE_GATHERING": "smart",

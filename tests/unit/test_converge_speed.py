@@ -249,22 +249,32 @@ def test_mitogen_in_range_sets_the_strategy(
         assert "the releases Hearth has run Mitogen with" in runner.mitogen_problem()
         return
     assert runner.mitogen_problem() == ""
+    hearths = str(paths.plugins_dir() / "strategy")
     env = runner.ansible_env(runner.Tuning(strategy="mitogen"))
-    assert env["ANSIBLE_STRATEGY"] == "mitogen_linear"
-    assert env["ANSIBLE_STRATEGY_PLUGINS"] == str(strategy)
+    # Hearth's subclass of mitogen_linear, which finds Mitogen's after Hearth's own folder
+    assert env["ANSIBLE_STRATEGY"] == "hearth_mitogen_linear"
+    assert env["ANSIBLE_STRATEGY_PLUGINS"] == f"{hearths}:{strategy}"
+    assert env["HEARTH_SKIP_ON_CONTROLLER"] == "1"
+    untouched = runner.ansible_env(runner.Tuning(strategy="mitogen", skip_on_controller=False))
+    assert untouched["ANSIBLE_STRATEGY"] == "mitogen_linear"
+    assert untouched["ANSIBLE_STRATEGY_PLUGINS"] == str(strategy)
+    assert untouched["HEARTH_SKIP_ON_CONTROLLER"] == "0"
     monkeypatch.delenv("HEARTH_STRATEGY", raising=False)  # the default where it can run
-    assert runner.ansible_env(runner.Tuning())["ANSIBLE_STRATEGY"] == "mitogen_linear"
-    monkeypatch.setenv("HEARTH_STRATEGY", "linear")  # Ansible's own, asked for
-    assert "ANSIBLE_STRATEGY" not in runner.ansible_env(runner.Tuning())
+    assert runner.ansible_env(runner.Tuning())["ANSIBLE_STRATEGY"] == "hearth_mitogen_linear"
+    monkeypatch.setenv("HEARTH_STRATEGY", "linear")  # Ansible's linear, asked for
+    assert runner.ansible_env(runner.Tuning())["ANSIBLE_STRATEGY"] == "hearth_linear"
     monkeypatch.setenv("HEARTH_STRATEGY", "mitogen")
-    assert runner.ansible_env(runner.Tuning())["ANSIBLE_STRATEGY"] == "mitogen_linear"
+    assert runner.ansible_env(runner.Tuning())["ANSIBLE_STRATEGY"] == "hearth_mitogen_linear"
 
 
 def test_without_mitogen_the_default_is_linear(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HEARTH_STRATEGY", raising=False)
     monkeypatch.setattr(runner, "mitogen_strategy_dir", lambda: None)
     assert runner.Tuning().strategy == "linear"
-    assert "ANSIBLE_STRATEGY" not in runner.ansible_env(runner.Tuning())
+    env = runner.ansible_env(runner.Tuning())
+    assert env["ANSIBLE_STRATEGY"] == "hearth_linear"
+    assert env["ANSIBLE_STRATEGY_PLUGINS"] == str(paths.plugins_dir() / "strategy")
+    assert "ANSIBLE_STRATEGY" not in runner.ansible_env(runner.Tuning(skip_on_controller=False))
 
 
 def test_mitogen_with_a_floor_only_is_bounded_by_hearths_range(
@@ -393,3 +403,15 @@ def test_hearth_up_tells_the_playbook_its_preflight_passed(
     (gate,) = play["tasks"]
     assert gate["when"] == "not (hearth_preflight_done | default(false))"
     assert gate["ansible.builtin.include_tasks"]["file"] == "tasks/control-node.yml"
+    # So does every role's hearth_preflight task (a condition: skipped on the controller)
+    checks = [
+        (path.relative_to(paths.roles_dir()), task)
+        for path in sorted(paths.roles_dir().glob("*/tasks/*.yml"))
+        for task in yaml.safe_load(path.read_text()) or []
+        if "hearth_preflight" in task
+    ]
+    assert len(checks) >= 13
+    for where, task in checks:
+        when = task.get("when")
+        conditions = when if isinstance(when, list) else [when]
+        assert conditions[0] == "not (hearth_preflight_done | default(false))", where

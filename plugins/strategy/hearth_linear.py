@@ -1,0 +1,32 @@
+# -*- coding: utf-8 -*-
+# Copyright: Hearth contributors
+# Apache-2.0
+# Hearth: Ansible's linear strategy, with tasks whose `when` is false skipped on the controller.
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: hearth_linear
+short_description: Ansible's linear strategy; a task whose condition is false needs no worker
+description:
+  - Ansible's C(linear) strategy, unchanged, except that a task whose C(when) is false on a host
+    is skipped by the strategy itself, which sends the result the worker would have sent; no
+    worker process is forked for it (plugin_utils/hearth_skip.py says what goes to a worker as
+    before).
+  - C(hearth up --strategy linear) runs it; C(HEARTH_SKIP_ON_CONTROLLER=0) leaves every task to
+    a worker.
+author: Hearth
+"""
+
+import sys
+from pathlib import Path
+
+from ansible.plugins.strategy.linear import StrategyModule as LinearStrategy
+
+_PLUGIN_UTILS = str(Path(__file__).resolve().parents[1] / "plugin_utils")
+if _PLUGIN_UTILS not in sys.path:
+    sys.path.insert(0, _PLUGIN_UTILS)
+from hearth_skip import SkipOnController  # controller-side helper (plugin_utils/)
+
+
+class StrategyModule(SkipOnController, LinearStrategy):
+    pass

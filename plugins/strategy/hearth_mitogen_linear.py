@@ -1,0 +1,35 @@
+# -*- coding: utf-8 -*-
+# Copyright: Hearth contributors
+# Apache-2.0
+# Hearth: Mitogen's linear strategy, with tasks whose `when` is false skipped on the controller.
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: hearth_mitogen_linear
+short_description: Mitogen's linear strategy; a task whose condition is false needs no worker
+description:
+  - Mitogen for Ansible's C(mitogen_linear) strategy, unchanged, except that a task whose C(when)
+    is false on a host is skipped by the strategy itself, which sends the result the worker would
+    have sent; no worker process is forked for it (plugin_utils/hearth_skip.py says what goes to
+    a worker as before).
+  - Hearth's default where Mitogen can run (hearth.runner.default_strategy); Mitogen's strategy
+    folder must be on the strategy plugin path after Hearth's (hearth.runner.ansible_env).
+    C(HEARTH_SKIP_ON_CONTROLLER=0) leaves every task to a worker.
+author: Hearth
+"""
+
+import sys
+from pathlib import Path
+
+from ansible.plugins.loader import strategy_loader
+
+_PLUGIN_UTILS = str(Path(__file__).resolve().parents[1] / "plugin_utils")
+if _PLUGIN_UTILS not in sys.path:
+    sys.path.insert(0, _PLUGIN_UTILS)
+from hearth_skip import SkipOnController  # controller-side helper (plugin_utils/)
+
+MitogenLinear = strategy_loader.get("mitogen_linear", class_only=True)
+
+
+class StrategyModule(SkipOnController, MitogenLinear):
+    pass

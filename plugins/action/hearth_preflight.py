@@ -10,10 +10,11 @@ description:
     inventory), the very functions C(hearth check) runs before any host is touched, so a role's
     preflight and the control node's cannot disagree.
   - Fails listing every problem, each naming the host and the key; secrets are never shown.
-  - Skipped when C(hearth_preflight_done) is true: C(hearth up) sets it (an extra variable; an
-    inventory cannot) after running every rule on every host of the inventory, on the control
-    node, before any host was contacted. A run of C(ansible-playbook) by hand checks here, as
-    does every other C(hearth) command.
+  - Each role's task carries C(when: not (hearth_preflight_done | default(false))): C(hearth up)
+    sets that flag (an extra variable; an inventory cannot) after running every rule on every
+    host of the inventory, on the control node, before any host was contacted, and the task is
+    then skipped by the strategy without a worker (plugins/plugin_utils/hearth_skip.py). A run
+    of C(ansible-playbook) by hand checks here, as does every other C(hearth) command.
 options:
   rules:
     description: Names of rules in C(hearth.rules) (C(front_door_keys), C(ports_unique), ...).
@@ -47,7 +48,6 @@ import json
 import sys
 from pathlib import Path
 
-from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
 _PLUGIN_UTILS = str(Path(__file__).resolve().parents[1] / "plugin_utils")
@@ -100,15 +100,6 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
-        if boolean(task_vars.get("hearth_preflight_done", False), strict=False):
-            result.update(
-                changed=False,
-                skipped=True,
-                skip_reason="hearth up ran these rules on the control node (hearth_preflight_done)",
-                problems=[],
-                warnings=[],
-            )
-            return result
         try:
             hearth = import_hearth("layers", "rules")
         except Exception as exc:  # Hearth's Python package is not in this Ansible's Python

@@ -165,7 +165,7 @@ def test_a_roles_preflight_runs_the_same_rule(tmp_path: Path) -> None:
     assert "front_door_api_keys: key 'team-a': shorter than 32 characters" in done.stdout
     assert "hearth_preflight" not in done.stderr
     # Under `hearth up` (which has run every rule on the control node, and refuses this
-    # inventory there with exit 2) the role's preflight is skipped, saying why.
+    # inventory there with exit 2) the role's preflight is skipped: its condition says why.
     flagged = subprocess.run(
         [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(hosts), str(playbook),
          "-e", '{"hearth_preflight_done": true}'],

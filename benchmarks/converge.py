@@ -16,7 +16,7 @@ playbooks/site.yml twice and times both runs, in one process. The settings:
   can run (skipped, with the reason, where it is not installed or does not support this
   ansible-core);
 - ``mitogen-workers``: the same, with every task sent to a worker as Ansible does (no skip on the
-  controller: plugins/plugin_utils/hearth_skip.py), not run unless asked for;
+  controller: plugins/plugin_utils/hearth_strategy.py), not run unless asked for;
 - ``defaults``: this checkout's content with Ansible's own defaults (5 forks, no pipelining, no
   fact cache), not run unless asked for.
 

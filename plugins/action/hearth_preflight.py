@@ -13,7 +13,7 @@ description:
   - Each role's task carries C(when: not (hearth_preflight_done | default(false))): C(hearth up)
     sets that flag (an extra variable; an inventory cannot) after running every rule on every
     host of the inventory, on the control node, before any host was contacted, and the task is
-    then skipped by the strategy without a worker (plugins/plugin_utils/hearth_skip.py). A run
+    then skipped by the strategy without a worker (plugins/plugin_utils/hearth_strategy.py). A run
     of C(ansible-playbook) by hand checks here, as does every other C(hearth) command.
 options:
   rules:

@@ -10,7 +10,7 @@ short_description: Ansible's linear strategy; a task whose condition is false ne
 description:
   - Ansible's C(linear) strategy, unchanged, except that a task whose C(when) is false on a host
     is skipped by the strategy itself, which sends the result the worker would have sent; no
-    worker process is forked for it (plugin_utils/hearth_skip.py says what goes to a worker as
+    worker process is forked for it (plugin_utils/hearth_strategy.py says what goes to a worker as
     before).
   - C(hearth up --strategy linear) runs it; C(HEARTH_SKIP_ON_CONTROLLER=0) leaves every task to
     a worker.
@@ -25,8 +25,8 @@ from ansible.plugins.strategy.linear import StrategyModule as LinearStrategy
 _PLUGIN_UTILS = str(Path(__file__).resolve().parents[1] / "plugin_utils")
 if _PLUGIN_UTILS not in sys.path:
     sys.path.insert(0, _PLUGIN_UTILS)
-from hearth_skip import SkipOnController  # controller-side helper (plugin_utils/)
+from hearth_strategy import OnController  # controller-side helper (plugin_utils/)
 
 
-class StrategyModule(SkipOnController, LinearStrategy):
+class StrategyModule(OnController, LinearStrategy):
     pass

@@ -10,7 +10,7 @@ short_description: Mitogen's linear strategy; a task whose condition is false ne
 description:
   - Mitogen for Ansible's C(mitogen_linear) strategy, unchanged, except that a task whose C(when)
     is false on a host is skipped by the strategy itself, which sends the result the worker would
-    have sent; no worker process is forked for it (plugin_utils/hearth_skip.py says what goes to
+    have sent; no worker process is forked for it (plugin_utils/hearth_strategy.py says what goes to
     a worker as before).
   - Hearth's default where Mitogen can run (hearth.runner.default_strategy); Mitogen's strategy
     folder must be on the strategy plugin path after Hearth's (hearth.runner.ansible_env).
@@ -26,10 +26,10 @@ from ansible.plugins.loader import strategy_loader
 _PLUGIN_UTILS = str(Path(__file__).resolve().parents[1] / "plugin_utils")
 if _PLUGIN_UTILS not in sys.path:
     sys.path.insert(0, _PLUGIN_UTILS)
-from hearth_skip import SkipOnController  # controller-side helper (plugin_utils/)
+from hearth_strategy import OnController  # controller-side helper (plugin_utils/)
 
 MitogenLinear = strategy_loader.get("mitogen_linear", class_only=True)
 
 
-class StrategyModule(SkipOnController, MitogenLinear):
+class StrategyModule(OnController, MitogenLinear):
     pass

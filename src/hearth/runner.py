@@ -42,7 +42,7 @@ class Tuning:
     )
     # Either strategy through Hearth's own plugin (plugins/strategy/hearth_*linear.py): a task
     # whose `when` is false is skipped by the strategy, without forking a worker for it
-    # (plugins/plugin_utils/hearth_skip.py). False: Ansible's or Mitogen's strategy untouched.
+    # (plugins/plugin_utils/hearth_strategy.py). False: Ansible's or Mitogen's strategy untouched.
     skip_on_controller: bool = True
 
     @classmethod

@@ -1,7 +1,7 @@
-"""Hearth's strategies skip a task whose `when` is false on the controller, without forking a
-worker for it (plugins/plugin_utils/hearth_skip.py): the same playbook, run through Ansible on
-this machine with the skip on and off, gives the same results, and only the worker count
-changes."""
+"""Hearth's strategies skip a task whose `when` is false, and run a task whose action never
+reaches the host, in ansible-playbook's own process, without forking a worker for it
+(plugins/plugin_utils/hearth_strategy.py): the same playbook, run through Ansible on this machine
+with this on and off, gives the same results; only where the work was done changes."""
 
 from __future__ import annotations
 
@@ -73,12 +73,62 @@ PLAYBOOK = """\
       ignore_errors: true
       register: broken
 
+    - name: A fact, set on the controller
+      ansible.builtin.set_fact:
+        fact_one: "{{ 'set-fact' | hearth_test_pid }}"
+      register: fact
+
+    - name: A message per item
+      ansible.builtin.debug:
+        msg: "{{ item }} {{ fact_one }}"
+      loop: [a, b]
+      register: said
+
+    - name: A check that holds
+      ansible.builtin.assert:
+        that: fact_one
+        success_msg: holds
+      register: held
+
+    - name: A check that does not
+      ansible.builtin.assert:
+        that: not fact_one
+        fail_msg: does not hold
+      ignore_errors: true
+      register: refused
+
+    - name: A failure asked for
+      ansible.builtin.fail:
+        msg: asked for
+      ignore_errors: true
+      register: failed
+
+    - name: Variables from a file
+      ansible.builtin.include_vars: extra.yml
+      register: extra
+
+    - name: Tasks from a file
+      ansible.builtin.include_tasks: more.yml
+
+    - name: A command, on the host through a worker
+      ansible.builtin.command: echo host
+      changed_when: false
+      register: command
+
     - name: Record what the tasks registered
       ansible.builtin.copy:
         content: "{{ {'skipped': skipped, 'ran': ran, 'quiet': quiet, 'looped': looped,
-                      'broken': broken} | to_json }}"
+                      'broken': broken, 'fact': fact, 'said': said, 'held': held,
+                      'refused': refused, 'failed': failed, 'extra': extra,
+                      'from_file': from_file, 'included': included,
+                      'command': command.stdout} | to_json }}"
         dest: "{{ out }}"
         mode: "0600"
+"""
+
+MORE = """- name: A fact from an included file
+  ansible.builtin.set_fact:
+    included: "{{ from_file }} and more"
 """
 
 FILTER = """\
@@ -106,6 +156,8 @@ def _run(
     (folder / "filter_plugins").mkdir(parents=True)
     (folder / "filter_plugins" / "pids.py").write_text(FILTER)
     (folder / "site.yml").write_text(PLAYBOOK)
+    (folder / "more.yml").write_text(MORE)
+    (folder / "extra.yml").write_text("from_file: read\n")
     (folder / "hosts.yml").write_text(
         "all:\n  hosts:\n    local:\n      ansible_connection: local\n"
         f"      ansible_python_interpreter: {sys.executable}\n"
@@ -128,7 +180,8 @@ def _run(
         (name, int(pid) == process.pid)
         for name, pid in (line.split() for line in (folder / "pids").read_text().splitlines())
     ]
-    return json.loads(out.read_text()), evaluated, " ".join(recap.split())
+    registered = json.loads(out.read_text().replace(str(folder), "<folder>"))
+    return registered, evaluated, " ".join(recap.split())
 
 
 @pytest.mark.parametrize("strategy", ["linear", "mitogen"])
@@ -150,9 +203,20 @@ def test_a_false_condition_is_skipped_on_the_controller_with_the_workers_result(
     assert with_skip["quiet"]["skipped"] and with_skip["ran"]["msg"] == "ran"
     assert [r.get("skipped", False) for r in with_skip["looped"]["results"]] == [True, False]
     assert with_skip["broken"]["failed"] and "no_such_variable" in with_skip["broken"]["msg"]
+    assert with_skip["fact"]["ansible_facts"] == {"fact_one": True}
+    assert [r["msg"] for r in with_skip["said"]["results"]] == ["a True", "b True"]
+    assert with_skip["held"]["msg"] == "holds" and not with_skip["held"].get("failed")
+    assert with_skip["refused"]["failed"] and with_skip["refused"]["msg"] == "does not hold"
+    assert with_skip["failed"]["failed"] and with_skip["failed"]["msg"] == "asked for"
+    assert with_skip["extra"]["ansible_facts"] == {"from_file": "read"}
+    assert with_skip["included"] == "read and more" and with_skip["command"] == "host"
     assert recap == recap_before
-    assert "skipped=3" in recap and "ignored=1" in recap, recap
-    # a worker evaluated each condition before; now the false one is evaluated by the
-    # playbook's own process only, and the true one there first, then by its worker
-    assert where_before == [("false-one", False), ("true-one", False)]
-    assert where == [("false-one", True), ("true-one", True), ("true-one", False)]
+    assert "skipped=3" in recap and "ignored=3" in recap, recap
+    # a worker evaluated each condition and set each fact before; now the false condition is
+    # evaluated by the playbook's own process only, the true one there first, then by its
+    # worker (a debug task, which runs on the controller: its condition is evaluated once
+    # more there), and the fact is set there too
+    assert where_before == [("false-one", False), ("true-one", False), ("set-fact", False)]
+    assert where == [
+        ("false-one", True), ("true-one", True), ("true-one", True), ("set-fact", True)
+    ]  # fmt: skip

@@ -26,8 +26,8 @@ ansible-runner's events see what they saw before. Everything else goes to a work
 - any task with ``delegate_to``, ``async`` or ``until``; a loop's condition (it is per item);
 - a condition that is true, that fails to evaluate (the worker raises the same error, in the
   task's result) or that warns while evaluated (the worker records the warning with the result);
-- every task, on an ansible-core whose internals differ from the ones this was written against
-  (2.19): the imports below fail and the strategies are Ansible's and Mitogen's own.
+- every task, on an ansible-core other than the release this was written against (2.19,
+  :data:`WRITTEN_FOR`): the strategies are then Ansible's and Mitogen's own.
 
 ``HEARTH_SKIP_ON_CONTROLLER=0`` (hearth.runner.Tuning.skip_on_controller) sends every task to a
 worker, for a benchmark's side-by-side run or to rule this out when a result looks wrong.
@@ -62,7 +62,22 @@ except ImportError:  # pragma: no cover - depends on the installed ansible-core
     TemplateEngine = None
     CONTROLLER_ACTIONS = frozenset()
 
-ENABLED = TemplateEngine is not None and os.environ.get("HEARTH_SKIP_ON_CONTROLLER", "1") != "0"
+# The release whose TaskExecutor, results and templating this replays (a later one may keep the
+# names and change what they do): any other runs every task through a worker.
+WRITTEN_FOR = (2, 19)
+
+
+def _release() -> tuple[int, ...]:
+    from ansible.release import __version__
+
+    return tuple(int(part) for part in __version__.split(".")[:2] if part.isdigit())
+
+
+ENABLED = (
+    TemplateEngine is not None
+    and _release() == WRITTEN_FOR
+    and os.environ.get("HEARTH_SKIP_ON_CONTROLLER", "1") != "0"
+)
 
 
 def _plain(task: Any) -> bool:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import plugin_module
 
 from hearth import runner
 
@@ -220,3 +221,19 @@ def test_a_false_condition_is_skipped_on_the_controller_with_the_workers_result(
     assert where == [
         ("false-one", True), ("true-one", True), ("true-one", True), ("set-fact", True)
     ]  # fmt: skip
+
+
+def test_other_ansible_releases_and_the_switch_send_every_task_to_a_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ansible.release
+
+    assert plugin_module("plugin_utils", "hearth_strategy").ENABLED  # this machine's 2.19
+    monkeypatch.setenv("HEARTH_SKIP_ON_CONTROLLER", "0")
+    assert not plugin_module("plugin_utils", "hearth_strategy").ENABLED
+    monkeypatch.delenv("HEARTH_SKIP_ON_CONTROLLER")
+    # a later release may keep the internals' names and change what they do
+    monkeypatch.setattr(ansible.release, "__version__", "2.20.0")
+    strategy = plugin_module("plugin_utils", "hearth_strategy")
+    assert not strategy.ENABLED
+    assert not strategy.runs_on_controller(type("Task", (), {"action": "set_fact"})())

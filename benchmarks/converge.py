@@ -15,8 +15,8 @@ playbooks/site.yml twice and times both runs, in one process. The settings:
 - ``mitogen``: this checkout's content with ``--strategy mitogen``, Hearth's default where Mitogen
   can run (skipped, with the reason, where it is not installed or does not support this
   ansible-core);
-- ``mitogen-workers``: the same, with every task sent to a worker as Ansible does (no skip on the
-  controller: plugins/plugin_utils/hearth_strategy.py), not run unless asked for;
+- ``mitogen-workers``: the same, with every task sent to a worker as Ansible does (no work done by
+  the strategy itself: plugins/plugin_utils/hearth_strategy.py), not run unless asked for;
 - ``defaults``: this checkout's content with Ansible's own defaults (5 forks, no pipelining, no
   fact cache), not run unless asked for.
 
@@ -173,7 +173,7 @@ def settings_for(names: list[str], ref: str, scratch: Path) -> list[Setting]:
         if name == "main":
             content = export_content(ref, scratch / "content")
             # a ref's content has no strategy of Hearth's (before 2026-11-29: none at all)
-            linear = runner.Tuning(strategy="linear", skip_on_controller=False)
+            linear = runner.Tuning(strategy="linear", work_on_controller=False)
             chosen.append(Setting(f"{ref}, linear", linear, content, ref_cli=True))
         elif name == "main-mitogen":
             problem = runner.mitogen_problem()
@@ -181,7 +181,7 @@ def settings_for(names: list[str], ref: str, scratch: Path) -> list[Setting]:
                 print(f"  skipping the main-mitogen setting: {problem}")
                 continue
             content = export_content(ref, scratch / "content")
-            mitogen = runner.Tuning(strategy="mitogen", skip_on_controller=False)
+            mitogen = runner.Tuning(strategy="mitogen", work_on_controller=False)
             chosen.append(Setting(f"{ref}, mitogen", mitogen, content, ref_cli=True))
         elif name == "branch":
             linear = runner.Tuning(strategy="linear")
@@ -198,8 +198,8 @@ def settings_for(names: list[str], ref: str, scratch: Path) -> list[Setting]:
             if problem:
                 print(f"  skipping the mitogen-workers setting: {problem}")
                 continue
-            tuning = runner.Tuning(strategy="mitogen", skip_on_controller=False)
-            label = "this branch, mitogen, no controller skip"
+            tuning = runner.Tuning(strategy="mitogen", work_on_controller=False)
+            label = "this branch, mitogen, every task to a worker"
             chosen.append(Setting(label, tuning, snapshot(scratch / "branch")))
         elif name == "defaults":
             tuning = runner.Tuning.ansible_defaults()

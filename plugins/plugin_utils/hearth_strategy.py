@@ -29,7 +29,7 @@ ansible-runner's events see what they saw before. Everything else goes to a work
 - every task, on an ansible-core other than the release this was written against (2.19,
   :data:`WRITTEN_FOR`): the strategies are then Ansible's and Mitogen's own.
 
-``HEARTH_SKIP_ON_CONTROLLER=0`` (hearth.runner.Tuning.skip_on_controller) sends every task to a
+``HEARTH_WORK_ON_CONTROLLER=0`` (hearth.runner.Tuning.work_on_controller) sends every task to a
 worker, for a benchmark's side-by-side run or to rule this out when a result looks wrong.
 
 Controller-side code only (``plugin_utils``): no module ships it to a host.
@@ -76,7 +76,7 @@ def _release() -> tuple[int, ...]:
 ENABLED = (
     TemplateEngine is not None
     and _release() == WRITTEN_FOR
-    and os.environ.get("HEARTH_SKIP_ON_CONTROLLER", "1") != "0"
+    and os.environ.get("HEARTH_WORK_ON_CONTROLLER", "1") != "0"
 )
 
 

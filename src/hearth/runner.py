@@ -41,9 +41,11 @@ class Tuning:
         default_factory=lambda: os.environ.get("HEARTH_STRATEGY") or default_strategy()
     )
     # Either strategy through Hearth's own plugin (plugins/strategy/hearth_*linear.py): a task
-    # whose `when` is false is skipped by the strategy, without forking a worker for it
-    # (plugins/plugin_utils/hearth_strategy.py). False: Ansible's or Mitogen's strategy untouched.
-    skip_on_controller: bool = True
+    # whose `when` is false is skipped, and one whose action never reaches the host (set_fact,
+    # debug, assert, includes ...) runs, in ansible-playbook's own process, without forking a
+    # worker (plugins/plugin_utils/hearth_strategy.py). False: Ansible's or Mitogen's strategy
+    # untouched.
+    work_on_controller: bool = True
 
     @classmethod
     def ansible_defaults(cls) -> Tuning:
@@ -54,7 +56,7 @@ class Tuning:
             pipelining=False,
             control_persist="60s",
             fact_caching=False,
-            skip_on_controller=False,
+            work_on_controller=False,
         )
 
 
@@ -149,7 +151,7 @@ def ansible_env(tuning: Tuning | None = None, inventory: Path | None = None) -> 
         problem = mitogen_problem()
         if folder is None or problem:
             raise EnvironmentProblem(f"--strategy mitogen: {problem}")
-        if tuning.skip_on_controller:  # Hearth's subclass of mitogen_linear, found after it
+        if tuning.work_on_controller:  # Hearth's subclass of mitogen_linear, found after it
             env |= {
                 "ANSIBLE_STRATEGY_PLUGINS": os.pathsep.join((hearth_strategies, str(folder))),
                 "ANSIBLE_STRATEGY": "hearth_mitogen_linear",
@@ -160,9 +162,9 @@ def ansible_env(tuning: Tuning | None = None, inventory: Path | None = None) -> 
         raise InvalidInputError(
             f"--strategy {tuning.strategy}: expected one of {', '.join(STRATEGIES)}"
         )
-    elif tuning.skip_on_controller:
+    elif tuning.work_on_controller:
         env |= {"ANSIBLE_STRATEGY_PLUGINS": hearth_strategies, "ANSIBLE_STRATEGY": "hearth_linear"}
-    env["HEARTH_SKIP_ON_CONTROLLER"] = "1" if tuning.skip_on_controller else "0"
+    env["HEARTH_WORK_ON_CONTROLLER"] = "1" if tuning.work_on_controller else "0"
     if tuning.fact_caching:
         env |= {
             "ANSIBLE_GATHERING": "smart",

@@ -254,11 +254,11 @@ def test_mitogen_in_range_sets_the_strategy(
     # Hearth's subclass of mitogen_linear, which finds Mitogen's after Hearth's own folder
     assert env["ANSIBLE_STRATEGY"] == "hearth_mitogen_linear"
     assert env["ANSIBLE_STRATEGY_PLUGINS"] == f"{hearths}:{strategy}"
-    assert env["HEARTH_SKIP_ON_CONTROLLER"] == "1"
-    untouched = runner.ansible_env(runner.Tuning(strategy="mitogen", skip_on_controller=False))
+    assert env["HEARTH_WORK_ON_CONTROLLER"] == "1"
+    untouched = runner.ansible_env(runner.Tuning(strategy="mitogen", work_on_controller=False))
     assert untouched["ANSIBLE_STRATEGY"] == "mitogen_linear"
     assert untouched["ANSIBLE_STRATEGY_PLUGINS"] == str(strategy)
-    assert untouched["HEARTH_SKIP_ON_CONTROLLER"] == "0"
+    assert untouched["HEARTH_WORK_ON_CONTROLLER"] == "0"
     monkeypatch.delenv("HEARTH_STRATEGY", raising=False)  # the default where it can run
     assert runner.ansible_env(runner.Tuning())["ANSIBLE_STRATEGY"] == "hearth_mitogen_linear"
     monkeypatch.setenv("HEARTH_STRATEGY", "linear")  # Ansible's linear, asked for
@@ -274,7 +274,7 @@ def test_without_mitogen_the_default_is_linear(monkeypatch: pytest.MonkeyPatch) 
     env = runner.ansible_env(runner.Tuning())
     assert env["ANSIBLE_STRATEGY"] == "hearth_linear"
     assert env["ANSIBLE_STRATEGY_PLUGINS"] == str(paths.plugins_dir() / "strategy")
-    assert "ANSIBLE_STRATEGY" not in runner.ansible_env(runner.Tuning(skip_on_controller=False))
+    assert "ANSIBLE_STRATEGY" not in runner.ansible_env(runner.Tuning(work_on_controller=False))
 
 
 def test_mitogen_with_a_floor_only_is_bounded_by_hearths_range(

@@ -164,7 +164,7 @@ def _run(
         f"      ansible_python_interpreter: {sys.executable}\n"
     )
     env = dict(os.environ, ANSIBLE_NOCOLOR="1")
-    env |= runner.ansible_env(runner.Tuning(strategy=strategy, skip_on_controller=skip))
+    env |= runner.ansible_env(runner.Tuning(strategy=strategy, work_on_controller=skip))
     assert env.get("ANSIBLE_STRATEGY", "linear") == STRATEGY[strategy][skip]
     env["ANSIBLE_FILTER_PLUGINS"] += os.pathsep + str(folder / "filter_plugins")
     env["HEARTH_TEST_PIDS"] = str(folder / "pids")
@@ -186,7 +186,7 @@ def _run(
 
 
 @pytest.mark.parametrize("strategy", ["linear", "mitogen"])
-def test_a_false_condition_is_skipped_on_the_controller_with_the_workers_result(
+def test_the_strategy_skips_and_runs_controller_actions_with_the_workers_results(
     tmp_path: Path, strategy: str
 ) -> None:
     if strategy == "mitogen" and (problem := runner.mitogen_problem()):
@@ -229,9 +229,9 @@ def test_other_ansible_releases_and_the_switch_send_every_task_to_a_worker(
     import ansible.release
 
     assert plugin_module("plugin_utils", "hearth_strategy").ENABLED  # this machine's 2.19
-    monkeypatch.setenv("HEARTH_SKIP_ON_CONTROLLER", "0")
+    monkeypatch.setenv("HEARTH_WORK_ON_CONTROLLER", "0")
     assert not plugin_module("plugin_utils", "hearth_strategy").ENABLED
-    monkeypatch.delenv("HEARTH_SKIP_ON_CONTROLLER")
+    monkeypatch.delenv("HEARTH_WORK_ON_CONTROLLER")
     # a later release may keep the internals' names and change what they do
     monkeypatch.setattr(ansible.release, "__version__", "2.20.0")
     strategy = plugin_module("plugin_utils", "hearth_strategy")

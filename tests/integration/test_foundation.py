@@ -120,6 +120,36 @@ def test_check_mode_on_changed_inventory_alters_nothing(
     assert before["lab1"]["tree"] != "0", "tree was installed before the check run: test is void"
 
 
+def _started(lab: lab_mod.LabState, host: str, unit: str) -> str:
+    done = container_exec(
+        lab, host, "systemctl", "show", "--property=ActiveEnterTimestampMonotonic", unit
+    )
+    assert done.returncode == 0 and "=" in done.stdout, done.stdout + done.stderr
+    return done.stdout.strip()
+
+
+def test_a_changed_file_restarts_its_own_service_only(
+    lab: lab_mod.LabState, base_site: Path, tmp_path: Path
+) -> None:
+    # common writes its files in one looped task, which notifies every handler of the loop when
+    # any file changed: each handler must still run only for its own file
+    changed = write_inventory(
+        lab, tmp_path / "journal", group_vars={"common_journal_max_use": "1G"}
+    )
+    units = ("systemd-journald", "chrony")
+    before = {unit: _started(lab, "lab2", unit) for unit in units}
+    try:
+        result = runner.run_playbook("base.yml", changed, limit="lab2", label="test-handlers")
+        assert result.status == "successful", result.failures
+        after = {unit: _started(lab, "lab2", unit) for unit in units}
+        assert after["systemd-journald"] != before["systemd-journald"], "journald kept running"
+        assert after["chrony"] == before["chrony"], "chrony restarted for journald's file"
+        assert result.hosts["lab2"].changed == 2, result.hosts["lab2"]  # the file, journald
+    finally:
+        back = runner.run_playbook("base.yml", base_site, limit="lab2", label="test-handlers")
+        assert back.status == "successful", back.failures
+
+
 def test_audit_passes_then_names_a_broken_service(
     lab: lab_mod.LabState, base_site: Path, tmp_path: Path
 ) -> None:

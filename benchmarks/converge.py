@@ -186,20 +186,14 @@ def settings_for(names: list[str], ref: str, scratch: Path) -> list[Setting]:
         elif name == "branch":
             linear = runner.Tuning(strategy="linear")
             chosen.append(Setting("this branch, linear", linear, snapshot(scratch / "branch")))
-        elif name == "mitogen":
+        elif name in ("mitogen", "mitogen-workers"):  # -workers: every task sent to a worker
             problem = runner.mitogen_problem()
             if problem:
-                print(f"  skipping the mitogen setting: {problem}")
+                print(f"  skipping the {name} setting: {problem}")
                 continue
-            tuning = runner.Tuning(strategy="mitogen")
-            chosen.append(Setting("this branch, mitogen", tuning, snapshot(scratch / "branch")))
-        elif name == "mitogen-workers":  # the same, with every task sent to a worker
-            problem = runner.mitogen_problem()
-            if problem:
-                print(f"  skipping the mitogen-workers setting: {problem}")
-                continue
-            tuning = runner.Tuning(strategy="mitogen", work_on_controller=False)
-            label = "this branch, mitogen, every task to a worker"
+            workers = name == "mitogen-workers"
+            tuning = runner.Tuning(strategy="mitogen", work_on_controller=not workers)
+            label = "this branch, mitogen" + (", every task to a worker" if workers else "")
             chosen.append(Setting(label, tuning, snapshot(scratch / "branch")))
         elif name == "defaults":
             tuning = runner.Tuning.ansible_defaults()

@@ -88,9 +88,7 @@ def _plain(task: Any) -> bool:
 def skip_result(host: Any, task: Any, task_vars: dict[str, Any], play_context: Any, loader: Any):
     """The result the worker would return for ``task`` on ``host`` when its ``when`` is false,
     or None when the task must run (see the module's docstring)."""
-    if not ENABLED or not task.when or task.loop is not None or task.loop_with:
-        return None
-    if not _plain(task):
+    if not (ENABLED and task.when and task.loop is None and not task.loop_with and _plain(task)):
         return None
     try:
         with DeferredWarningContext(variables=task_vars) as warnings:
